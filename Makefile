@@ -1,0 +1,42 @@
+# The README's commands. meson does the building; this file installs what is
+# missing from Debian first and gives the targets short names.
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+MESON_OPTS ?=
+
+.PHONY: all check check-asan bench demo deps clean
+
+all: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+$(BUILD)/build.ninja:
+	@sh scripts/install-deps.sh build
+	meson setup $(BUILD) $(MESON_OPTS)
+
+$(ASAN_BUILD)/build.ninja:
+	@sh scripts/install-deps.sh build
+	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false \
+		-Dc_args=-fno-sanitize-recover=all $(MESON_OPTS)
+
+deps:
+	@sh scripts/install-deps.sh build test bench
+
+check: all
+	@sh scripts/install-deps.sh test
+	@sh scripts/run-tests.sh $(BUILD)
+
+check-asan: $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+	@sh scripts/install-deps.sh test
+	@sh scripts/run-tests.sh $(ASAN_BUILD)
+
+bench: all
+	@sh scripts/install-deps.sh bench
+	@bash bench/run.sh $(BUILD)
+
+demo: all
+	@sh scripts/install-deps.sh demo
+	@bash scripts/demo.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,46 @@
+#!/bin/sh
+# Installs the Debian packages a make target needs, once.
+# Usage: install-deps.sh GROUP...   (build, test, bench, demo)
+# As root it runs apt-get update + apt-get install for what is missing;
+# otherwise it prints the command and fails.
+set -eu
+
+pkgs_build="gcc meson ninja-build pkg-config libcmocka-dev"
+pkgs_test="qemu-utils libnbd-bin python3-libnbd nbdkit fio python3"
+pkgs_bench="qemu-utils qemu-system-common nbdkit fio libnbd-bin python3"
+pkgs_demo="qemu-utils libnbd-bin"
+
+want=""
+for group in "$@"; do
+	case "$group" in
+	build) want="$want $pkgs_build" ;;
+	test) want="$want $pkgs_test" ;;
+	bench) want="$want $pkgs_bench" ;;
+	demo) want="$want $pkgs_demo" ;;
+	*) echo "install-deps.sh: unknown group '$group'" >&2; exit 2 ;;
+	esac
+done
+
+missing=""
+for p in $want; do
+	case " $missing " in *" $p "*) continue ;; esac
+	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	case "$status" in
+	*"install ok installed"*) ;;
+	*) missing="$missing $p" ;;
+	esac
+done
+
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "missing Debian packages:$missing" >&2
+	echo "run: sudo apt-get update && sudo apt-get install -y$missing" >&2
+	exit 1
+fi
+
+echo "installing Debian packages:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

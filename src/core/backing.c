@@ -1,0 +1,358 @@
+/* Backing store: pread/pwrite and friends on a regular file or a block device.
+ *
+ * Buffered I/O through the page cache: any alignment works and FLUSH/FUA map to
+ * fdatasync/RWF_DSYNC. Holes are found with SEEK_DATA/SEEK_HOLE; a file that had
+ * none when opened and that we have not punched is known dense and skips the
+ * lseek calls on the read path. */
+#include "core/backing.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "core/extents.h"
+#include "core/io.h"
+
+struct backing {
+	int fd;
+	bool blockdev;
+	bool readonly;
+	uint64_t size;
+	uint32_t lbs;
+	atomic_bool maybe_sparse;
+	atomic_bool no_zero_range; /* fallocate(ZERO_RANGE) said EOPNOTSUPP once */
+	atomic_bool no_punch;      /* fallocate(PUNCH_HOLE) said EOPNOTSUPP once */
+	char *path;
+};
+
+int backing_open(const char *path, bool readonly, struct backing **out)
+{
+	struct backing *b;
+	struct stat st;
+	uint64_t size;
+	int fd, lbs = BDF_SECTOR_SIZE;
+
+	fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (fd < 0) {
+		int err = errno;
+
+		log_error("%s: cannot open: %s", path, strerror(err));
+		return -err;
+	}
+	if (fstat(fd, &st) < 0) {
+		int err = errno;
+
+		log_error("%s: stat: %s", path, strerror(err));
+		close(fd);
+		return -err;
+	}
+	if (S_ISREG(st.st_mode)) {
+		size = (uint64_t)st.st_size;
+	} else if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, &size) < 0 || ioctl(fd, BLKSSZGET, &lbs) < 0) {
+			int err = errno;
+
+			log_error("%s: cannot read block device geometry: %s", path, strerror(err));
+			close(fd);
+			return -err;
+		}
+	} else {
+		log_error("%s: not a regular file or block device", path);
+		close(fd);
+		return -EINVAL;
+	}
+	if (size < BDF_SECTOR_SIZE) {
+		log_error("%s: %llu bytes is smaller than one %u-byte sector", path,
+			  (unsigned long long)size, BDF_SECTOR_SIZE);
+		close(fd);
+		return -EINVAL;
+	}
+	if (size % BDF_SECTOR_SIZE) {
+		log_warn("%s: size %llu is not a whole number of sectors; the last %llu bytes are not served",
+			 path, (unsigned long long)size, (unsigned long long)(size % BDF_SECTOR_SIZE));
+		size -= size % BDF_SECTOR_SIZE;
+	}
+
+	b = calloc(1, sizeof(*b));
+	if (!b || !(b->path = strdup(path))) {
+		free(b);
+		close(fd);
+		return -ENOMEM;
+	}
+	b->fd = fd;
+	b->blockdev = S_ISBLK(st.st_mode);
+	b->readonly = readonly;
+	b->size = size;
+	b->lbs = (uint32_t)lbs;
+	atomic_init(&b->maybe_sparse, !b->blockdev && (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size);
+	atomic_init(&b->no_zero_range, false);
+	atomic_init(&b->no_punch, false);
+	*out = b;
+	return 0;
+}
+
+void backing_close(struct backing *b)
+{
+	if (!b)
+		return;
+	close(b->fd);
+	free(b->path);
+	free(b);
+}
+
+uint64_t backing_size(const struct backing *b)
+{
+	return b->size;
+}
+
+uint32_t backing_logical_block_size(const struct backing *b)
+{
+	return b->lbs;
+}
+
+bool backing_is_blockdev(const struct backing *b)
+{
+	return b->blockdev;
+}
+
+const char *backing_path(const struct backing *b)
+{
+	return b->path;
+}
+
+int backing_pread(struct backing *b, void *buf, uint64_t count, uint64_t offset)
+{
+	char *p = buf;
+
+	while (count > 0) {
+		ssize_t r = pread(b->fd, p, count, (off_t)offset);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			return -EIO; /* the file shrank under us */
+		p += r;
+		count -= (uint64_t)r;
+		offset += (uint64_t)r;
+	}
+	return 0;
+}
+
+static int write_all(struct backing *b, const void *buf, uint64_t count, uint64_t offset, int rwf)
+{
+	const char *p = buf;
+
+	while (count > 0) {
+		struct iovec iov = { .iov_base = (void *)p, .iov_len = count };
+		ssize_t r = rwf ? pwritev2(b->fd, &iov, 1, (off_t)offset, rwf)
+				: pwrite(b->fd, p, count, (off_t)offset);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += r;
+		count -= (uint64_t)r;
+		offset += (uint64_t)r;
+	}
+	return 0;
+}
+
+int backing_flush(struct backing *b)
+{
+	if (fdatasync(b->fd) < 0)
+		return -errno;
+	return 0;
+}
+
+int backing_pwrite(struct backing *b, const void *buf, uint64_t count, uint64_t offset, uint32_t flags)
+{
+	int r;
+
+	if (flags & BDF_FUA) {
+		r = write_all(b, buf, count, offset, RWF_DSYNC);
+		if (r != -EOPNOTSUPP)
+			return r;
+	}
+	r = write_all(b, buf, count, offset, 0);
+	if (r == 0 && (flags & BDF_FUA))
+		r = backing_flush(b);
+	return r;
+}
+
+static int punch_hole(struct backing *b, uint64_t count, uint64_t offset)
+{
+	if (atomic_load_explicit(&b->no_punch, memory_order_relaxed))
+		return -EOPNOTSUPP;
+	if (fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)count) == 0) {
+		atomic_store(&b->maybe_sparse, true);
+		return 0;
+	}
+	if (errno == EOPNOTSUPP) {
+		atomic_store(&b->no_punch, true);
+		return -EOPNOTSUPP;
+	}
+	return -errno;
+}
+
+int backing_trim(struct backing *b, uint64_t count, uint64_t offset, uint32_t flags)
+{
+	int r;
+
+	if (b->blockdev) {
+		uint64_t range[2] = { offset, count };
+
+		/* Discard is advisory: a device that cannot discard has done its job. */
+		r = ioctl(b->fd, BLKDISCARD, range) == 0 ? 0 : -errno;
+		if (r == -EOPNOTSUPP || r == -ENOTTY || r == -EINVAL)
+			r = 0;
+	} else {
+		r = punch_hole(b, count, offset);
+		if (r == -EOPNOTSUPP)
+			r = 0;
+	}
+	if (r == 0 && (flags & BDF_FUA))
+		r = backing_flush(b);
+	return r;
+}
+
+static int write_zeroes_slow(struct backing *b, uint64_t count, uint64_t offset)
+{
+	const uint64_t chunk = 1u << 20;
+	void *zero = calloc(1, count < chunk ? count : chunk);
+	int r = 0;
+
+	if (!zero)
+		return -ENOMEM;
+	while (count > 0 && r == 0) {
+		uint64_t n = count < chunk ? count : chunk;
+
+		r = write_all(b, zero, n, offset, 0);
+		count -= n;
+		offset += n;
+	}
+	free(zero);
+	return r;
+}
+
+/* A file: zeroes without writing a buffer; -EOPNOTSUPP if the filesystem has no way. */
+static int file_zero_fast(struct backing *b, uint64_t count, uint64_t offset, uint32_t flags)
+{
+	int r;
+
+	if (flags & BDF_MAY_TRIM) {
+		r = punch_hole(b, count, offset);
+		if (r != -EOPNOTSUPP)
+			return r;
+	}
+	if (!atomic_load_explicit(&b->no_zero_range, memory_order_relaxed)) {
+		if (fallocate(b->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)count) == 0)
+			return 0;
+		if (errno != EOPNOTSUPP)
+			return -errno;
+		atomic_store(&b->no_zero_range, true);
+	}
+	/* tmpfs and friends: punch, then allocate again, so that NO_HOLE still holds. */
+	r = punch_hole(b, count, offset);
+	if (r != 0)
+		return r;
+	if (fallocate(b->fd, FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)count) < 0)
+		return -errno;
+	return 0;
+}
+
+/* A block device: PUNCH_HOLE is "zero out, never by writing" (it may unmap);
+ * ZERO_RANGE keeps the blocks mapped but the kernel may fall back to writing. */
+static int blockdev_zero(struct backing *b, uint64_t count, uint64_t offset, uint32_t flags)
+{
+	if (flags & (BDF_MAY_TRIM | BDF_FAST_ZERO)) {
+		if (fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)count) == 0)
+			return 0;
+		if (errno != EOPNOTSUPP && errno != EINVAL)
+			return -errno;
+		if (flags & BDF_FAST_ZERO)
+			return -EOPNOTSUPP;
+	}
+	if (fallocate(b->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)count) == 0)
+		return 0;
+	return errno == EOPNOTSUPP || errno == EINVAL ? -EOPNOTSUPP : -errno;
+}
+
+int backing_zero(struct backing *b, uint64_t count, uint64_t offset, uint32_t flags)
+{
+	int r = b->blockdev ? blockdev_zero(b, count, offset, flags)
+			    : file_zero_fast(b, count, offset, flags);
+
+	if (r == -EOPNOTSUPP) {
+		if (flags & BDF_FAST_ZERO)
+			return -ENOTSUP;
+		r = write_zeroes_slow(b, count, offset);
+	}
+	if (r == 0 && (flags & BDF_FUA))
+		r = backing_flush(b);
+	return r;
+}
+
+int backing_cache(struct backing *b, uint64_t count, uint64_t offset)
+{
+	int r = posix_fadvise(b->fd, (off_t)offset, (off_t)count, POSIX_FADV_WILLNEED);
+
+	return r == 0 || r == ESPIPE ? 0 : -r;
+}
+
+int backing_extents(struct backing *b, uint64_t count, uint64_t offset, uint32_t flags,
+		    struct extents *e)
+{
+	uint64_t end = offset + count, pos = offset;
+
+	if (b->blockdev || !atomic_load_explicit(&b->maybe_sparse, memory_order_relaxed))
+		return extents_add(e, offset, count, 0);
+
+	while (pos < end && !extents_done(e)) {
+		off_t d, h;
+		int r;
+
+		d = lseek(b->fd, (off_t)pos, SEEK_DATA);
+		if (d < 0) {
+			if (errno == ENXIO) /* no data past pos: a hole to the end */
+				return extents_add(e, pos, end - pos, EXTENT_HOLE | EXTENT_ZERO);
+			if (errno == EINVAL || errno == EOPNOTSUPP)
+				return extents_add(e, pos, end - pos, 0);
+			return -errno;
+		}
+		if ((uint64_t)d > pos) {
+			uint64_t n = (uint64_t)d - pos < end - pos ? (uint64_t)d - pos : end - pos;
+
+			r = extents_add(e, pos, n, EXTENT_HOLE | EXTENT_ZERO);
+			if (r < 0)
+				return r;
+			pos += n;
+		} else {
+			h = lseek(b->fd, (off_t)pos, SEEK_HOLE);
+			if (h < 0)
+				return -errno;
+			if ((uint64_t)h <= pos) /* cannot happen on a sane fs; do not loop */
+				return extents_add(e, pos, end - pos, 0);
+			r = extents_add(e, pos, ((uint64_t)h < end ? (uint64_t)h : end) - pos, 0);
+			if (r < 0)
+				return r;
+			pos = (uint64_t)h < end ? (uint64_t)h : end;
+		}
+		if (flags & BDF_REQ_ONE)
+			break;
+	}
+	return 0;
+}

@@ -1,0 +1,265 @@
+/* Devices: range checks, the drain lock around stack changes, and dispatch
+ * into the filter stack.
+ *
+ * Requests hold io_lock shared for their whole duration; attach and detach take
+ * it exclusive, which waits for the requests in flight and holds new ones back
+ * until the stack is consistent again. The lock prefers writers, so a steady
+ * stream of requests cannot starve an attach. */
+#include "core/device.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "core/backing.h"
+#include "core/device_internal.h"
+#include "core/filter.h"
+#include "core/filter_stack.h"
+
+struct device {
+	char *name;
+	struct backing *backing;
+	bool readonly;
+	uint64_t size;
+	pthread_rwlock_t io_lock;
+	struct filter *top; /* guarded by io_lock (exclusive to change) */
+};
+
+int device_open(const char *name, const char *path, bool readonly, struct device **out)
+{
+	pthread_rwlockattr_t attr;
+	struct device *dev;
+	int r;
+
+	dev = calloc(1, sizeof(*dev));
+	if (!dev || !(dev->name = strdup(name))) {
+		free(dev);
+		return -ENOMEM;
+	}
+	r = backing_open(path, readonly, &dev->backing);
+	if (r < 0) {
+		free(dev->name);
+		free(dev);
+		return r;
+	}
+	dev->readonly = readonly;
+	dev->size = backing_size(dev->backing);
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&dev->io_lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	*out = dev;
+	return 0;
+}
+
+void device_close(struct device *dev)
+{
+	int r;
+
+	if (!dev)
+		return;
+	while (dev->top)
+		device_detach(dev, dev->top->ops->name);
+	if (!dev->readonly) {
+		r = backing_flush(dev->backing);
+		if (r < 0)
+			log_error("%s: flush at close failed: %s", dev->name, strerror(-r));
+	}
+	backing_close(dev->backing);
+	pthread_rwlock_destroy(&dev->io_lock);
+	free(dev->name);
+	free(dev);
+}
+
+const char *device_name(const struct device *dev)
+{
+	return dev->name;
+}
+
+const char *device_path(const struct device *dev)
+{
+	return backing_path(dev->backing);
+}
+
+uint64_t device_size(const struct device *dev)
+{
+	return dev->size;
+}
+
+bool device_readonly(const struct device *dev)
+{
+	return dev->readonly;
+}
+
+uint32_t device_logical_block_size(const struct device *dev)
+{
+	return backing_logical_block_size(dev->backing);
+}
+
+struct backing *device_backing(struct device *dev)
+{
+	return dev->backing;
+}
+
+int device_check_range(const struct device *dev, uint64_t count, uint64_t offset, bool write)
+{
+	if (write && dev->readonly)
+		return -EPERM;
+	/* offset + count > size, written so that it cannot overflow */
+	if (offset > dev->size || count > dev->size - offset)
+		return write ? -ENOSPC : -EINVAL;
+	return 0;
+}
+
+static void log_io_error(struct device *dev, const char *what, uint64_t count, uint64_t offset, int r)
+{
+	log_warn("%s: %s of %llu bytes at %llu failed: %s", dev->name, what,
+		 (unsigned long long)count, (unsigned long long)offset, strerror(-r));
+}
+
+#define DEVICE_IO(dev, what, count, offset, write, call)                        \
+	do {                                                                     \
+		int r_ = device_check_range((dev), (count), (offset), (write));  \
+		if (r_ < 0)                                                      \
+			return r_;                                               \
+		if ((count) == 0)                                                \
+			return 0;                                                \
+		pthread_rwlock_rdlock(&(dev)->io_lock);                          \
+		r_ = (call);                                                     \
+		pthread_rwlock_unlock(&(dev)->io_lock);                          \
+		if (r_ < 0 && r_ != -ENOTSUP)                                    \
+			log_io_error((dev), (what), (count), (offset), r_);      \
+		return r_;                                                       \
+	} while (0)
+
+int device_pread(struct device *dev, void *buf, uint64_t count, uint64_t offset, uint32_t flags)
+{
+	DEVICE_IO(dev, "read", count, offset, false,
+		  stack_pread(dev->backing, dev->top, buf, count, offset, flags));
+}
+
+int device_pwrite(struct device *dev, const void *buf, uint64_t count, uint64_t offset, uint32_t flags)
+{
+	DEVICE_IO(dev, "write", count, offset, true,
+		  stack_pwrite(dev->backing, dev->top, buf, count, offset, flags));
+}
+
+int device_trim(struct device *dev, uint64_t count, uint64_t offset, uint32_t flags)
+{
+	DEVICE_IO(dev, "trim", count, offset, true,
+		  stack_trim(dev->backing, dev->top, count, offset, flags));
+}
+
+int device_zero(struct device *dev, uint64_t count, uint64_t offset, uint32_t flags)
+{
+	DEVICE_IO(dev, "write-zeroes", count, offset, true,
+		  stack_zero(dev->backing, dev->top, count, offset, flags));
+}
+
+int device_cache(struct device *dev, uint64_t count, uint64_t offset, uint32_t flags)
+{
+	DEVICE_IO(dev, "cache", count, offset, false,
+		  stack_cache(dev->backing, dev->top, count, offset, flags));
+}
+
+int device_extents(struct device *dev, uint64_t count, uint64_t offset, uint32_t flags, struct extents *e)
+{
+	DEVICE_IO(dev, "block-status", count, offset, false,
+		  stack_extents(dev->backing, dev->top, count, offset, flags, e));
+}
+
+int device_flush(struct device *dev, uint32_t flags)
+{
+	int r;
+
+	if (dev->readonly)
+		return 0;
+	pthread_rwlock_rdlock(&dev->io_lock);
+	r = stack_flush(dev->backing, dev->top, flags);
+	pthread_rwlock_unlock(&dev->io_lock);
+	if (r < 0)
+		log_warn("%s: flush failed: %s", dev->name, strerror(-r));
+	return r;
+}
+
+static struct filter **find_filter(struct device *dev, const char *name)
+{
+	struct filter **pp;
+
+	for (pp = &dev->top; *pp; pp = &(*pp)->below)
+		if (strcmp((*pp)->ops->name, name) == 0)
+			return pp;
+	return NULL;
+}
+
+int device_attach(struct device *dev, const char *filter_name, const char *args)
+{
+	const struct filter_ops *ops = filter_lookup(filter_name);
+	struct filter *f;
+	int r = 0;
+
+	if (!ops) {
+		log_error("%s: no filter called '%s'", dev->name, filter_name);
+		return -ENOENT;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->ops = ops;
+	f->dev = dev;
+
+	pthread_rwlock_wrlock(&dev->io_lock);
+	if (find_filter(dev, filter_name)) {
+		r = -EALREADY;
+	} else {
+		f->below = dev->top;
+		if (ops->attach)
+			r = ops->attach(f, args);
+		if (r == 0)
+			dev->top = f;
+	}
+	pthread_rwlock_unlock(&dev->io_lock);
+
+	if (r < 0) {
+		free(f);
+		if (r == -EALREADY)
+			log_info("%s: filter %s is already attached", dev->name, filter_name);
+		else
+			log_error("%s: attaching filter %s failed: %s", dev->name, filter_name, strerror(-r));
+		return r;
+	}
+	log_info("%s: filter %s attached", dev->name, filter_name);
+	return 0;
+}
+
+int device_detach(struct device *dev, const char *filter_name)
+{
+	struct filter **pp, *f;
+
+	pthread_rwlock_wrlock(&dev->io_lock);
+	pp = find_filter(dev, filter_name);
+	if (!pp) {
+		pthread_rwlock_unlock(&dev->io_lock);
+		return -ENOENT;
+	}
+	f = *pp;
+	*pp = f->below;
+	if (f->ops->detach)
+		f->ops->detach(f);
+	pthread_rwlock_unlock(&dev->io_lock);
+	free(f);
+	log_info("%s: filter %s detached", dev->name, filter_name);
+	return 0;
+}
+
+bool device_has_filter(struct device *dev, const char *filter_name)
+{
+	bool found;
+
+	pthread_rwlock_rdlock(&dev->io_lock);
+	found = find_filter(dev, filter_name) != NULL;
+	pthread_rwlock_unlock(&dev->io_lock);
+	return found;
+}

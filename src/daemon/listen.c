@@ -1,0 +1,216 @@
+/* Listening sockets for NBD clients. */
+#include "daemon/listen.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define LISTEN_BACKLOG 128
+
+void listen_addr_free(struct listen_addr *a)
+{
+	free(a->path);
+	free(a->host);
+	free(a->port);
+	memset(a, 0, sizeof(*a));
+}
+
+static bool valid_port(const char *p)
+{
+	char *end;
+	long v;
+
+	if (!*p)
+		return false;
+	v = strtol(p, &end, 10);
+	return *end == '\0' && v >= 1 && v <= 65535;
+}
+
+int listen_addr_parse(const char *addr, struct listen_addr *a, char *err, size_t errlen)
+{
+	memset(a, 0, sizeof(*a));
+	if (strncmp(addr, "unix:", 5) == 0) {
+		const char *path = addr + 5;
+
+		if (!*path || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+			snprintf(err, errlen, "--nbd-listen '%s': expected unix:PATH with a path of 1 to %zu bytes",
+				 addr, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+			return -1;
+		}
+		a->kind = LISTEN_UNIX;
+		a->path = strdup(path);
+		return a->path ? 0 : -1;
+	}
+	if (strncmp(addr, "tcp:", 4) == 0) {
+		const char *s = addr + 4, *colon, *host_end;
+		char *host;
+
+		if (*s == '[') { /* tcp:[::1]:PORT */
+			host_end = strchr(s, ']');
+			if (!host_end || host_end[1] != ':')
+				goto bad_tcp;
+			host = strndup(s + 1, (size_t)(host_end - s - 1));
+			colon = host_end + 1;
+		} else {
+			colon = strrchr(s, ':');
+			host = colon ? strndup(s, (size_t)(colon - s)) : strdup("");
+		}
+		if (!host)
+			return -1;
+		if (!valid_port(colon ? colon + 1 : s)) {
+			free(host);
+			goto bad_tcp;
+		}
+		a->kind = LISTEN_TCP;
+		/* No host: loopback only; listening wider is an explicit choice. */
+		a->host = *host ? host : (free(host), strdup("127.0.0.1"));
+		a->port = strdup(colon ? colon + 1 : s);
+		return a->host && a->port ? 0 : -1;
+	}
+	snprintf(err, errlen, "--nbd-listen '%s': expected unix:PATH or tcp:[HOST:]PORT", addr);
+	return -1;
+bad_tcp:
+	snprintf(err, errlen, "--nbd-listen '%s': expected tcp:HOST:PORT, tcp:PORT or tcp:[IPV6]:PORT "
+		 "with a port from 1 to 65535", addr);
+	return -1;
+}
+
+/* A socket file left by a daemon that died: nothing answers on it. */
+static bool stale_unix_socket(const struct sockaddr_un *sa)
+{
+	struct stat st;
+	int fd, r;
+
+	if (stat(sa->sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
+		return false;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
+	close(fd);
+	return r < 0 && errno == ECONNREFUSED;
+}
+
+static int open_unix(const struct listen_addr *a, struct listener *l, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	strcpy(sa.sun_path, a->path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		goto fail;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (errno != EADDRINUSE || !stale_unix_socket(&sa))
+			goto fail;
+		unlink(sa.sun_path);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			goto fail;
+	}
+	if (listen(fd, LISTEN_BACKLOG) < 0) {
+		unlink(sa.sun_path);
+		goto fail;
+	}
+	l->fd = fd;
+	l->unix_path = strdup(a->path);
+	snprintf(l->desc, sizeof(l->desc), "unix:%s", a->path);
+	return 0;
+fail:
+	snprintf(err, errlen, "cannot listen on unix:%s: %s", a->path,
+		 errno == EADDRINUSE ? "another server is listening there" : strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static int open_tcp(const struct listen_addr *a, struct listener *l, char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res;
+	int fd = -1, r, one = 1, e = 0;
+
+	r = getaddrinfo(a->host, a->port, &hints, &res);
+	if (r != 0) {
+		snprintf(err, errlen, "cannot listen on tcp:%s:%s: %s", a->host, a->port, gai_strerror(r));
+		return -1;
+	}
+	/* The first address that binds; HOST names one interface in practice. */
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+		if (fd < 0) {
+			e = errno;
+			continue;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, LISTEN_BACKLOG) == 0)
+			break;
+		e = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot listen on tcp:%s:%s: %s", a->host, a->port, strerror(e));
+		return -1;
+	}
+	l->fd = fd;
+	l->unix_path = NULL;
+	snprintf(l->desc, sizeof(l->desc), "tcp:%s:%s", a->host, a->port);
+	return 0;
+}
+
+int listener_open(const struct listen_addr *a, struct listener *l, char *err, size_t errlen)
+{
+	return a->kind == LISTEN_UNIX ? open_unix(a, l, err, errlen) : open_tcp(a, l, err, errlen);
+}
+
+void listener_close(struct listener *l)
+{
+	if (l->fd >= 0)
+		close(l->fd);
+	l->fd = -1;
+	if (l->unix_path) {
+		unlink(l->unix_path);
+		free(l->unix_path);
+		l->unix_path = NULL;
+	}
+}
+
+int listeners_from_systemd(struct listener **out)
+{
+	const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
+	struct listener *v;
+	long n;
+
+	*out = NULL;
+	if (!pid_s || !fds_s || strtol(pid_s, NULL, 10) != (long)getpid())
+		return 0;
+	n = strtol(fds_s, NULL, 10);
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	if (n <= 0 || n > 64)
+		return 0;
+	v = calloc((size_t)n, sizeof(*v));
+	if (!v)
+		return -1;
+	for (long i = 0; i < n; i++) {
+		int fd = 3 + (int)i; /* SD_LISTEN_FDS_START */
+
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		v[i].fd = fd;
+		snprintf(v[i].desc, sizeof(v[i].desc), "systemd fd %d", fd);
+	}
+	*out = v;
+	return (int)n;
+}

@@ -1,0 +1,32 @@
+/* Listening sockets: unix:PATH, tcp:HOST:PORT, and sockets passed by systemd. */
+#ifndef BDF_DAEMON_LISTEN_H
+#define BDF_DAEMON_LISTEN_H
+
+#include <stddef.h>
+
+struct listen_addr {
+	enum { LISTEN_UNIX, LISTEN_TCP } kind;
+	char *path; /* unix */
+	char *host; /* tcp */
+	char *port; /* tcp */
+};
+
+struct listener {
+	int fd;
+	char *unix_path; /* a socket we created, unlinked at close */
+	char desc[128];
+};
+
+/* Parse ADDR; on error write a message to ERR and return -1. */
+int listen_addr_parse(const char *addr, struct listen_addr *a, char *err, size_t errlen);
+void listen_addr_free(struct listen_addr *a);
+
+/* Bind and listen (non-blocking, close-on-exec). -1 and ERR on failure. */
+int listener_open(const struct listen_addr *a, struct listener *l, char *err, size_t errlen);
+void listener_close(struct listener *l);
+
+/* Sockets passed with systemd's LISTEN_PID/LISTEN_FDS. Returns how many (0 if
+ * none were passed), and unsets the variables so children do not inherit them. */
+int listeners_from_systemd(struct listener **out);
+
+#endif

@@ -1,0 +1,320 @@
+/* bdfilterd: start-up (options, devices, listeners, daemonizing), the accept
+ * loop, and the ordered tear-down on SIGTERM/SIGINT: stop listening, let the NBD
+ * server answer what is in flight, then flush and close the devices. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "core/device.h"
+#include "daemon/listen.h"
+#include "daemon/options.h"
+#include "exports/nbd_server.h"
+
+struct daemon {
+	struct options opt;
+	struct device **devices;
+	struct listener *listeners;
+	size_t n_listeners;
+	struct nbd_server *nbd;
+	int sigfd;
+	bool wrote_pidfile;
+};
+
+static int open_devices(struct daemon *d)
+{
+	d->devices = calloc(d->opt.n_devices, sizeof(*d->devices));
+	if (!d->devices)
+		return -1;
+	for (size_t i = 0; i < d->opt.n_devices; i++) {
+		const struct device_spec *s = &d->opt.devices[i];
+
+		if (device_open(s->name, s->path, s->readonly, &d->devices[i]) < 0)
+			return -1; /* backing_open said why */
+		for (size_t j = 0; j < s->n_filters; j++)
+			if (device_attach(d->devices[i], s->filters[j], NULL) < 0)
+				return -1;
+	}
+	return 0;
+}
+
+static int open_listeners(struct daemon *d)
+{
+	char err[512];
+
+	if (d->opt.n_listen == 0) {
+		int n = listeners_from_systemd(&d->listeners);
+
+		if (n < 0)
+			return -1;
+		if (n == 0) {
+			fprintf(stderr, "bdfilterd: nothing to listen on: give --nbd-listen ADDR "
+					"or start it with systemd socket activation\n");
+			return -1;
+		}
+		d->n_listeners = (size_t)n;
+		/* Activated by systemd or by a client (nbdinfo -- [ ... ]): stay in front. */
+		d->opt.foreground = true;
+		return 0;
+	}
+
+	/* Check every address before binding any. */
+	struct listen_addr *addrs = calloc(d->opt.n_listen, sizeof(*addrs));
+	int r = 0;
+
+	d->listeners = calloc(d->opt.n_listen, sizeof(*d->listeners));
+	if (!addrs || !d->listeners) {
+		free(addrs);
+		return -1;
+	}
+	for (size_t i = 0; i < d->opt.n_listen && r == 0; i++)
+		if (listen_addr_parse(d->opt.listen[i], &addrs[i], err, sizeof(err)) < 0) {
+			fprintf(stderr, "bdfilterd: %s\n", err);
+			r = -1;
+		}
+	for (size_t i = 0; i < d->opt.n_listen && r == 0; i++) {
+		if (listener_open(&addrs[i], &d->listeners[i], err, sizeof(err)) < 0) {
+			fprintf(stderr, "bdfilterd: %s\n", err);
+			r = -1;
+		} else {
+			d->n_listeners++;
+		}
+	}
+	for (size_t i = 0; i < d->opt.n_listen; i++)
+		listen_addr_free(&addrs[i]);
+	free(addrs);
+	return r;
+}
+
+/* Fork into the background. The parent exits 0 once the child is serving, so
+ * a script can connect as soon as bdfilterd returns. READY_FD gets the child's
+ * end of the pipe. */
+static int daemonize(int *ready_fd)
+{
+	int p[2];
+	pid_t pid;
+	char c;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid > 0) {
+		close(p[1]);
+		/* EOF without a byte: the child failed (and said why). */
+		_exit(read(p[0], &c, 1) == 1 ? 0 : 1);
+	}
+	close(p[0]);
+	if (setsid() < 0)
+		return -1;
+	if (fork() > 0)
+		_exit(0);
+	if (chdir("/") < 0)
+		return -1;
+	*ready_fd = p[1];
+	return 0;
+}
+
+static void detach_stdio(void)
+{
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	dup2(fd, 0);
+	dup2(fd, 1);
+	dup2(fd, 2);
+	if (fd > 2)
+		close(fd);
+}
+
+static int write_pidfile(const char *path)
+{
+	FILE *f = fopen(path, "we");
+
+	if (!f) {
+		log_error("cannot write pidfile %s: %s", path, strerror(errno));
+		return -1;
+	}
+	fprintf(f, "%d\n", (int)getpid());
+	if (fclose(f) != 0) {
+		log_error("cannot write pidfile %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void peer_name(int fd, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[NI_MAXHOST], serv[NI_MAXSERV];
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0 || ss.ss_family == AF_UNIX ||
+	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv, sizeof(serv),
+			NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		snprintf(buf, len, "unix");
+		return;
+	}
+	snprintf(buf, len, "%.64s:%.8s", host, serv);
+}
+
+static void accept_one(struct daemon *d, struct listener *l)
+{
+	char peer[96];
+	int fd, one = 1;
+
+	fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
+			log_warn("accept on %s: %s", l->desc, strerror(errno));
+			usleep(100 * 1000); /* do not spin while out of descriptors */
+		}
+		return;
+	}
+	peer_name(fd, peer, sizeof(peer));
+	if (strcmp(peer, "unix") != 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	nbd_server_serve(d->nbd, fd, peer);
+}
+
+static int serve(struct daemon *d)
+{
+	struct pollfd *pfd = calloc(d->n_listeners + 1, sizeof(*pfd));
+
+	if (!pfd)
+		return -1;
+	pfd[0].fd = d->sigfd;
+	pfd[0].events = POLLIN;
+	for (size_t i = 0; i < d->n_listeners; i++) {
+		pfd[i + 1].fd = d->listeners[i].fd;
+		pfd[i + 1].events = POLLIN;
+	}
+	for (;;) {
+		if (poll(pfd, d->n_listeners + 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("poll: %s", strerror(errno));
+			break;
+		}
+		if (pfd[0].revents) {
+			struct signalfd_siginfo si;
+
+			if (read(d->sigfd, &si, sizeof(si)) == sizeof(si))
+				log_info("signal %u: shutting down", si.ssi_signo);
+			break;
+		}
+		for (size_t i = 0; i < d->n_listeners; i++)
+			if (pfd[i + 1].revents & POLLIN)
+				accept_one(d, &d->listeners[i]);
+	}
+	free(pfd);
+	return 0;
+}
+
+static void teardown(struct daemon *d)
+{
+	for (size_t i = 0; i < d->n_listeners; i++)
+		listener_close(&d->listeners[i]);
+	free(d->listeners);
+	if (d->nbd) {
+		nbd_server_shutdown(d->nbd);
+		nbd_server_free(d->nbd);
+	}
+	if (d->devices)
+		for (size_t i = 0; i < d->opt.n_devices; i++)
+			device_close(d->devices[i]);
+	free(d->devices);
+	if (d->wrote_pidfile)
+		unlink(d->opt.pidfile);
+	if (d->sigfd >= 0)
+		close(d->sigfd);
+	options_free(&d->opt);
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon d = { .sigfd = -1 };
+	struct nbd_server_config cfg;
+	int r, ready_fd = -1, rc = 1;
+	sigset_t mask;
+
+	r = options_parse(argc, argv, &d.opt);
+	if (r != 0) {
+		options_free(&d.opt);
+		return r > 0 ? 0 : 1;
+	}
+	log_set_level(d.opt.log_level);
+	signal(SIGPIPE, SIG_IGN);
+
+	cfg.threads = d.opt.threads;
+	cfg.handshake_timeout_ms = d.opt.handshake_timeout_s * 1000u;
+	if (open_devices(&d) < 0 || nbd_server_new(&cfg, &d.nbd) < 0)
+		goto out;
+	for (size_t i = 0; i < d.opt.n_devices; i++) {
+		char desc[512];
+
+		snprintf(desc, sizeof(desc), "%s", device_path(d.devices[i]));
+		if (nbd_server_add_export(d.nbd, d.devices[i], d.opt.devices[i].name, desc,
+					  d.opt.devices[i].readonly) < 0)
+			goto out;
+	}
+	if (open_listeners(&d) < 0)
+		goto out;
+
+	if (!d.opt.foreground) {
+		if (daemonize(&ready_fd) < 0) {
+			log_error("cannot daemonize: %s", strerror(errno));
+			goto out;
+		}
+		log_use_syslog(true);
+		detach_stdio();
+	}
+	if (d.opt.pidfile) {
+		if (write_pidfile(d.opt.pidfile) < 0)
+			goto out;
+		d.wrote_pidfile = true;
+	}
+
+	/* Before any thread starts, so that every thread inherits the mask and
+	 * only signalfd sees these signals. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	d.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	if (d.sigfd < 0) {
+		log_error("signalfd: %s", strerror(errno));
+		goto out;
+	}
+
+	for (size_t i = 0; i < d.n_listeners; i++)
+		log_info("listening on %s", d.listeners[i].desc);
+	if (ready_fd >= 0) {
+		if (write(ready_fd, "", 1) != 1)
+			log_warn("cannot tell the parent we are ready: %s", strerror(errno));
+		close(ready_fd);
+		ready_fd = -1;
+	}
+	if (serve(&d) == 0)
+		rc = 0;
+out:
+	if (ready_fd >= 0)
+		close(ready_fd);
+	teardown(&d);
+	if (rc == 0)
+		log_info("stopped");
+	return rc;
+}

@@ -1,0 +1,282 @@
+/* bdfilterd's command line: getopt_long, --help, and validation of every value,
+ * so that a bad command line fails with one message before anything listens. */
+#include "daemon/options.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/filter.h"
+
+enum {
+	OPT_HELP = 'h',
+	OPT_VERSION = 'V',
+	OPT_FOREGROUND = 'f',
+	OPT_LISTEN = 'l',
+	OPT_DEVICE = 'd',
+	OPT_PIDFILE = 'P',
+	OPT_LOG_LEVEL = 256,
+	OPT_THREADS,
+	OPT_HANDSHAKE_TIMEOUT,
+};
+
+static const struct option long_opts[] = {
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "foreground", no_argument, NULL, OPT_FOREGROUND },
+	{ "nbd-listen", required_argument, NULL, OPT_LISTEN },
+	{ "device", required_argument, NULL, OPT_DEVICE },
+	{ "pidfile", required_argument, NULL, OPT_PIDFILE },
+	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
+	{ NULL, 0, NULL, 0 },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: bdfilterd [OPTION]...\n"
+		"Serve block devices through a stack of filters over NBD.\n"
+		"\n"
+		"  -d, --device NAME=PATH[,ro][,filter=F]...\n"
+		"                             serve the file or block device PATH as export NAME;\n"
+		"                             ro: read-only; filter=F: attach filter F (passthrough)\n"
+		"  -l, --nbd-listen ADDR      listen for NBD clients on ADDR: unix:PATH,\n"
+		"                             tcp:HOST:PORT or tcp:PORT (127.0.0.1); repeatable.\n"
+		"                             Without it, sockets passed by systemd (LISTEN_FDS).\n"
+		"  -f, --foreground           do not daemonize; log to stderr\n"
+		"  -P, --pidfile PATH         write the daemon's pid to PATH\n"
+		"      --log-level LEVEL      error, warn, info (default) or debug\n"
+		"      --threads N            request workers per NBD connection (default 16)\n"
+		"      --handshake-timeout S  close clients that take longer than S seconds to\n"
+		"                             negotiate (default 10; 0: no limit)\n"
+		"  -h, --help                 print this help and exit\n"
+		"  -V, --version              print the version and exit\n"
+		"\n"
+		"SIGTERM or SIGINT: stop taking requests, answer those in flight, flush, exit 0.\n");
+}
+
+static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v < min || v > max)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* Export names travel as NBD strings and show up in URIs and logs: keep them
+ * printable, without the separators of the --device syntax. */
+static bool valid_device_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 255)
+		return false;
+	for (; *s; s++)
+		if (*s <= ' ' || *s == 0x7f || *s == ',' || *s == '=' || *s == '/')
+			return false;
+	return true;
+}
+
+void device_spec_free(struct device_spec *d)
+{
+	free(d->name);
+	free(d->path);
+	for (size_t i = 0; i < d->n_filters; i++)
+		free(d->filters[i]);
+	memset(d, 0, sizeof(*d));
+}
+
+int device_spec_parse(const char *arg, struct device_spec *d, char *err, size_t errlen)
+{
+	const char *eq = strchr(arg, '=');
+	char *rest, *tok, *save = NULL;
+
+	memset(d, 0, sizeof(*d));
+	if (!eq) {
+		snprintf(err, errlen, "--device '%s': expected NAME=PATH", arg);
+		return -1;
+	}
+	d->name = strndup(arg, (size_t)(eq - arg));
+	rest = strdup(eq + 1);
+	if (!d->name || !rest)
+		goto nomem;
+	if (!valid_device_name(d->name)) {
+		snprintf(err, errlen, "--device '%s': invalid device name '%s'", arg, d->name);
+		goto fail;
+	}
+	tok = strtok_r(rest, ",", &save);
+	if (!tok) {
+		snprintf(err, errlen, "--device '%s': missing PATH", arg);
+		goto fail;
+	}
+	d->path = strdup(tok);
+	if (!d->path)
+		goto nomem;
+	while ((tok = strtok_r(NULL, ",", &save))) {
+		if (strcmp(tok, "ro") == 0) {
+			d->readonly = true;
+		} else if (strncmp(tok, "filter=", 7) == 0) {
+			const char *f = tok + 7;
+
+			if (!filter_lookup(f)) {
+				snprintf(err, errlen, "--device '%s': unknown filter '%s'", arg, f);
+				goto fail;
+			}
+			for (size_t i = 0; i < d->n_filters; i++)
+				if (strcmp(d->filters[i], f) == 0) {
+					snprintf(err, errlen, "--device '%s': filter '%s' given twice", arg, f);
+					goto fail;
+				}
+			if (d->n_filters == MAX_DEVICE_FILTERS) {
+				snprintf(err, errlen, "--device '%s': too many filters", arg);
+				goto fail;
+			}
+			if (!(d->filters[d->n_filters++] = strdup(f)))
+				goto nomem;
+		} else {
+			snprintf(err, errlen, "--device '%s': unknown device option '%s'", arg, tok);
+			goto fail;
+		}
+	}
+	free(rest);
+	return 0;
+nomem:
+	snprintf(err, errlen, "out of memory");
+fail:
+	free(rest);
+	device_spec_free(d);
+	return -1;
+}
+
+static int push(void **v, size_t *n, size_t size, const void *item)
+{
+	void *nv = realloc(*v, (*n + 1) * size);
+
+	if (!nv)
+		return -1;
+	memcpy((char *)nv + *n * size, item, size);
+	*v = nv;
+	(*n)++;
+	return 0;
+}
+
+int options_parse(int argc, char **argv, struct options *o)
+{
+	char err[512];
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->log_level = LOG_LEVEL_INFO;
+	o->threads = 16;
+	o->handshake_timeout_s = 10;
+	opterr = 0;
+	optind = 1;
+
+	while ((c = getopt_long(argc, argv, ":hVfl:d:P:", long_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_HELP:
+			usage(stdout);
+			return 1;
+		case OPT_VERSION:
+			printf("bdfilterd %s\n", BDF_VERSION);
+			return 1;
+		case OPT_FOREGROUND:
+			o->foreground = true;
+			break;
+		case OPT_LISTEN: {
+			char *s = strdup(optarg);
+
+			if (!s || push((void **)&o->listen, &o->n_listen, sizeof(s), &s) < 0) {
+				free(s);
+				fprintf(stderr, "bdfilterd: out of memory\n");
+				return -1;
+			}
+			break;
+		}
+		case OPT_DEVICE: {
+			struct device_spec d;
+
+			if (device_spec_parse(optarg, &d, err, sizeof(err)) < 0) {
+				fprintf(stderr, "bdfilterd: %s\n", err);
+				return -1;
+			}
+			for (size_t i = 0; i < o->n_devices; i++)
+				if (strcmp(o->devices[i].name, d.name) == 0) {
+					fprintf(stderr, "bdfilterd: --device: device name '%s' is used twice\n", d.name);
+					device_spec_free(&d);
+					return -1;
+				}
+			if (push((void **)&o->devices, &o->n_devices, sizeof(d), &d) < 0) {
+				device_spec_free(&d);
+				fprintf(stderr, "bdfilterd: out of memory\n");
+				return -1;
+			}
+			break;
+		}
+		case OPT_PIDFILE:
+			free(o->pidfile);
+			o->pidfile = strdup(optarg);
+			break;
+		case OPT_LOG_LEVEL:
+			if (log_parse_level(optarg, &o->log_level) < 0) {
+				fprintf(stderr, "bdfilterd: --log-level '%s': expected error, warn, info or debug\n",
+					optarg);
+				return -1;
+			}
+			break;
+		case OPT_THREADS:
+			if (parse_uint(optarg, 1, 1024, &o->threads) < 0) {
+				fprintf(stderr, "bdfilterd: --threads '%s': expected a number from 1 to 1024\n", optarg);
+				return -1;
+			}
+			break;
+		case OPT_HANDSHAKE_TIMEOUT:
+			if (parse_uint(optarg, 0, 86400, &o->handshake_timeout_s) < 0) {
+				fprintf(stderr, "bdfilterd: --handshake-timeout '%s': expected seconds (0 to 86400)\n",
+					optarg);
+				return -1;
+			}
+			break;
+		case ':':
+			fprintf(stderr, "bdfilterd: option '%s' needs a value (see --help)\n", argv[optind - 1]);
+			return -1;
+		default:
+			if (optopt)
+				fprintf(stderr, "bdfilterd: unknown option '-%c' (see --help)\n", optopt);
+			else
+				fprintf(stderr, "bdfilterd: unknown option '%s' (see --help)\n", argv[optind - 1]);
+			return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "bdfilterd: unexpected argument '%s' (see --help)\n", argv[optind]);
+		return -1;
+	}
+	if (o->n_devices == 0) {
+		fprintf(stderr, "bdfilterd: no device to serve: give --device NAME=PATH (see --help)\n");
+		return -1;
+	}
+	return 0;
+}
+
+void options_free(struct options *o)
+{
+	for (size_t i = 0; i < o->n_listen; i++)
+		free(o->listen[i]);
+	free(o->listen);
+	for (size_t i = 0; i < o->n_devices; i++)
+		device_spec_free(&o->devices[i]);
+	free(o->devices);
+	free(o->pidfile);
+	memset(o, 0, sizeof(*o));
+}

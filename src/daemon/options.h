@@ -1,0 +1,40 @@
+/* bdfilterd's command line. */
+#ifndef BDF_DAEMON_OPTIONS_H
+#define BDF_DAEMON_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/log.h"
+
+#define MAX_DEVICE_FILTERS 8
+
+struct device_spec {
+	char *name;
+	char *path;
+	bool readonly;
+	char *filters[MAX_DEVICE_FILTERS];
+	size_t n_filters;
+};
+
+struct options {
+	bool foreground;
+	char **listen; /* "unix:PATH" or "tcp:HOST:PORT" */
+	size_t n_listen;
+	struct device_spec *devices;
+	size_t n_devices;
+	char *pidfile;
+	enum log_level log_level;
+	unsigned threads;
+	unsigned handshake_timeout_s;
+};
+
+/* Parse ARGV. 0: run; 1: exit 0 (--help, --version printed); -1: error (printed). */
+int options_parse(int argc, char **argv, struct options *o);
+void options_free(struct options *o);
+
+/* Parse one --device value "NAME=PATH[,ro][,filter=NAME]..." (exposed for tests). */
+int device_spec_parse(const char *arg, struct device_spec *d, char *err, size_t errlen);
+void device_spec_free(struct device_spec *d);
+
+#endif

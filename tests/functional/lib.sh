@@ -1,0 +1,72 @@
+# Shared helpers for functional tests (sourced, POSIX sh + bash features used by callers).
+# A test exits 0 on pass, 77 to skip, anything else on failure.
+#
+# Environment set by meson: BDFILTERD (path to the daemon), BDF_SRCDIR (source root).
+
+set -eu
+
+: "${BDFILTERD:?BDFILTERD must point at the bdfilterd binary}"
+: "${BDF_SRCDIR:?BDF_SRCDIR must point at the source tree}"
+
+# Debian's Python modules (nbd) live with /usr/bin/python3, not with a python3 earlier on PATH.
+PY=/usr/bin/python3
+export PATH="/usr/sbin:/usr/bin:$PATH"
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/bdf-test.XXXXXX")
+BDF_PID=
+BDF_LOG="$T/bdfilterd.log"
+SOCK="$T/nbd.sock"
+
+fail() { echo "FAIL: $*" >&2; [ -f "$BDF_LOG" ] && { echo "--- daemon log:" >&2; tail -n 40 "$BDF_LOG" >&2; }; exit 1; }
+skip() { echo "SKIP: $*" >&2; exit 77; }
+need() { for c in "$@"; do command -v "$c" >/dev/null 2>&1 || skip "$c not installed"; done; }
+note() { echo "# $*"; }
+
+_bdf_cleanup() {
+	rc=$?
+	if [ -n "$BDF_PID" ] && kill -0 "$BDF_PID" 2>/dev/null; then
+		kill -TERM "$BDF_PID" 2>/dev/null || true
+		for _ in $(seq 50); do kill -0 "$BDF_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$BDF_PID" 2>/dev/null || true
+	fi
+	rm -rf "$T"
+	exit $rc
+}
+trap _bdf_cleanup EXIT
+trap 'exit 1' INT TERM
+
+# wait_for_socket PATH [SECONDS]
+wait_for_socket() {
+	_n=$(( ${2:-10} * 20 ))
+	while [ $_n -gt 0 ]; do
+		[ -S "$1" ] && return 0
+		if [ -n "$BDF_PID" ] && ! kill -0 "$BDF_PID" 2>/dev/null; then fail "daemon exited before $1 appeared"; fi
+		sleep 0.05; _n=$((_n - 1))
+	done
+	fail "socket $1 did not appear"
+}
+
+# bdf_start ARGS...: start bdfilterd in the foreground listening on $SOCK, plus ARGS.
+bdf_start() {
+	"$BDFILTERD" --foreground --nbd-listen "unix:$SOCK" "$@" >"$BDF_LOG" 2>&1 &
+	BDF_PID=$!
+	wait_for_socket "$SOCK"
+}
+
+# bdf_stop: SIGTERM the daemon and require a clean exit 0.
+bdf_stop() {
+	[ -n "$BDF_PID" ] || return 0
+	kill -TERM "$BDF_PID"
+	_rc=0; wait "$BDF_PID" || _rc=$?
+	BDF_PID=
+	[ "$_rc" -eq 0 ] || fail "bdfilterd exited with $_rc after SIGTERM"
+}
+
+# bdf_alive: the daemon is still running (checked after bad input).
+bdf_alive() { [ -n "$BDF_PID" ] && kill -0 "$BDF_PID" 2>/dev/null || fail "bdfilterd died"; }
+
+# uri EXPORT: NBD URI for an export on $SOCK.
+uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
+
+# mkimage PATH SIZE_MIB: a file of random data (fully allocated).
+mkimage() { head -c "$(( $2 * 1024 * 1024 ))" /dev/urandom >"$1"; }

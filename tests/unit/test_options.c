@@ -1,0 +1,112 @@
+/* Unit tests: bdfilterd's command-line values (daemon/options.c, daemon/listen.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "daemon/listen.h"
+#include "daemon/options.h"
+
+static void device_specs(void **state)
+{
+	struct device_spec d;
+	char err[256];
+
+	assert_int_equal(device_spec_parse("disk=/tmp/x", &d, err, sizeof(err)), 0);
+	assert_string_equal(d.name, "disk");
+	assert_string_equal(d.path, "/tmp/x");
+	assert_false(d.readonly);
+	device_spec_free(&d);
+
+	assert_int_equal(device_spec_parse("a=/dev/sda,ro,filter=passthrough", &d, err, sizeof(err)), 0);
+	assert_true(d.readonly);
+	assert_int_equal(d.n_filters, 1);
+	assert_string_equal(d.filters[0], "passthrough");
+	device_spec_free(&d);
+
+	const char *bad[] = {
+		"disk", "=/tmp/x", "disk=", "disk=/x,rw", "disk=/x,filter=nope",
+		"disk=/x,filter=passthrough,filter=passthrough", "di sk=/x", "a/b=/x",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		assert_int_equal(device_spec_parse(bad[i], &d, err, sizeof(err)), -1);
+		assert_true(strlen(err) > 0);
+	}
+}
+
+static void listen_addrs(void **state)
+{
+	struct listen_addr a;
+	char err[256];
+
+	assert_int_equal(listen_addr_parse("unix:/run/x.sock", &a, err, sizeof(err)), 0);
+	assert_int_equal(a.kind, LISTEN_UNIX);
+	assert_string_equal(a.path, "/run/x.sock");
+	listen_addr_free(&a);
+
+	assert_int_equal(listen_addr_parse("tcp:10809", &a, err, sizeof(err)), 0);
+	assert_string_equal(a.host, "127.0.0.1");
+	assert_string_equal(a.port, "10809");
+	listen_addr_free(&a);
+
+	assert_int_equal(listen_addr_parse("tcp::10809", &a, err, sizeof(err)), 0);
+	assert_string_equal(a.host, "127.0.0.1");
+	listen_addr_free(&a);
+
+	assert_int_equal(listen_addr_parse("tcp:0.0.0.0:1", &a, err, sizeof(err)), 0);
+	assert_string_equal(a.host, "0.0.0.0");
+	listen_addr_free(&a);
+
+	assert_int_equal(listen_addr_parse("tcp:[::1]:65535", &a, err, sizeof(err)), 0);
+	assert_string_equal(a.host, "::1");
+	assert_string_equal(a.port, "65535");
+	listen_addr_free(&a);
+
+	const char *bad[] = {
+		"unix:", "tcp:", "tcp:host:", "tcp:host:notaport", "tcp:0", "tcp:65536", "tcp:[::1]80",
+		"foo:x", "", "/run/x.sock",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		assert_int_equal(listen_addr_parse(bad[i], &a, err, sizeof(err)), -1);
+		assert_true(strlen(err) > 0);
+	}
+}
+
+static void command_lines(void **state)
+{
+	struct options o;
+	char *ok[] = { "bdfilterd", "-f", "--nbd-listen", "unix:/x", "--device", "d=/x", "--threads", "4", NULL };
+	char *dup[] = { "bdfilterd", "--device", "d=/x", "--device", "d=/y", NULL };
+	char *unknown[] = { "bdfilterd", "--bogus", "--device", "d=/x", NULL };
+	char *threads[] = { "bdfilterd", "--threads", "0", "--device", "d=/x", NULL };
+	char *none[] = { "bdfilterd", NULL };
+
+	assert_int_equal(options_parse(8, ok, &o), 0);
+	assert_true(o.foreground);
+	assert_int_equal(o.threads, 4);
+	assert_int_equal(o.n_devices, 1);
+	options_free(&o);
+	assert_int_equal(options_parse(5, dup, &o), -1);
+	options_free(&o);
+	assert_int_equal(options_parse(4, unknown, &o), -1);
+	options_free(&o);
+	assert_int_equal(options_parse(5, threads, &o), -1);
+	options_free(&o);
+	assert_int_equal(options_parse(1, none, &o), -1);
+	options_free(&o);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(device_specs),
+		cmocka_unit_test(listen_addrs),
+		cmocka_unit_test(command_lines),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
