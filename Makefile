@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 MESON_OPTS ?=
 
-.PHONY: all check check-asan bench demo deps clean
+.PHONY: all check check-asan bench demo deps clean fuzz
 
 all: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -40,3 +40,16 @@ demo: all
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
+
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 30
+
+$(FUZZ_BUILD)/build.ninja:
+	@sh scripts/install-deps.sh build fuzz
+	CC=clang meson setup $(FUZZ_BUILD) -Dfuzz=true -Dtests=disabled \
+		-Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fno-sanitize-recover=all
+
+# Each fuzzer runs FUZZ_SECONDS from its corpus in tests/fuzz/corpus/ (kept between runs).
+fuzz: $(FUZZ_BUILD)/build.ninja
+	ninja -C $(FUZZ_BUILD)
+	@sh scripts/run-fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)

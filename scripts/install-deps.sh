@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the Debian packages a make target needs, once.
-# Usage: install-deps.sh GROUP...   (build, test, bench, demo)
+# Usage: install-deps.sh GROUP...   (build, test, bench, demo, fuzz)
 # As root it runs apt-get update + apt-get install for what is missing;
 # otherwise it prints the command and fails.
 set -eu
@@ -9,6 +9,7 @@ pkgs_build="gcc meson ninja-build pkg-config libcmocka-dev"
 pkgs_test="qemu-utils libnbd-bin python3-libnbd nbdkit fio python3"
 pkgs_bench="qemu-utils qemu-system-common nbdkit fio libnbd-bin python3"
 pkgs_demo="qemu-utils libnbd-bin"
+pkgs_fuzz="clang libclang-rt-14-dev"
 
 want=""
 for group in "$@"; do
@@ -17,6 +18,7 @@ for group in "$@"; do
 	test) want="$want $pkgs_test" ;;
 	bench) want="$want $pkgs_bench" ;;
 	demo) want="$want $pkgs_demo" ;;
+	fuzz) want="$want $pkgs_fuzz" ;;
 	*) echo "install-deps.sh: unknown group '$group'" >&2; exit 2 ;;
 	esac
 done
