@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -249,15 +250,27 @@ static void conn_free(struct nbd_conn *c)
 	free(c);
 }
 
+static void set_send_timeout(int fd, unsigned ms)
+{
+	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
 static void *conn_thread(void *arg)
 {
 	struct nbd_conn *c = arg;
 	struct nbd_server *srv = c->srv;
 
-	if (srv->cfg.handshake_timeout_ms)
+	if (srv->cfg.handshake_timeout_ms) {
+		/* Reads check the deadline; a client that stops reading our replies
+		 * is bounded by the same time through SO_SNDTIMEO. */
 		c->deadline_ns = now_ns() + (uint64_t)srv->cfg.handshake_timeout_ms * 1000000u;
+		set_send_timeout(c->fd, srv->cfg.handshake_timeout_ms);
+	}
 	if (nbd_handshake(c) == 0) {
 		c->deadline_ns = 0;
+		set_send_timeout(c->fd, 0);
 		log_debug("%s: serving export '%s'", c->peer, c->exp->name);
 		nbd_transmission(c);
 	}
