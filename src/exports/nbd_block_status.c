@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bytes.h"
 #include "core/device.h"
 #include "core/extents.h"
 #include "core/io.h"
@@ -67,10 +68,10 @@ static int send_status_chunk(struct nbd_conn *c, const struct nbd_request *req, 
 	if (!buf)
 		return nbd_reply_error(c, req, -ENOMEM, "out of memory");
 	p = buf;
-	*(uint32_t *)p = htobe32(id);
+	put_be32(p, id);
 	p += 4;
 	if (c->extended) {
-		*(uint32_t *)p = htobe32((uint32_t)n);
+		put_be32(p, (uint32_t)n);
 		p += 4;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -78,12 +79,12 @@ static int send_status_chunk(struct nbd_conn *c, const struct nbd_request *req, 
 		uint32_t state = x->type & (NBD_STATE_HOLE | NBD_STATE_ZERO);
 
 		if (c->extended) {
-			*(uint64_t *)p = htobe64(x->length);
-			*(uint64_t *)(p + 8) = htobe64(state);
+			put_be64(p, x->length);
+			put_be64(p + 8, state);
 		} else {
 			/* Compact requests are at most 4 GiB - 1, so extents fit in 32 bits. */
-			*(uint32_t *)p = htobe32((uint32_t)x->length);
-			*(uint32_t *)(p + 4) = htobe32(state);
+			put_be32(p, (uint32_t)x->length);
+			put_be32(p + 4, state);
 		}
 		p += dlen;
 	}

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bytes.h"
 #include "common/log.h"
 #include "core/device.h"
 #include "exports/nbd_internal.h"
@@ -89,7 +90,7 @@ static int list_one(struct nbd_export *exp, void *opaque)
 
 	if (!buf)
 		return -1;
-	*(uint32_t *)buf = htobe32((uint32_t)nlen);
+	put_be32(buf, (uint32_t)nlen);
 	memcpy(buf + 4, exp->name, nlen);
 	memcpy(buf + 4 + nlen, exp->description, dlen);
 	r = send_rep(c, NBD_OPT_LIST, NBD_REP_SERVER, buf, (uint32_t)(4 + nlen + dlen));
@@ -101,7 +102,7 @@ static int send_info(struct nbd_conn *c, uint32_t opt, uint16_t type, const void
 {
 	char buf[2 + NBD_MAX_STRING];
 
-	*(uint16_t *)buf = htobe16(type);
+	put_be16(buf, type);
 	if (len > NBD_MAX_STRING)
 		len = NBD_MAX_STRING;
 	memcpy(buf + 2, payload, len);
@@ -120,17 +121,17 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const char *data, uint3
 
 	if (len < 6)
 		return send_err(c, opt, NBD_REP_ERR_INVALID, "option too short");
-	namelen = be32toh(*(const uint32_t *)data);
+	namelen = get_be32(data);
 	if (namelen > len - 6)
 		return send_err(c, opt, NBD_REP_ERR_INVALID, "export name length beyond the option");
 	if (!valid_string(data + 4, namelen))
 		return send_err(c, opt, NBD_REP_ERR_INVALID, "invalid export name");
-	nreq = be16toh(*(const uint16_t *)(data + 4 + namelen));
+	nreq = get_be16(data + 4 + namelen);
 	if (len != 4 + namelen + 2 + 2u * nreq)
 		return send_err(c, opt, NBD_REP_ERR_INVALID,
 				"%u information requests do not match the option length", nreq);
 	for (unsigned i = 0; i < nreq; i++) {
-		uint16_t info = be16toh(*(const uint16_t *)(data + 6 + namelen + 2 * i));
+		uint16_t info = get_be16(data + 6 + namelen + 2 * i);
 
 		if (info == NBD_INFO_NAME)
 			want_name = true;
@@ -270,7 +271,7 @@ static void meta_emit_one(const struct nbd_meta_context *ctx, void *opaque)
 		v[c->n_meta].ctx = ctx;
 		c->n_meta++;
 	}
-	*(uint32_t *)buf = htobe32(id);
+	put_be32(buf, id);
 	memcpy(buf + 4, ctx->name, nlen);
 	if (send_rep(c, m->opt, NBD_REP_META_CONTEXT, buf, (uint32_t)(4 + nlen)) < 0)
 		m->err = -1;
@@ -294,12 +295,12 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const char *data, 
 		return send_err(c, opt, NBD_REP_ERR_INVALID, "negotiate structured replies first");
 	if (len < 8)
 		return send_err(c, opt, NBD_REP_ERR_INVALID, "option too short");
-	namelen = be32toh(*(const uint32_t *)data);
+	namelen = get_be32(data);
 	if (namelen > len - 8)
 		return send_err(c, opt, NBD_REP_ERR_INVALID, "export name length beyond the option");
 	if (!valid_string(data + 4, namelen))
 		return send_err(c, opt, NBD_REP_ERR_INVALID, "invalid export name");
-	nq = be32toh(*(const uint32_t *)(data + 4 + namelen));
+	nq = get_be32(data + 4 + namelen);
 	/* Check every query's length before answering anything. */
 	pos = 8 + namelen;
 	for (uint32_t i = 0; i < nq; i++) {
@@ -307,7 +308,7 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const char *data, 
 
 		if (len - pos < 4)
 			return send_err(c, opt, NBD_REP_ERR_INVALID, "query %u beyond the option", i);
-		qlen = be32toh(*(const uint32_t *)(data + pos));
+		qlen = get_be32(data + pos);
 		if (qlen > len - pos - 4)
 			return send_err(c, opt, NBD_REP_ERR_INVALID, "query %u length beyond the option", i);
 		if (!valid_string(data + pos + 4, qlen))
@@ -333,7 +334,7 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const char *data, 
 		nbd_meta_match(exp, NULL, true, meta_emit_one, &m);
 	pos = 8 + namelen;
 	for (uint32_t i = 0; i < nq && !m.err; i++) {
-		uint32_t qlen = be32toh(*(const uint32_t *)(data + pos));
+		uint32_t qlen = get_be32(data + pos);
 		char *q = strndup(data + pos + 4, qlen);
 
 		if (!q) {

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "common/bytes.h"
 #include "common/log.h"
 #include "core/device.h"
 #include "core/extents.h"
@@ -412,16 +413,16 @@ static int read_request(struct nbd_conn *c, struct nbd_request *req)
 
 	if (conn_recv(c, h, c->extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE) < 0)
 		return -1;
-	magic = be32toh(*(uint32_t *)h);
+	magic = get_be32(h);
 	if (magic != (c->extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC)) {
 		log_info("%s: bad request magic 0x%08x; closing", c->peer, magic);
 		return -1;
 	}
-	req->flags = be16toh(*(uint16_t *)(h + 4));
-	req->type = be16toh(*(uint16_t *)(h + 6));
+	req->flags = get_be16(h + 4);
+	req->type = get_be16(h + 6);
 	memcpy(&req->cookie, h + 8, 8);
-	req->offset = be64toh(*(uint64_t *)(h + 16));
-	req->length = c->extended ? be64toh(*(uint64_t *)(h + 24)) : be32toh(*(uint32_t *)(h + 24));
+	req->offset = get_be64(h + 16);
+	req->length = c->extended ? get_be64(h + 24) : get_be32(h + 24);
 	return 0;
 }
 
