@@ -312,7 +312,10 @@ def rss_kib(pid):
 
 
 class Daemon:
-    """bdfilterd in the foreground on a Unix socket in DIR."""
+    """bdfilterd in the foreground on a Unix socket in DIR. main() stops every
+    daemon a test started, and fails the test if one did not exit cleanly."""
+
+    running = []
 
     def __init__(self, tmpdir, devices, extra=()):
         self.sock = os.path.join(tmpdir, "nbd.sock")
@@ -328,6 +331,7 @@ class Daemon:
             check(self.proc.poll() is None, "bdfilterd exited at start")
             time.sleep(0.05)
         check(os.path.exists(self.sock), "socket did not appear")
+        Daemon.running.append(self)
 
     def client(self, timeout=10.0):
         return Client(self.sock, timeout)
@@ -343,8 +347,14 @@ class Daemon:
         c.close()
 
     def stop(self):
+        if self in Daemon.running:
+            Daemon.running.remove(self)
         self.proc.terminate()
-        rc = self.proc.wait(timeout=20)
+        try:
+            rc = self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError("bdfilterd did not stop within 20 s of SIGTERM")
         check(rc == 0, "bdfilterd exited with %d on SIGTERM" % rc)
 
 
@@ -359,7 +369,11 @@ def main(tests):
         with tempfile.TemporaryDirectory(prefix="bdf-raw.") as tmp:
             t0 = time.time()
             try:
-                fn(tmp)
+                try:
+                    fn(tmp)
+                finally:
+                    while Daemon.running:
+                        Daemon.running[0].stop()
                 print("ok   %s (%.1fs)" % (name, time.time() - t0))
             except Exception as e:  # noqa: BLE001 - report every failure the same way
                 failed += 1

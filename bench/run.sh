@@ -1,0 +1,148 @@
+#!/bin/bash
+# make bench: bdfilterd against nbdkit's file plugin and qemu-nbd, in one run, on
+# the same file, with fio's nbd engine. Prints MiB/s and IOPS per server and job,
+# and the ratios bdfilterd/nbdkit and bdfilterd/qemu-nbd; writes the figures as
+# JSON to BUILD/bench/results.json.
+#
+# The machine has 2 cores: fio and the server under test share them, so these are
+# figures for "client and server on one small box", the same for every server.
+#
+# Environment: BENCH_RUNTIME (seconds per job, default 8), BENCH_SIZE_MIB (file
+# size, default 1024), BDF_ARGS (extra bdfilterd arguments, e.g. a filter).
+set -euo pipefail
+
+build=$(cd "${1:-build}" && pwd)
+bdfilterd="$build/bdfilterd"
+runtime=${BENCH_RUNTIME:-8}
+size_mib=${BENCH_SIZE_MIB:-1024}
+out_dir="$build/bench"
+mkdir -p "$out_dir"
+export PATH="/usr/sbin:/usr/bin:$PATH"
+PY=/usr/bin/python3
+
+work=$(mktemp -d /tmp/bdfilter-bench.XXXXXX)
+server_pid=
+cleanup() {
+	stop_server
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+img="$work/disk.img"
+sock="$work/nbd.sock"
+
+# ---- servers: start_NAME starts one on $sock, exporting $img ----
+start_bdfilterd() {
+	# shellcheck disable=SC2086
+	"$bdfilterd" --foreground --nbd-listen "unix:$sock" --device "disk=$img" ${BDF_ARGS:-} \
+		--log-level warn 2>"$work/server.log" &
+	server_pid=$!
+	export_name=disk
+}
+start_nbdkit() {
+	# parallel thread model, 16 threads per connection (its defaults)
+	nbdkit --foreground --unix "$sock" file "$img" 2>"$work/server.log" &
+	server_pid=$!
+	export_name=
+}
+start_qemu_nbd() {
+	# writeback cache (its default), thread pool AIO, multi-conn allowed
+	qemu-nbd --socket="$sock" --format=raw --persistent --shared=8 --cache=writeback --aio=threads \
+		"$img" 2>"$work/server.log" &
+	server_pid=$!
+	export_name=
+}
+stop_server() {
+	if [ -n "$server_pid" ]; then
+		kill -TERM "$server_pid" 2>/dev/null || true
+		wait "$server_pid" 2>/dev/null || true
+		server_pid=
+	fi
+	rm -f "$sock"
+}
+wait_server() {
+	for _ in $(seq 200); do
+		[ -S "$sock" ] && return 0
+		kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; return 1; }
+		sleep 0.05
+	done
+	echo "bench: server did not create $sock" >&2
+	return 1
+}
+
+# ---- jobs: name rw bs iodepth ----
+jobs=(
+	"seqread read 1M 16"
+	"seqwrite write 1M 16"
+	"randread randread 4k 32"
+	"randwrite randwrite 4k 32"
+)
+
+run_job() { # server job rw bs depth -> JSON line
+	local server=$1 job=$2 rw=$3 bs=$4 depth=$5
+	fio --name="$job" --ioengine=nbd --uri="nbd+unix:///$export_name?socket=$sock" \
+		--rw="$rw" --bs="$bs" --iodepth="$depth" --size="${size_mib}M" \
+		--time_based --runtime="$runtime" --ramp_time=1 --output-format=json \
+		>"$work/fio.json" 2>"$work/fio.err" || { cat "$work/fio.err" >&2; return 1; }
+	$PY - "$work/fio.json" "$server" "$job" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+j = json.loads(text[text.index("{"):])["jobs"][0]
+d = j["read"] if j["read"]["io_bytes"] > 0 else j["write"]
+print(json.dumps({"server": sys.argv[2], "job": sys.argv[3],
+                  "mib_s": d["bw_bytes"] / 1048576, "iops": d["iops"], "error": j["error"]}))
+PY
+}
+
+echo "bench: ${size_mib} MiB file, ${runtime}s per job, fio $(fio --version), $(nproc) cores"
+head -c "$((size_mib << 20))" /dev/urandom >"$img"
+
+servers=(bdfilterd nbdkit qemu_nbd)
+[ -x "$bdfilterd" ] || { echo "bench: $bdfilterd is missing; build it first" >&2; exit 1; }
+command -v nbdkit >/dev/null || { echo "bench: nbdkit is not installed" >&2; exit 1; }
+command -v qemu-nbd >/dev/null || { echo "bench: qemu-nbd is not installed" >&2; exit 1; }
+
+results="$work/results.jsonl"
+: >"$results"
+for server in "${servers[@]}"; do
+	"start_$server"
+	wait_server
+	# warm the page cache the same way for every server
+	cat "$img" >/dev/null
+	for j in "${jobs[@]}"; do
+		# shellcheck disable=SC2086
+		run_job "$server" $j >>"$results"
+	done
+	stop_server
+done
+
+$PY - "$results" "$out_dir/results.json" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+by = {(r["server"], r["job"]): r for r in rows}
+jobs = []
+for r in rows:
+    if r["job"] not in jobs:
+        jobs.append(r["job"])
+names = {"bdfilterd": "bdfilterd", "nbdkit": "nbdkit", "qemu_nbd": "qemu-nbd"}
+print()
+print("%-10s | %-19s | %-19s | %-19s | %8s | %8s" % (
+    "job", "bdfilterd", "nbdkit", "qemu-nbd", "/nbdkit", "/qemu-nbd"))
+print("-" * 98)
+summary = []
+for job in jobs:
+    cells = []
+    for s in ("bdfilterd", "nbdkit", "qemu_nbd"):
+        r = by[(s, job)]
+        cells.append("%7.0f MiB/s %5.0fk" % (r["mib_s"], r["iops"] / 1000))
+    b = by[("bdfilterd", job)]["iops"]
+    rk = b / by[("nbdkit", job)]["iops"]
+    rq = b / by[("qemu_nbd", job)]["iops"]
+    summary.append({"job": job, "ratio_nbdkit": rk, "ratio_qemu_nbd": rq})
+    print("%-10s | %s | %s | %s | %8.2f | %8.2f" % (job, cells[0], cells[1], cells[2], rk, rq))
+print()
+print("ratios are bdfilterd IOPS / other IOPS (same as MiB/s ratios: same block size)")
+json.dump({"results": rows, "ratios": summary}, open(sys.argv[2], "w"), indent=1)
+print("results: " + sys.argv[2])
+PY
