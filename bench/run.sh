@@ -7,13 +7,13 @@
 # The machine has 2 cores: fio and the server under test share them, so these are
 # figures for "client and server on one small box", the same for every server.
 #
-# Environment: BENCH_RUNTIME (seconds per job, default 8), BENCH_SIZE_MIB (file
-# size, default 1024), BDF_ARGS (extra bdfilterd arguments, e.g. a filter).
+# Environment: BENCH_RUNTIME (seconds per job, default 5), BENCH_ROUNDS (default 3),
+# BENCH_SIZE_MIB (file size, default 1024), BDF_ARGS (extra bdfilterd arguments).
 set -euo pipefail
 
 build=$(cd "${1:-build}" && pwd)
 bdfilterd="$build/bdfilterd"
-runtime=${BENCH_RUNTIME:-8}
+runtime=${BENCH_RUNTIME:-5}
 size_mib=${BENCH_SIZE_MIB:-1024}
 out_dir="$build/bench"
 mkdir -p "$out_dir"
@@ -95,7 +95,7 @@ print(json.dumps({"server": sys.argv[2], "job": sys.argv[3],
 PY
 }
 
-echo "bench: ${size_mib} MiB file, ${runtime}s per job, fio $(fio --version), $(nproc) cores"
+echo "bench: ${size_mib} MiB file, ${runtime}s per job and round, fio $(fio --version), $(nproc) cores"
 head -c "$((size_mib << 20))" /dev/urandom >"$img"
 
 servers=(bdfilterd nbdkit qemu_nbd)
@@ -103,24 +103,40 @@ servers=(bdfilterd nbdkit qemu_nbd)
 command -v nbdkit >/dev/null || { echo "bench: nbdkit is not installed" >&2; exit 1; }
 command -v qemu-nbd >/dev/null || { echo "bench: qemu-nbd is not installed" >&2; exit 1; }
 
+# Servers take turns on every job, ROUNDS times, and the median counts: a
+# shared 2-core VM drifts by more than the differences being measured.
+rounds=${BENCH_ROUNDS:-3}
 results="$work/results.jsonl"
 : >"$results"
-for server in "${servers[@]}"; do
-	"start_$server"
-	wait_server
-	# warm the page cache the same way for every server
-	cat "$img" >/dev/null
-	for j in "${jobs[@]}"; do
-		# shellcheck disable=SC2086
-		run_job "$server" $j >>"$results"
+cat "$img" >/dev/null # the same warm page cache for every server
+for j in "${jobs[@]}"; do
+	for round in $(seq "$rounds"); do
+		for server in "${servers[@]}"; do
+			"start_$server"
+			wait_server
+			# shellcheck disable=SC2086
+			run_job "$server" $j >>"$results"
+			stop_server
+		done
 	done
-	stop_server
+	echo "bench: ${j%% *} done" >&2
 done
 
 $PY - "$results" "$out_dir/results.json" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-by = {(r["server"], r["job"]): r for r in rows}
+import statistics
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+assert all(r["error"] == 0 for r in runs), "fio reported an error"
+by = {}
+rows = []
+for key in dict.fromkeys((r["server"], r["job"]) for r in runs):
+    mine = [r for r in runs if (r["server"], r["job"]) == key]
+    med = dict(mine[0])
+    med["iops"] = statistics.median(r["iops"] for r in mine)
+    med["mib_s"] = statistics.median(r["mib_s"] for r in mine)
+    med["runs_iops"] = [round(r["iops"]) for r in mine]
+    by[key] = med
+    rows.append(med)
 jobs = []
 for r in rows:
     if r["job"] not in jobs:
@@ -142,7 +158,7 @@ for job in jobs:
     summary.append({"job": job, "ratio_nbdkit": rk, "ratio_qemu_nbd": rq})
     print("%-10s | %s | %s | %s | %8.2f | %8.2f" % (job, cells[0], cells[1], cells[2], rk, rq))
 print()
-print("ratios are bdfilterd IOPS / other IOPS (same as MiB/s ratios: same block size)")
+print("medians of %d rounds; ratios are bdfilterd IOPS / other IOPS (same block size)" % len(by[rows[0]["server"], rows[0]["job"]]["runs_iops"]))
 json.dump({"results": rows, "ratios": summary}, open(sys.argv[2], "w"), indent=1)
 print("results: " + sys.argv[2])
 PY

@@ -15,6 +15,8 @@
 struct extents;
 struct nbd_export;
 
+#define NBD_RECV_BUFFER (64u * 1024)
+
 /* A metadata context an export offers (base:allocation, later qemu:dirty-bitmap:*). */
 struct nbd_meta_context {
 	const char *name;
@@ -66,6 +68,11 @@ struct nbd_conn {
 	size_t n_meta;
 	struct nbd_export *exp; /* holds a reference in transmission */
 	uint16_t eflags;
+
+	/* Bytes received but not yet consumed: one recv() often brings several
+	 * small requests. Guarded by read_lock (the handshake is single-threaded). */
+	size_t rstart, rend;
+	char rbuf[NBD_RECV_BUFFER];
 
 	/* transmission */
 	pthread_mutex_t read_lock;

@@ -181,11 +181,26 @@ int conn_recv(struct nbd_conn *c, void *buf, size_t len)
 	char *p = buf;
 
 	while (len > 0) {
+		size_t avail = c->rend - c->rstart;
 		ssize_t r;
 
+		if (avail > 0) {
+			size_t n = avail < len ? avail : len;
+
+			memcpy(p, c->rbuf + c->rstart, n);
+			c->rstart += n;
+			p += n;
+			len -= n;
+			continue;
+		}
+		c->rstart = c->rend = 0;
 		if (c->deadline_ns && wait_readable(c) < 0)
 			return -1;
-		r = recv(c->fd, p, len, 0);
+		/* Large payloads go straight to their destination. */
+		if (len >= sizeof(c->rbuf) / 2)
+			r = recv(c->fd, p, len, 0);
+		else
+			r = recv(c->fd, c->rbuf, sizeof(c->rbuf), 0);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -194,8 +209,12 @@ int conn_recv(struct nbd_conn *c, void *buf, size_t len)
 		}
 		if (r == 0)
 			return -1;
-		p += r;
-		len -= (size_t)r;
+		if (len >= sizeof(c->rbuf) / 2) {
+			p += r;
+			len -= (size_t)r;
+		} else {
+			c->rend = (size_t)r;
+		}
 	}
 	return 0;
 }
