@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,7 @@ struct device {
 	uint64_t size;
 	pthread_rwlock_t io_lock;
 	struct filter *top; /* guarded by io_lock (exclusive to change) */
+	atomic_int refs;
 };
 
 int device_open(const char *name, const char *path, bool readonly, struct device **out)
@@ -46,6 +48,7 @@ int device_open(const char *name, const char *path, bool readonly, struct device
 	}
 	dev->readonly = readonly;
 	dev->size = backing_size(dev->backing);
+	atomic_init(&dev->refs, 1);
 	pthread_rwlockattr_init(&attr);
 	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&dev->io_lock, &attr);
@@ -54,11 +57,17 @@ int device_open(const char *name, const char *path, bool readonly, struct device
 	return 0;
 }
 
-void device_close(struct device *dev)
+struct device *device_get(struct device *dev)
+{
+	atomic_fetch_add(&dev->refs, 1);
+	return dev;
+}
+
+void device_put(struct device *dev)
 {
 	int r;
 
-	if (!dev)
+	if (!dev || atomic_fetch_sub(&dev->refs, 1) != 1)
 		return;
 	while (dev->top)
 		device_detach(dev, dev->top->ops->name);
@@ -194,16 +203,11 @@ static struct filter **find_filter(struct device *dev, const char *name)
 	return NULL;
 }
 
-int device_attach(struct device *dev, const char *filter_name, const char *args)
+int device_attach(struct device *dev, const struct filter_ops *ops, void *ctx)
 {
-	const struct filter_ops *ops = filter_lookup(filter_name);
 	struct filter *f;
 	int r = 0;
 
-	if (!ops) {
-		log_error("%s: no filter called '%s'", dev->name, filter_name);
-		return -ENOENT;
-	}
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
@@ -211,12 +215,12 @@ int device_attach(struct device *dev, const char *filter_name, const char *args)
 	f->dev = dev;
 
 	pthread_rwlock_wrlock(&dev->io_lock);
-	if (find_filter(dev, filter_name)) {
+	if (find_filter(dev, ops->name)) {
 		r = -EALREADY;
 	} else {
 		f->below = dev->top;
 		if (ops->attach)
-			r = ops->attach(f, args);
+			r = ops->attach(f, ctx);
 		if (r == 0)
 			dev->top = f;
 	}
@@ -224,13 +228,11 @@ int device_attach(struct device *dev, const char *filter_name, const char *args)
 
 	if (r < 0) {
 		free(f);
-		if (r == -EALREADY)
-			log_info("%s: filter %s is already attached", dev->name, filter_name);
-		else
-			log_error("%s: attaching filter %s failed: %s", dev->name, filter_name, strerror(-r));
+		if (r != -EALREADY)
+			log_error("%s: attaching filter %s failed: %s", dev->name, ops->name, strerror(-r));
 		return r;
 	}
-	log_info("%s: filter %s attached", dev->name, filter_name);
+	log_info("%s: filter %s attached", dev->name, ops->name);
 	return 0;
 }
 
@@ -252,6 +254,42 @@ int device_detach(struct device *dev, const char *filter_name)
 	free(f);
 	log_info("%s: filter %s detached", dev->name, filter_name);
 	return 0;
+}
+
+int device_with_filter(struct device *dev, const char *filter_name,
+		       int (*fn)(struct filter *f, void *opaque), void *opaque)
+{
+	struct filter **pp;
+	int r;
+
+	pthread_rwlock_rdlock(&dev->io_lock);
+	pp = find_filter(dev, filter_name);
+	r = pp ? fn(*pp, opaque) : -ENOENT;
+	pthread_rwlock_unlock(&dev->io_lock);
+	return r;
+}
+
+bool device_name_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 255)
+		return false;
+	for (; *s; s++)
+		if ((unsigned char)*s <= ' ' || *s == 0x7f || *s == ',' || *s == '=' || *s == '/')
+			return false;
+	return true;
+}
+
+size_t device_filter_names(struct device *dev, const char **names, size_t max)
+{
+	size_t n = 0;
+
+	pthread_rwlock_rdlock(&dev->io_lock);
+	for (struct filter *f = dev->top; f && n < max; f = f->below)
+		names[n++] = f->ops->name;
+	pthread_rwlock_unlock(&dev->io_lock);
+	return n;
 }
 
 bool device_has_filter(struct device *dev, const char *filter_name)

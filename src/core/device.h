@@ -5,15 +5,18 @@
 #define BDF_CORE_DEVICE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct device;
 struct extents;
 
-/* Opens PATH as device NAME. Errors are logged here. */
+/* Opens PATH as device NAME, holding one reference. Errors are logged here. */
 int device_open(const char *name, const char *path, bool readonly, struct device **out);
-/* Detaches every filter, flushes (unless read-only) and closes. */
-void device_close(struct device *dev);
+/* References: exports and tables hold one each. When the last one goes, every
+ * filter is detached, the store flushed (unless read-only) and closed. */
+struct device *device_get(struct device *dev);
+void device_put(struct device *dev);
 
 const char *device_name(const struct device *dev);
 const char *device_path(const struct device *dev);
@@ -35,12 +38,26 @@ int device_cache(struct device *dev, uint64_t count, uint64_t offset, uint32_t f
 /* Fills E (made for [offset, offset+count)) with the allocation map. */
 int device_extents(struct device *dev, uint64_t count, uint64_t offset, uint32_t flags, struct extents *e);
 
-/* Attach filter NAME on top of the stack, live: in-flight requests drain first.
- * -ENOENT: no such filter; -EALREADY: already attached to this device. */
-int device_attach(struct device *dev, const char *filter_name, const char *args);
+struct filter_ops;
+/* Attach a filter on top of the stack, live: in-flight requests drain first.
+ * CTX goes to the filter's attach op. -EALREADY: one of that name is attached. */
+int device_attach(struct device *dev, const struct filter_ops *ops, void *ctx);
 /* Detach filter NAME, live. -ENOENT if it is not attached. */
 int device_detach(struct device *dev, const char *filter_name);
+/* A name fit for a device: 1 to 255 printable bytes, none of ' ' ',' '=' '/'
+ * (names travel in NBD export names, URIs, logs and the --device syntax). */
+bool device_name_valid(const char *name);
+
+/* The names of the attached filters, top first (static strings); the count. */
+size_t device_filter_names(struct device *dev, const char **names, size_t max);
+
 /* Is filter NAME attached? */
 bool device_has_filter(struct device *dev, const char *filter_name);
+
+struct filter;
+/* Run FN on filter NAME of DEV while it cannot be detached (FN must not do I/O
+ * on DEV's stack from another thread and wait for it). -ENOENT if not attached. */
+int device_with_filter(struct device *dev, const char *filter_name,
+		       int (*fn)(struct filter *f, void *opaque), void *opaque);
 
 #endif

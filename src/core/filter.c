@@ -2,25 +2,10 @@
 #include "core/filter.h"
 
 #include <stddef.h>
-#include <string.h>
 
 #include "core/backing.h"
 #include "core/device_internal.h"
 #include "core/filter_stack.h"
-
-extern const struct filter_ops passthrough_filter_ops;
-
-static const struct filter_ops *const known_filters[] = {
-	&passthrough_filter_ops,
-};
-
-const struct filter_ops *filter_lookup(const char *name)
-{
-	for (size_t i = 0; i < sizeof(known_filters) / sizeof(known_filters[0]); i++)
-		if (strcmp(known_filters[i]->name, name) == 0)
-			return known_filters[i];
-	return NULL;
-}
 
 int stack_pread(struct backing *b, struct filter *l, void *buf, uint64_t count, uint64_t offset, uint32_t flags)
 {

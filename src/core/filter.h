@@ -16,8 +16,9 @@ struct filter;
 struct filter_ops {
 	const char *name;
 
-	/* Set up f->priv. Runs with the device drained. ARGS may be NULL. */
-	int (*attach)(struct filter *f, const char *args);
+	/* Set up f->priv. Runs with the device drained. CTX is what the caller of
+	 * device_attach() passed: the state a filter shares across devices. */
+	int (*attach)(struct filter *f, void *ctx);
 	/* Tear down f->priv. Runs with the device drained. */
 	void (*detach)(struct filter *f);
 
@@ -47,8 +48,5 @@ int filter_next_zero(struct filter *f, uint64_t count, uint64_t offset, uint32_t
 int filter_next_cache(struct filter *f, uint64_t count, uint64_t offset, uint32_t flags);
 int filter_next_extents(struct filter *f, uint64_t count, uint64_t offset, uint32_t flags,
 			struct extents *e);
-
-/* The filters this build knows, by name; NULL if none is called NAME. */
-const struct filter_ops *filter_lookup(const char *name);
 
 #endif

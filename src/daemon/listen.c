@@ -1,6 +1,8 @@
 /* Listening sockets for NBD clients. */
 #include "daemon/listen.h"
 
+#include "common/unix_socket.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -83,52 +85,17 @@ bad_tcp:
 	return -1;
 }
 
-/* A socket file left by a daemon that died: nothing answers on it. */
-static bool stale_unix_socket(const struct sockaddr_un *sa)
-{
-	struct stat st;
-	int fd, r;
-
-	if (stat(sa->sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
-		return false;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return false;
-	r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
-	close(fd);
-	return r < 0 && errno == ECONNREFUSED;
-}
-
 static int open_unix(const struct listen_addr *a, struct listener *l, char *err, size_t errlen)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
+	/* Permissions as the umask makes them, as qemu-nbd and nbdkit do. */
+	int fd = unix_socket_listen(a->path, 0, err, errlen);
 
-	strcpy(sa.sun_path, a->path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
-		goto fail;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		if (errno != EADDRINUSE || !stale_unix_socket(&sa))
-			goto fail;
-		unlink(sa.sun_path);
-		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-			goto fail;
-	}
-	if (listen(fd, LISTEN_BACKLOG) < 0) {
-		unlink(sa.sun_path);
-		goto fail;
-	}
+		return -1;
 	l->fd = fd;
 	l->unix_path = strdup(a->path);
 	snprintf(l->desc, sizeof(l->desc), "unix:%s", a->path);
 	return 0;
-fail:
-	snprintf(err, errlen, "cannot listen on unix:%s: %s", a->path,
-		 errno == EADDRINUSE ? "another server is listening there" : strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	return -1;
 }
 
 static int open_tcp(const struct listen_addr *a, struct listener *l, char *err, size_t errlen)

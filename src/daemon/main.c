@@ -14,37 +14,72 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
+#include "control/control_server.h"
+#include "control/handlers.h"
 #include "core/device.h"
+#include "core/registry.h"
 #include "daemon/listen.h"
 #include "daemon/options.h"
 #include "exports/nbd_server.h"
+#include "filters/blksnap.h"
+#include "filters/filters.h"
 
 struct daemon {
 	struct options opt;
-	struct device **devices;
+	struct blksnap bs;
+	struct registry *reg;
 	struct listener *listeners;
 	size_t n_listeners;
 	struct nbd_server *nbd;
+	int control_fd;
+	struct control_server *control;
+	struct control_ctx control_ctx;
 	int sigfd;
 	bool wrote_pidfile;
 };
 
+/* Every device in the registry is an NBD export of the same name. */
+static int nbd_device_added(void *opaque, struct device *dev)
+{
+	struct nbd_server *srv = opaque;
+
+	return nbd_server_add_export(srv, dev, device_name(dev), device_path(dev), device_readonly(dev));
+}
+
+static void nbd_device_removed(void *opaque, struct device *dev)
+{
+	nbd_server_remove_export(opaque, device_name(dev));
+}
+
+static void warn_param(const char *msg)
+{
+	log_warn("%s", msg);
+}
+
 static int open_devices(struct daemon *d)
 {
-	d->devices = calloc(d->opt.n_devices, sizeof(*d->devices));
-	if (!d->devices)
-		return -1;
 	for (size_t i = 0; i < d->opt.n_devices; i++) {
 		const struct device_spec *s = &d->opt.devices[i];
+		struct device *dev;
+		int r;
 
-		if (device_open(s->name, s->path, s->readonly, &d->devices[i]) < 0)
+		if (device_open(s->name, s->path, s->readonly, &dev) < 0)
 			return -1; /* backing_open said why */
 		for (size_t j = 0; j < s->n_filters; j++)
-			if (device_attach(d->devices[i], s->filters[j], NULL) < 0)
+			if (device_attach(dev, filter_lookup(s->filters[j]), &d->bs) < 0) {
+				device_put(dev);
 				return -1;
+			}
+		r = registry_add(d->reg, dev);
+		device_put(dev);
+		if (r < 0) {
+			log_error("%s: %s", s->name, strerror(-r));
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -226,17 +261,20 @@ static int serve(struct daemon *d)
 
 static void teardown(struct daemon *d)
 {
+	/* Outside in: no new control requests or NBD clients, answer what is in
+	 * flight, then release the devices (flushing them). */
+	control_server_stop(d->control);
+	if (!d->control && d->control_fd >= 0) {
+		close(d->control_fd);
+		unlink(d->opt.control);
+	}
 	for (size_t i = 0; i < d->n_listeners; i++)
 		listener_close(&d->listeners[i]);
 	free(d->listeners);
-	if (d->nbd) {
+	if (d->nbd)
 		nbd_server_shutdown(d->nbd);
-		nbd_server_free(d->nbd);
-	}
-	if (d->devices)
-		for (size_t i = 0; i < d->opt.n_devices; i++)
-			device_close(d->devices[i]);
-	free(d->devices);
+	registry_free(d->reg);
+	nbd_server_free(d->nbd);
 	if (d->wrote_pidfile)
 		unlink(d->opt.pidfile);
 	if (d->sigfd >= 0)
@@ -246,7 +284,9 @@ static void teardown(struct daemon *d)
 
 int main(int argc, char **argv)
 {
-	struct daemon d = { .sigfd = -1 };
+	struct daemon d = { .sigfd = -1, .control_fd = -1 };
+	struct registry_observer nbd_observer;
+	char err[512];
 	struct nbd_server_config cfg;
 	int r, ready_fd = -1, rc = 1;
 	sigset_t mask;
@@ -258,21 +298,24 @@ int main(int argc, char **argv)
 	}
 	log_set_level(d.opt.log_level);
 	signal(SIGPIPE, SIG_IGN);
+	d.bs.params = d.opt.params;
+	params_fixup(&d.bs.params, warn_param);
 
 	cfg.threads = d.opt.threads;
 	cfg.handshake_timeout_ms = d.opt.handshake_timeout_s * 1000u;
-	if (open_devices(&d) < 0 || nbd_server_new(&cfg, &d.nbd) < 0)
+	if (registry_new(&d.reg) < 0 || nbd_server_new(&cfg, &d.nbd) < 0)
 		goto out;
-	for (size_t i = 0; i < d.opt.n_devices; i++) {
-		char desc[512];
-
-		snprintf(desc, sizeof(desc), "%s", device_path(d.devices[i]));
-		if (nbd_server_add_export(d.nbd, d.devices[i], d.opt.devices[i].name, desc,
-					  d.opt.devices[i].readonly) < 0)
+	nbd_observer = (struct registry_observer){ nbd_device_added, nbd_device_removed, d.nbd };
+	registry_observe(d.reg, &nbd_observer);
+	if (open_devices(&d) < 0 || open_listeners(&d) < 0)
+		goto out;
+	if (d.opt.control) {
+		d.control_fd = control_socket_bind(d.opt.control, err, sizeof(err));
+		if (d.control_fd < 0) {
+			fprintf(stderr, "bdfilterd: control socket: %s\n", err);
 			goto out;
+		}
 	}
-	if (open_listeners(&d) < 0)
-		goto out;
 
 	if (!d.opt.foreground) {
 		if (daemonize(&ready_fd) < 0) {
@@ -300,6 +343,15 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	if (d.control_fd >= 0) {
+		d.control_ctx = (struct control_ctx){ .reg = d.reg, .bs = &d.bs, .started = time(NULL) };
+		r = control_server_start(d.control_fd, d.opt.control, control_handlers, &d.control_ctx, &d.control);
+		if (r < 0) {
+			log_error("cannot start the control server: %s", strerror(-r));
+			goto out;
+		}
+		log_info("control socket %s", d.opt.control);
+	}
 	for (size_t i = 0; i < d.n_listeners; i++)
 		log_info("listening on %s", d.listeners[i].desc);
 	if (ready_fd >= 0) {

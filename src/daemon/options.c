@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/filter.h"
+#include "control/wire.h"
+#include "core/device.h"
+#include "filters/filters.h"
 
 enum {
 	OPT_HELP = 'h',
@@ -18,9 +20,11 @@ enum {
 	OPT_LISTEN = 'l',
 	OPT_DEVICE = 'd',
 	OPT_PIDFILE = 'P',
+	OPT_CONTROL = 'c',
 	OPT_LOG_LEVEL = 256,
 	OPT_THREADS,
 	OPT_HANDSHAKE_TIMEOUT,
+	OPT_PARAM,
 };
 
 static const struct option long_opts[] = {
@@ -33,6 +37,8 @@ static const struct option long_opts[] = {
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
+	{ "control", required_argument, NULL, OPT_CONTROL },
+	{ "param", required_argument, NULL, OPT_PARAM },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -44,10 +50,14 @@ static void usage(FILE *f)
 		"\n"
 		"  -d, --device NAME=PATH[,ro][,filter=F]...\n"
 		"                             serve the file or block device PATH as export NAME;\n"
-		"                             ro: read-only; filter=F: attach filter F (passthrough)\n"
+		"                             ro: read-only; filter=F: attach filter F\n"
+		"                             (tracker, passthrough)\n"
 		"  -l, --nbd-listen ADDR      listen for NBD clients on ADDR: unix:PATH,\n"
 		"                             tcp:HOST:PORT or tcp:PORT (127.0.0.1); repeatable.\n"
 		"                             Without it, sockets passed by systemd (LISTEN_FDS).\n"
+		"  -c, --control PATH         control socket for the bdfilter CLI (default\n"
+		"                             " WIRE_DEFAULT_SOCKET "; 'none': no control socket)\n"
+		"      --param NAME=VALUE     set a blksnap parameter (see bdfilter params)\n"
 		"  -f, --foreground           do not daemonize; log to stderr\n"
 		"  -P, --pidfile PATH         write the daemon's pid to PATH\n"
 		"      --log-level LEVEL      error, warn, info (default) or debug\n"
@@ -73,20 +83,6 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 	return 0;
 }
 
-/* Export names travel as NBD strings and show up in URIs and logs: keep them
- * printable, without the separators of the --device syntax. */
-static bool valid_device_name(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > 255)
-		return false;
-	for (; *s; s++)
-		if (*s <= ' ' || *s == 0x7f || *s == ',' || *s == '=' || *s == '/')
-			return false;
-	return true;
-}
-
 void device_spec_free(struct device_spec *d)
 {
 	free(d->name);
@@ -110,7 +106,7 @@ int device_spec_parse(const char *arg, struct device_spec *d, char *err, size_t 
 	rest = strdup(eq + 1);
 	if (!d->name || !rest)
 		goto nomem;
-	if (!valid_device_name(d->name)) {
+	if (!device_name_valid(d->name)) {
 		snprintf(err, errlen, "--device '%s': invalid device name '%s'", arg, d->name);
 		goto fail;
 	}
@@ -179,10 +175,12 @@ int options_parse(int argc, char **argv, struct options *o)
 	o->log_level = LOG_LEVEL_INFO;
 	o->threads = 16;
 	o->handshake_timeout_s = 10;
+	o->control = strdup(WIRE_DEFAULT_SOCKET);
+	params_defaults(&o->params);
 	opterr = 0;
 	optind = 1;
 
-	while ((c = getopt_long(argc, argv, ":hVfl:d:P:", long_opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hVfl:d:P:c:", long_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_HELP:
 			usage(stdout);
@@ -247,6 +245,27 @@ int options_parse(int argc, char **argv, struct options *o)
 				return -1;
 			}
 			break;
+		case OPT_CONTROL:
+			free(o->control);
+			o->control = strcmp(optarg, "none") == 0 ? NULL : strdup(optarg);
+			break;
+		case OPT_PARAM: {
+			char *eq = strchr(optarg, '='), *name;
+			int r;
+
+			if (!eq) {
+				fprintf(stderr, "bdfilterd: --param '%s': expected NAME=VALUE\n", optarg);
+				return -1;
+			}
+			name = strndup(optarg, (size_t)(eq - optarg));
+			r = name ? params_set(&o->params, name, eq + 1, err, sizeof(err)) : -ENOMEM;
+			free(name);
+			if (r < 0) {
+				fprintf(stderr, "bdfilterd: --param: %s\n", err);
+				return -1;
+			}
+			break;
+		}
 		case ':':
 			fprintf(stderr, "bdfilterd: option '%s' needs a value (see --help)\n", argv[optind - 1]);
 			return -1;
@@ -262,8 +281,8 @@ int options_parse(int argc, char **argv, struct options *o)
 		fprintf(stderr, "bdfilterd: unexpected argument '%s' (see --help)\n", argv[optind]);
 		return -1;
 	}
-	if (o->n_devices == 0) {
-		fprintf(stderr, "bdfilterd: no device to serve: give --device NAME=PATH (see --help)\n");
+	if (o->n_devices == 0 && !o->control) {
+		fprintf(stderr, "bdfilterd: no device to serve and no control socket to add one (see --help)\n");
 		return -1;
 	}
 	return 0;
@@ -278,5 +297,6 @@ void options_free(struct options *o)
 		device_spec_free(&o->devices[i]);
 	free(o->devices);
 	free(o->pidfile);
+	free(o->control);
 	memset(o, 0, sizeof(*o));
 }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "common/log.h"
+#include "filters/params.h"
 
 #define MAX_DEVICE_FILTERS 8
 
@@ -27,6 +28,8 @@ struct options {
 	enum log_level log_level;
 	unsigned threads;
 	unsigned handshake_timeout_s;
+	char *control; /* control socket path; NULL: none */
+	struct params params;
 };
 
 /* Parse ARGV. 0: run; 1: exit 0 (--help, --version printed); -1: error (printed). */

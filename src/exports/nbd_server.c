@@ -74,7 +74,7 @@ int nbd_server_add_export(struct nbd_server *srv, struct device *dev, const char
 		r = -ENOMEM;
 		goto fail;
 	}
-	exp->dev = dev;
+	exp->dev = device_get(dev);
 	exp->readonly = readonly || device_readonly(dev);
 	atomic_init(&exp->refs, 1);
 
@@ -92,8 +92,11 @@ int nbd_server_add_export(struct nbd_server *srv, struct device *dev, const char
 		}
 	}
 	pthread_mutex_unlock(&srv->lock);
-	if (r == 0)
+	if (r == 0) {
+		log_debug("export '%s' added", name);
 		return 0;
+	}
+	device_put(exp->dev);
 fail:
 	free(exp->name);
 	free(exp->description);
@@ -117,10 +120,33 @@ struct nbd_export *nbd_export_get(struct nbd_server *srv, const char *name)
 	return exp;
 }
 
+int nbd_server_remove_export(struct nbd_server *srv, const char *name)
+{
+	struct nbd_export *exp = NULL;
+
+	pthread_mutex_lock(&srv->lock);
+	for (size_t i = 0; i < srv->n_exports; i++)
+		if (strcmp(srv->exports[i]->name, name) == 0) {
+			exp = srv->exports[i];
+			memmove(&srv->exports[i], &srv->exports[i + 1],
+				(srv->n_exports - i - 1) * sizeof(*srv->exports));
+			srv->n_exports--;
+			break;
+		}
+	pthread_mutex_unlock(&srv->lock);
+	if (!exp)
+		return -ENOENT;
+	/* Connections already on it keep their reference until they close. */
+	nbd_export_put(exp);
+	log_debug("export '%s' removed", name);
+	return 0;
+}
+
 void nbd_export_put(struct nbd_export *exp)
 {
 	if (!exp || atomic_fetch_sub(&exp->refs, 1) != 1)
 		return;
+	device_put(exp->dev);
 	free(exp->name);
 	free(exp->description);
 	free(exp);

@@ -17,10 +17,14 @@ int nbd_server_new(const struct nbd_server_config *cfg, struct nbd_server **out)
 /* Waits for every connection to end (call nbd_server_shutdown first). */
 void nbd_server_free(struct nbd_server *srv);
 
-/* Serve DEV as export NAME. The first export added is also the default export "".
- * -EEXIST if NAME is taken. The device must outlive the export. */
+/* Serve DEV as export NAME (the export holds a reference on DEV). The first
+ * export added is also the default export "". -EEXIST if NAME is taken. */
 int nbd_server_add_export(struct nbd_server *srv, struct device *dev, const char *name,
 			  const char *description, bool readonly);
+
+/* Stop offering export NAME; clients already on it go on until they close.
+ * -ENOENT if there is none. */
+int nbd_server_remove_export(struct nbd_server *srv, const char *name);
 
 /* Take over an accepted connection: the server negotiates and serves it on its own
  * threads and closes FD when done. */

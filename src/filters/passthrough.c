@@ -14,12 +14,10 @@ struct passthrough {
 	atomic_ullong requests;
 };
 
-static int pt_attach(struct filter *f, const char *args)
+static int pt_attach(struct filter *f, void *ctx)
 {
 	struct passthrough *pt;
 
-	if (args && *args)
-		return -EINVAL; /* takes no arguments */
 	pt = calloc(1, sizeof(*pt));
 	if (!pt)
 		return -ENOMEM;

@@ -16,6 +16,9 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/bdf-test.XXXXXX")
 BDF_PID=
 BDF_LOG="$T/bdfilterd.log"
 SOCK="$T/nbd.sock"
+CTL="$T/control.sock"
+export BDFILTER_CONTROL="$CTL"
+: "${BDFILTER:=$(dirname "$BDFILTERD")/bdfilter}"
 
 fail() { echo "FAIL: $*" >&2; [ -f "$BDF_LOG" ] && { echo "--- daemon log:" >&2; tail -n 40 "$BDF_LOG" >&2; }; exit 1; }
 skip() { echo "SKIP: $*" >&2; exit 77; }
@@ -48,7 +51,7 @@ wait_for_socket() {
 
 # bdf_start ARGS...: start bdfilterd in the foreground listening on $SOCK, plus ARGS.
 bdf_start() {
-	"$BDFILTERD" --foreground --nbd-listen "unix:$SOCK" "$@" >"$BDF_LOG" 2>&1 &
+	"$BDFILTERD" --foreground --nbd-listen "unix:$SOCK" --control "$CTL" "$@" >"$BDF_LOG" 2>&1 &
 	BDF_PID=$!
 	wait_for_socket "$SOCK"
 }

@@ -320,7 +320,9 @@ class Daemon:
     def __init__(self, tmpdir, devices, extra=()):
         self.sock = os.path.join(tmpdir, "nbd.sock")
         self.log = open(os.path.join(tmpdir, "bdfilterd.log"), "w")
-        args = [os.environ["BDFILTERD"], "--foreground", "--nbd-listen", "unix:" + self.sock]
+        self.control = os.path.join(tmpdir, "control.sock")
+        args = [os.environ["BDFILTERD"], "--foreground", "--nbd-listen", "unix:" + self.sock,
+                "--control", self.control]
         for d in devices:
             args += ["--device", d]
         args += list(extra)

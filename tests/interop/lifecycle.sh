@@ -9,7 +9,7 @@ head -c 100 /dev/zero >"$T/tiny.img"
 # Each bad command line: non-zero exit, one line on stderr, no socket.
 bad() {
 	rc=0
-	"$BDFILTERD" --foreground --nbd-listen "unix:$SOCK" "$@" >"$T/out" 2>"$T/err" || rc=$?
+	"$BDFILTERD" --foreground --nbd-listen "unix:$SOCK" --control "$CTL" "$@" >"$T/out" 2>"$T/err" </dev/null || rc=$?
 	[ $rc -ne 0 ] || fail "accepted: $*"
 	[ "$(wc -l <"$T/err")" -eq 1 ] || fail "expected one line on stderr for '$*', got: $(cat "$T/err")"
 	[ -e "$SOCK" ] && fail "socket created for: $*"
@@ -25,15 +25,19 @@ bad --device "disk=$T/disk.img" --nbd-listen foo:x
 bad --device "disk=$T/disk.img,filter=nope"
 bad --device "disk=$T/disk.img" --threads 0
 bad --device "disk=$T/disk.img" --log-level loud
-bad --device "disk=$T" 
-bad
+bad --device "disk=$T"
+bad --control none
+bad --device "disk=$T/disk.img" --param bogus=1
+bad --device "disk=$T/disk.img" --param chunk_minimum_shift=abc
+bad --device "disk=$T/disk.img" --param diff_storage_minimum
+bad --device "disk=$T/disk.img" --control /nonexistent/dir/control.sock
 
 # --help and --version
 "$BDFILTERD" --help | grep -q -- "--nbd-listen" || fail "--help"
 "$BDFILTERD" --version | grep -q "^bdfilterd " || fail "--version"
 
 # Daemonized: the parent returns once the socket listens; the pidfile has the child.
-"$BDFILTERD" --nbd-listen "unix:$SOCK" --device "disk=$T/disk.img" --pidfile "$T/pid" || fail "daemonize"
+"$BDFILTERD" --nbd-listen "unix:$SOCK" --control "$CTL" --device "disk=$T/disk.img" --pidfile "$T/pid" || fail "daemonize"
 [ -S "$SOCK" ] || fail "socket not ready when the parent returned"
 pid=$(cat "$T/pid")
 kill -0 "$pid" || fail "pidfile pid $pid is not running"

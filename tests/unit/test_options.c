@@ -84,7 +84,10 @@ static void command_lines(void **state)
 	char *dup[] = { "bdfilterd", "--device", "d=/x", "--device", "d=/y", NULL };
 	char *unknown[] = { "bdfilterd", "--bogus", "--device", "d=/x", NULL };
 	char *threads[] = { "bdfilterd", "--threads", "0", "--device", "d=/x", NULL };
-	char *none[] = { "bdfilterd", NULL };
+	char *none[] = { "bdfilterd", "--control", "none", NULL };
+	char *control_only[] = { "bdfilterd", "--control", "/x.sock", NULL };
+	char *param[] = { "bdfilterd", "--param", "chunk_minimum_shift=20", "--control", "/x", NULL };
+	char *badparam[] = { "bdfilterd", "--param", "nope=1", "--control", "/x", NULL };
 
 	assert_int_equal(options_parse(8, ok, &o), 0);
 	assert_true(o.foreground);
@@ -97,7 +100,17 @@ static void command_lines(void **state)
 	options_free(&o);
 	assert_int_equal(options_parse(5, threads, &o), -1);
 	options_free(&o);
-	assert_int_equal(options_parse(1, none, &o), -1);
+	assert_int_equal(options_parse(3, none, &o), -1);
+	options_free(&o);
+	/* devices can come later through the control socket */
+	assert_int_equal(options_parse(3, control_only, &o), 0);
+	assert_string_equal(o.control, "/x.sock");
+	options_free(&o);
+	assert_int_equal(options_parse(5, param, &o), 0);
+	assert_int_equal(o.params.chunk_minimum_shift, 20);
+	assert_int_equal(o.params.diff_storage_minimum, 2097152);
+	options_free(&o);
+	assert_int_equal(options_parse(5, badparam, &o), -1);
 	options_free(&o);
 }
 

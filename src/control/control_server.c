@@ -1,0 +1,276 @@
+/* The control socket server (see control_server.h).
+ *
+ * Every request is checked against the commands table before a handler sees it:
+ * malformed JSON, an unknown command, unknown or mistyped arguments and
+ * oversized lines all get an error response, and the client may go on. */
+#include "control/control_server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/unix_socket.h"
+#include "control/wire.h"
+
+struct control_client {
+	struct control_server *cs;
+	int fd;
+	struct control_client *next;
+};
+
+struct control_server {
+	const control_handler *handlers;
+	void *ctx;
+	int listen_fd;
+	int wake[2]; /* a byte here stops the accept loop */
+	char *path;
+	pthread_t accept_thread;
+	pthread_mutex_t lock;
+	pthread_cond_t gone;
+	struct control_client *clients;
+	size_t n_clients;
+	bool stopping;
+};
+
+static json_object *error_response(int err, const char *msg)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "ok", json_object_new_boolean(0));
+	json_object_object_add(o, "errno", json_object_new_string(wire_errno_name(err)));
+	json_object_object_add(o, "code", json_object_new_int(err < 0 ? -err : err));
+	json_object_object_add(o, "message", json_object_new_string(msg && *msg ? msg : strerror(err < 0 ? -err : err)));
+	return o;
+}
+
+json_object *control_dispatch(const control_handler *handlers, void *ctx, const char *line, size_t len)
+{
+	json_tokener *tok = json_tokener_new();
+	json_object *req, *cmd, *args = NULL, *result, *resp;
+	const struct command_def *def;
+	char msg[512] = "";
+	int r;
+
+	if (!tok)
+		return error_response(-ENOMEM, "out of memory");
+	req = json_tokener_parse_ex(tok, line, (int)len);
+	if (!req || json_tokener_get_error(tok) != json_tokener_success ||
+	    tok->char_offset != (int)len) {
+		snprintf(msg, sizeof(msg), "malformed JSON: %s",
+			 req ? "trailing data after the object" : json_tokener_error_desc(json_tokener_get_error(tok)));
+		json_object_put(req);
+		json_tokener_free(tok);
+		return error_response(-EINVAL, msg);
+	}
+	json_tokener_free(tok);
+	if (!json_object_is_type(req, json_type_object) || !json_object_object_get_ex(req, "command", &cmd) ||
+	    !json_object_is_type(cmd, json_type_string)) {
+		json_object_put(req);
+		return error_response(-EINVAL, "a request is an object with a string \"command\"");
+	}
+	def = command_find(json_object_get_string(cmd));
+	if (!def) {
+		snprintf(msg, sizeof(msg), "unknown command '%.64s'", json_object_get_string(cmd));
+		json_object_put(req);
+		return error_response(-EINVAL, msg);
+	}
+	json_object_object_foreach(req, key, val) {
+		(void)val;
+		if (strcmp(key, "command") != 0 && strcmp(key, "args") != 0) {
+			snprintf(msg, sizeof(msg), "unknown request field '%.64s'", key);
+			json_object_put(req);
+			return error_response(-EINVAL, msg);
+		}
+	}
+	json_object_object_get_ex(req, "args", &args);
+	if (wire_check_args(def, args, msg, sizeof(msg)) < 0) {
+		json_object_put(req);
+		return error_response(-EINVAL, msg);
+	}
+	if (!handlers[def->id]) {
+		json_object_put(req);
+		return error_response(-ENOTSUP, "command not available");
+	}
+	result = json_object_new_object();
+	r = handlers[def->id](ctx, args, result, msg, sizeof(msg));
+	json_object_put(req);
+	if (r < 0) {
+		json_object_put(result);
+		return error_response(r, msg);
+	}
+	resp = json_object_new_object();
+	json_object_object_add(resp, "ok", json_object_new_boolean(1));
+	json_object_object_add(resp, "result", result);
+	return resp;
+}
+
+static void *client_thread(void *arg)
+{
+	struct control_client *cl = arg;
+	struct control_server *cs = cl->cs;
+	struct line_reader lr;
+	char *line;
+	size_t len;
+	int r;
+
+	line_reader_init(&lr, cl->fd);
+	while ((r = line_reader_next(&lr, &line, &len)) != 0) {
+		json_object *resp;
+
+		if (r == -EMSGSIZE)
+			resp = error_response(r, "request longer than the limit");
+		else if (r < 0)
+			break;
+		else if (len == 0)
+			continue;
+		else
+			resp = control_dispatch(cs->handlers, cs->ctx, line, len);
+		r = wire_send(cl->fd, resp);
+		json_object_put(resp);
+		if (r < 0)
+			break;
+	}
+	line_reader_free(&lr);
+
+	pthread_mutex_lock(&cs->lock);
+	for (struct control_client **pp = &cs->clients; *pp; pp = &(*pp)->next)
+		if (*pp == cl) {
+			*pp = cl->next;
+			break;
+		}
+	close(cl->fd);
+	if (--cs->n_clients == 0)
+		pthread_cond_broadcast(&cs->gone);
+	pthread_mutex_unlock(&cs->lock);
+	free(cl);
+	return NULL;
+}
+
+static void *accept_loop(void *arg)
+{
+	struct control_server *cs = arg;
+	struct pollfd pfd[2] = {
+		{ .fd = cs->listen_fd, .events = POLLIN },
+		{ .fd = cs->wake[0], .events = POLLIN },
+	};
+
+	for (;;) {
+		struct control_client *cl;
+		pthread_attr_t attr;
+		pthread_t t;
+		int fd;
+
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd[1].revents)
+			break;
+		fd = accept4(cs->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				usleep(100 * 1000);
+			continue;
+		}
+		cl = calloc(1, sizeof(*cl));
+		if (!cl) {
+			close(fd);
+			continue;
+		}
+		cl->cs = cs;
+		cl->fd = fd;
+		pthread_mutex_lock(&cs->lock);
+		cl->next = cs->clients;
+		cs->clients = cl;
+		cs->n_clients++;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&t, &attr, client_thread, cl) != 0) {
+			cs->clients = cl->next;
+			cs->n_clients--;
+			close(fd);
+			free(cl);
+		}
+		pthread_attr_destroy(&attr);
+		pthread_mutex_unlock(&cs->lock);
+	}
+	return NULL;
+}
+
+int control_socket_bind(const char *path, char *err, size_t errlen)
+{
+	char *dir = strdup(path), *slash;
+
+	/* The default lives in /run/bdfilter: make the directory, root only. */
+	if (dir && (slash = strrchr(dir, '/')) && slash != dir) {
+		*slash = '\0';
+		(void)mkdir(dir, 0700); /* if this fails, the bind below says why */
+	}
+	free(dir);
+	return unix_socket_listen(path, 0600, err, errlen);
+}
+
+int control_server_start(int listen_fd, const char *path, const control_handler *handlers, void *ctx,
+			 struct control_server **out)
+{
+	struct control_server *cs = calloc(1, sizeof(*cs));
+
+	if (!cs || !(cs->path = strdup(path))) {
+		free(cs);
+		return -ENOMEM;
+	}
+	cs->handlers = handlers;
+	cs->ctx = ctx;
+	cs->listen_fd = listen_fd;
+	if (pipe2(cs->wake, O_CLOEXEC) < 0) {
+		free(cs->path);
+		free(cs);
+		return -errno;
+	}
+	pthread_mutex_init(&cs->lock, NULL);
+	pthread_cond_init(&cs->gone, NULL);
+	if (pthread_create(&cs->accept_thread, NULL, accept_loop, cs) != 0) {
+		close(cs->wake[0]);
+		close(cs->wake[1]);
+		free(cs->path);
+		free(cs);
+		return -EAGAIN;
+	}
+	*out = cs;
+	return 0;
+}
+
+void control_server_stop(struct control_server *cs)
+{
+	if (!cs)
+		return;
+	if (write(cs->wake[1], "", 1) < 0)
+		log_warn("cannot wake the control thread: %s", strerror(errno));
+	pthread_join(cs->accept_thread, NULL);
+	close(cs->listen_fd);
+	unlink(cs->path);
+	pthread_mutex_lock(&cs->lock);
+	cs->stopping = true;
+	for (struct control_client *cl = cs->clients; cl; cl = cl->next)
+		shutdown(cl->fd, SHUT_RDWR);
+	while (cs->n_clients > 0)
+		pthread_cond_wait(&cs->gone, &cs->lock);
+	pthread_mutex_unlock(&cs->lock);
+	close(cs->wake[0]);
+	close(cs->wake[1]);
+	pthread_cond_destroy(&cs->gone);
+	pthread_mutex_destroy(&cs->lock);
+	free(cs->path);
+	free(cs);
+}

@@ -1,0 +1,21 @@
+/* The daemon's command handlers: control requests turned into calls on the
+ * device registry, the devices and their filters (core/ and filters/ only). */
+#ifndef BDF_CONTROL_HANDLERS_H
+#define BDF_CONTROL_HANDLERS_H
+
+#include <time.h>
+
+#include "control/control_server.h"
+
+struct blksnap;
+struct registry;
+
+struct control_ctx {
+	struct registry *reg;
+	struct blksnap *bs;
+	time_t started;
+};
+
+extern const control_handler control_handlers[CMD_COUNT];
+
+#endif

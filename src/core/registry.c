@@ -1,0 +1,141 @@
+/* The device table (see registry.h). */
+#include "core/registry.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/device.h"
+
+#define MAX_OBSERVERS 4
+
+struct registry {
+	pthread_mutex_t lock;
+	struct device **devs;
+	size_t n;
+	struct registry_observer obs[MAX_OBSERVERS];
+	size_t n_obs;
+};
+
+int registry_new(struct registry **out)
+{
+	struct registry *reg = calloc(1, sizeof(*reg));
+
+	if (!reg)
+		return -ENOMEM;
+	pthread_mutex_init(&reg->lock, NULL);
+	*out = reg;
+	return 0;
+}
+
+void registry_free(struct registry *reg)
+{
+	if (!reg)
+		return;
+	while (reg->n > 0)
+		registry_remove(reg, device_name(reg->devs[reg->n - 1]));
+	free(reg->devs);
+	pthread_mutex_destroy(&reg->lock);
+	free(reg);
+}
+
+int registry_observe(struct registry *reg, const struct registry_observer *obs)
+{
+	if (reg->n_obs == MAX_OBSERVERS)
+		return -ENOSPC;
+	reg->obs[reg->n_obs++] = *obs;
+	return 0;
+}
+
+static ssize_t find(struct registry *reg, const char *name)
+{
+	for (size_t i = 0; i < reg->n; i++)
+		if (strcmp(device_name(reg->devs[i]), name) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+int registry_add(struct registry *reg, struct device *dev)
+{
+	struct device **v;
+	size_t i;
+	int r = 0;
+
+	/* The lock is held across the observers, so that an add and a remove of
+	 * the same name cannot interleave. Observers must not call back in. */
+	pthread_mutex_lock(&reg->lock);
+	if (find(reg, device_name(dev)) >= 0) {
+		r = -EEXIST;
+		goto out;
+	}
+	v = realloc(reg->devs, (reg->n + 1) * sizeof(*v));
+	if (!v) {
+		r = -ENOMEM;
+		goto out;
+	}
+	reg->devs = v;
+	for (i = 0; i < reg->n_obs && r == 0; i++)
+		if (reg->obs[i].added)
+			r = reg->obs[i].added(reg->obs[i].opaque, dev);
+	if (r < 0) {
+		while (i-- > 1)
+			if (reg->obs[i - 1].removed)
+				reg->obs[i - 1].removed(reg->obs[i - 1].opaque, dev);
+		goto out;
+	}
+	v[reg->n++] = device_get(dev);
+out:
+	pthread_mutex_unlock(&reg->lock);
+	return r;
+}
+
+int registry_remove(struct registry *reg, const char *name)
+{
+	struct device *dev;
+	ssize_t i;
+
+	pthread_mutex_lock(&reg->lock);
+	i = find(reg, name);
+	if (i < 0) {
+		pthread_mutex_unlock(&reg->lock);
+		return -ENOENT;
+	}
+	dev = reg->devs[i];
+	memmove(&reg->devs[i], &reg->devs[i + 1], (reg->n - (size_t)i - 1) * sizeof(*reg->devs));
+	reg->n--;
+	for (size_t k = reg->n_obs; k > 0; k--)
+		if (reg->obs[k - 1].removed)
+			reg->obs[k - 1].removed(reg->obs[k - 1].opaque, dev);
+	pthread_mutex_unlock(&reg->lock);
+	device_put(dev);
+	return 0;
+}
+
+struct device *registry_get(struct registry *reg, const char *name)
+{
+	struct device *dev = NULL;
+	ssize_t i;
+
+	pthread_mutex_lock(&reg->lock);
+	i = find(reg, name);
+	if (i >= 0)
+		dev = device_get(reg->devs[i]);
+	pthread_mutex_unlock(&reg->lock);
+	return dev;
+}
+
+struct device **registry_list(struct registry *reg, size_t *n)
+{
+	struct device **v;
+
+	pthread_mutex_lock(&reg->lock);
+	v = malloc((reg->n ? reg->n : 1) * sizeof(*v));
+	if (v) {
+		for (size_t i = 0; i < reg->n; i++)
+			v[i] = device_get(reg->devs[i]);
+		*n = reg->n;
+	}
+	pthread_mutex_unlock(&reg->lock);
+	return v;
+}

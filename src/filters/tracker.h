@@ -1,0 +1,34 @@
+/* The tracker: blksnap's filter. It owns a device's CBT map (and, with
+ * snapshots, the copy-before-write). These calls serve the control commands
+ * cbtinfo, readcbtmap and markdirtyblock; -ENOENT if no tracker is attached. */
+#ifndef BDF_FILTERS_TRACKER_H
+#define BDF_FILTERS_TRACKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uuid/uuid.h>
+
+struct device;
+
+struct cbt_info {
+	uint64_t device_capacity; /* bytes */
+	uint32_t block_size;
+	uint64_t block_count;
+	uuid_t generation_id;
+	uint8_t changes_number;
+	bool corrupted;
+};
+
+struct sector_range {
+	uint64_t offset; /* sectors */
+	uint64_t count;
+};
+
+int tracker_cbtinfo(struct device *dev, struct cbt_info *out);
+/* Read up to LEN bytes of the read map from byte OFFSET; *GOT is how many. */
+int tracker_read_cbtmap(struct device *dev, uint64_t offset, uint64_t len, uint8_t *buf, uint64_t *got);
+/* Mark sector ranges changed in both maps; -EINVAL if one is beyond the device. */
+int tracker_mark_dirty(struct device *dev, const struct sector_range *r, size_t n);
+
+#endif
