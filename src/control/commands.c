@@ -3,35 +3,34 @@
 
 #include <string.h>
 
-#define DEV_ARG(req) { 'd', "device", ARG_STRING, req, "NAME", "device name" }
+#define ARG(s, l, t, r, m, h) \
+	{ .short_opt = s, .long_opt = l, .type = t, .required = r, .meta = m, .help = h }
+#define DEV_ARG ARG('d', "device", ARG_STRING, true, "NAME", "device name")
+#define FILTER_ARG ARG('n', "filter", ARG_STRING, false, "FILTER", "filter name (default tracker; or passthrough)")
+#define CMD(i, n, s, ...) [i] = { .id = i, .name = n, .summary = s, .args = { __VA_ARGS__ } }
 
 const struct command_def command_table[CMD_COUNT] = {
-	[CMD_VERSION] = { CMD_VERSION, "version", "print the daemon's version", { { 0 } } },
-	[CMD_DEVICE_ADD] = { CMD_DEVICE_ADD, "device_add", "serve a file or block device as a new device",
-		{ DEV_ARG(true),
-		  { 'f', "file", ARG_STRING, true, "PATH", "regular file or block device" },
-		  { 'r', "ro", ARG_FLAG, false, NULL, "read-only" } } },
-	[CMD_DEVICE_REMOVE] = { CMD_DEVICE_REMOVE, "device_remove", "stop serving a device",
-		{ DEV_ARG(true) } },
-	[CMD_DEVICE_LIST] = { CMD_DEVICE_LIST, "device_list", "list the devices", { { 0 } } },
-	[CMD_ATTACH] = { CMD_ATTACH, "attach", "attach a filter (default: tracker) to a device, live",
-		{ DEV_ARG(true),
-		  { 'n', "filter", ARG_STRING, false, "FILTER", "filter name (tracker, passthrough)" } } },
-	[CMD_DETACH] = { CMD_DETACH, "detach", "detach a filter (default: tracker) from a device, live",
-		{ DEV_ARG(true),
-		  { 'n', "filter", ARG_STRING, false, "FILTER", "filter name (tracker, passthrough)" } } },
-	[CMD_CBTINFO] = { CMD_CBTINFO, "cbtinfo", "print the change tracker's state",
-		{ DEV_ARG(true) } },
-	[CMD_READCBTMAP] = { CMD_READCBTMAP, "readcbtmap", "write the CBT map, one byte per block, to FILE",
-		{ DEV_ARG(true),
-		  { 'f', "file", ARG_STRING, true, "FILE", "output file", true },
-		  { 'o', "offset", ARG_UINT, false, "BYTES", "first byte of the map to read (default 0)" },
-		  { 'l', "length", ARG_UINT, false, "BYTES", "bytes of the map per request (at most 1 MiB)" } } },
-	[CMD_MARKDIRTYBLOCK] = { CMD_MARKDIRTYBLOCK, "markdirtyblock", "mark sector ranges as changed",
-		{ DEV_ARG(true),
-		  { 'r', "ranges", ARG_RANGES, true, "OFS:CNT", "sector range; repeatable" } } },
-	[CMD_PARAMS] = { CMD_PARAMS, "params", "print the daemon's blksnap parameters", { { 0 } } },
-	[CMD_STATUS] = { CMD_STATUS, "status", "print the daemon's state", { { 0 } } },
+	CMD(CMD_VERSION, "version", "print the daemon's version"),
+	CMD(CMD_DEVICE_ADD, "device_add", "serve a file or block device as a new device",
+	    DEV_ARG,
+	    ARG('f', "file", ARG_STRING, true, "PATH", "regular file or block device"),
+	    ARG('r', "ro", ARG_FLAG, false, NULL, "read-only")),
+	CMD(CMD_DEVICE_REMOVE, "device_remove", "stop serving a device", DEV_ARG),
+	CMD(CMD_DEVICE_LIST, "device_list", "list the devices"),
+	CMD(CMD_ATTACH, "attach", "attach a filter to a device, live", DEV_ARG, FILTER_ARG),
+	CMD(CMD_DETACH, "detach", "detach a filter from a device, live", DEV_ARG, FILTER_ARG),
+	CMD(CMD_CBTINFO, "cbtinfo", "print the change tracker's state", DEV_ARG),
+	CMD(CMD_READCBTMAP, "readcbtmap", "write the CBT map, one byte per block, to FILE",
+	    DEV_ARG,
+	    { .short_opt = 'f', .long_opt = "file", .type = ARG_STRING, .required = true, .meta = "FILE",
+	      .help = "output file", .cli_only = true },
+	    ARG('o', "offset", ARG_UINT, false, "BYTES", "first byte of the map to read (default 0)"),
+	    ARG('l', "length", ARG_UINT, false, "BYTES", "bytes of the map to read (default: to the end)")),
+	CMD(CMD_MARKDIRTYBLOCK, "markdirtyblock", "mark sector ranges as changed",
+	    DEV_ARG,
+	    ARG('r', "ranges", ARG_RANGES, true, "OFS:CNT", "sector range; repeatable")),
+	CMD(CMD_PARAMS, "params", "print the daemon's blksnap parameters"),
+	CMD(CMD_STATUS, "status", "print the daemon's state"),
 };
 
 const struct command_def *command_find(const char *name)
