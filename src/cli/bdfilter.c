@@ -69,6 +69,32 @@ static int parse_u64(const char *s, uint64_t *out)
 	return errno || *end ? -1 : 0;
 }
 
+/* A number with an optional K, M, G or T (binary) suffix. */
+static int parse_size(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGT";
+	char *end;
+	const char *u;
+	unsigned shift;
+
+	errno = 0;
+	if (!*s || *s == '-')
+		return -1;
+	*out = strtoull(s, &end, 0);
+	if (errno)
+		return -1;
+	if (!*end)
+		return 0;
+	u = strchr(units, *end & ~0x20);
+	if (!u || end[1] != '\0')
+		return -1;
+	shift = 10 * (unsigned)(u - units + 1);
+	if (*out > (UINT64_MAX >> shift))
+		return -1;
+	*out <<= shift;
+	return 0;
+}
+
 static int add_range(json_object *ranges, const char *s)
 {
 	const char *colon = strchr(s, ':');
@@ -148,8 +174,18 @@ static int build_args(const struct command_def *def, int argc, char **argv, json
 		case ARG_FLAG:
 			json_object_object_add(args, a->long_opt, json_object_new_boolean(1));
 			break;
+		case ARG_STRINGS: {
+			json_object *arr;
+
+			if (!json_object_object_get_ex(args, a->long_opt, &arr)) {
+				arr = json_object_new_array();
+				json_object_object_add(args, a->long_opt, arr);
+			}
+			json_object_array_add(arr, json_object_new_string(optarg));
+			break;
+		}
 		case ARG_UINT:
-			if (parse_u64(optarg, &v) < 0) {
+			if (parse_size(optarg, &v) < 0) {
 				fprintf(stderr, "%s: %s: --%s '%s': expected an unsigned number\n", prog, def->name,
 					a->long_opt, optarg);
 				return -1;
@@ -328,6 +364,41 @@ out:
 	return rc;
 }
 
+/* snapshot_watcher: snapshot_waitevent in a loop, until the snapshot is gone. */
+static int watcher(int fd, struct line_reader *lr, json_object *args, bool json)
+{
+	json_object_object_add(args, "timeout", json_object_new_uint64(1000));
+	for (;;) {
+		json_object *resp = call(fd, lr, "snapshot_waitevent", args), *ok, *res, *e;
+
+		if (!resp)
+			return 1;
+		json_object_object_get_ex(resp, "ok", &ok);
+		if (!json_object_get_boolean(ok)) {
+			json_object_object_get_ex(resp, "errno", &e);
+			if (strcmp(json_object_get_string(e), "ESRCH") == 0) {
+				json_object_put(resp);
+				return 0; /* destroyed: the watch is over */
+			}
+			fprintf(stderr, "%s: snapshot_watcher: %s\n", prog, json_object_get_string(e));
+			json_object_put(resp);
+			return 1;
+		}
+		json_object_object_get_ex(resp, "result", &res);
+		json_object_object_get_ex(res, "result", &e);
+		if (strcmp(json_object_get_string(e), "timeout") != 0) {
+			if (json)
+				printf("%s\n", json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN));
+			else {
+				print_kv(res);
+				printf("\n");
+			}
+			fflush(stdout);
+		}
+		json_object_put(resp);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const char *control = getenv("BDFILTER_CONTROL"), *file = NULL;
@@ -386,6 +457,10 @@ int main(int argc, char **argv)
 	line_reader_init(&lr, fd);
 	if (def->id == CMD_READCBTMAP) {
 		rc = readcbtmap(fd, &lr, args, file, json);
+		goto out;
+	}
+	if (def->cli_loop) {
+		rc = watcher(fd, &lr, args, json);
 		goto out;
 	}
 	resp = call(fd, &lr, def->name, args);

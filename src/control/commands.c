@@ -7,6 +7,7 @@
 	{ .short_opt = s, .long_opt = l, .type = t, .required = r, .meta = m, .help = h }
 #define DEV_ARG ARG('d', "device", ARG_STRING, true, "NAME", "device name")
 #define FILTER_ARG ARG('n', "filter", ARG_STRING, false, "FILTER", "filter name (default tracker; or passthrough)")
+#define ID_ARG ARG('i', "id", ARG_STRING, true, "UUID", "snapshot id")
 #define CMD(i, n, s, ...) [i] = { .id = i, .name = n, .summary = s, .args = { __VA_ARGS__ } }
 
 const struct command_def command_table[CMD_COUNT] = {
@@ -31,6 +32,25 @@ const struct command_def command_table[CMD_COUNT] = {
 	    ARG('r', "ranges", ARG_RANGES, true, "OFS:CNT", "sector range; repeatable")),
 	CMD(CMD_PARAMS, "params", "print the daemon's blksnap parameters"),
 	CMD(CMD_STATUS, "status", "print the daemon's state"),
+	CMD(CMD_SNAPSHOT_CREATE, "snapshot_create", "create a snapshot of devices; prints its id",
+	    ARG('d', "device", ARG_STRINGS, false, "NAME", "device with a tracker; repeatable"),
+	    ARG('f', "file", ARG_STRING, false, "PATH",
+		"self-growing difference storage: a file, or a directory for a temporary file"),
+	    ARG('l', "limit", ARG_UINT, false, "BYTES", "how far -f may grow (K, M, G, T suffixes)")),
+	CMD(CMD_SNAPSHOT_ADD, "snapshot_add", "add a device to a snapshot not yet taken", ID_ARG, DEV_ARG),
+	CMD(CMD_SNAPSHOT_APPENDSTORAGE, "snapshot_appendstorage",
+	    "add a file or block device (whole, or sector ranges) to the difference storage",
+	    ID_ARG,
+	    ARG('f', "file", ARG_STRING, true, "PATH", "regular file or block device"),
+	    ARG('r', "ranges", ARG_RANGES, false, "OFS:CNT", "sector range; repeatable (default: all)")),
+	CMD(CMD_SNAPSHOT_TAKE, "snapshot_take", "take the snapshot: one instant for all its devices", ID_ARG),
+	CMD(CMD_SNAPSHOT_INFO, "snapshot_info", "print a device's snapshot state and image name", DEV_ARG),
+	CMD(CMD_SNAPSHOT_COLLECT, "snapshot_collect", "list the snapshot ids"),
+	CMD(CMD_SNAPSHOT_WAITEVENT, "snapshot_waitevent", "wait for a snapshot event",
+	    ID_ARG, ARG('t', "timeout", ARG_UINT, false, "MS", "timeout in milliseconds (default 1000)")),
+	[CMD_SNAPSHOT_WATCHER] = { .id = CMD_SNAPSHOT_WATCHER, .name = "snapshot_watcher",
+		.summary = "print a snapshot's events until it is destroyed", .args = { ID_ARG }, .cli_loop = true },
+	CMD(CMD_SNAPSHOT_DESTROY, "snapshot_destroy", "destroy a snapshot: its images and its storage", ID_ARG),
 };
 
 const struct command_def *command_find(const char *name)

@@ -19,6 +19,15 @@ enum command_id {
 	CMD_MARKDIRTYBLOCK,
 	CMD_PARAMS,
 	CMD_STATUS,
+	CMD_SNAPSHOT_CREATE,
+	CMD_SNAPSHOT_ADD,
+	CMD_SNAPSHOT_APPENDSTORAGE,
+	CMD_SNAPSHOT_TAKE,
+	CMD_SNAPSHOT_INFO,
+	CMD_SNAPSHOT_COLLECT,
+	CMD_SNAPSHOT_WAITEVENT,
+	CMD_SNAPSHOT_WATCHER,
+	CMD_SNAPSHOT_DESTROY,
 	CMD_COUNT
 };
 
@@ -27,6 +36,7 @@ enum arg_type {
 	ARG_UINT,   /* unsigned 64-bit */
 	ARG_FLAG,   /* present or not */
 	ARG_RANGES, /* OFS:CNT in sectors, repeatable: an array of [ofs, cnt] */
+	ARG_STRINGS, /* repeatable: an array of strings */
 };
 
 struct arg_def {
@@ -46,6 +56,7 @@ struct command_def {
 	const char *name;
 	const char *summary;
 	struct arg_def args[MAX_ARGS];
+	bool cli_loop; /* the CLI repeats another command (snapshot_watcher) */
 };
 
 extern const struct command_def command_table[CMD_COUNT];

@@ -12,7 +12,9 @@
 #include "core/device.h"
 #include "core/registry.h"
 #include "filters/blksnap.h"
+#include "filters/event_queue.h"
 #include "filters/filters.h"
+#include "filters/snapshot.h"
 #include "filters/tracker.h"
 
 #define READCBTMAP_MAX (1u << 20) /* bytes of map per request */
@@ -107,8 +109,16 @@ static int h_device_remove(void *opaque, json_object *args, json_object *res, ch
 {
 	struct control_ctx *ctx = opaque;
 	const char *name = arg_str(args, "device", "");
-	int r = registry_remove(ctx->reg, name);
+	struct device *dev = registry_get(ctx->reg, name);
+	int r;
 
+	if (dev && snapshot_device_busy(ctx->bs, dev)) {
+		snprintf(msg, msglen, "%s is part of a snapshot; destroy the snapshot first", name);
+		device_put(dev);
+		return -EBUSY;
+	}
+	device_put(dev);
+	r = registry_remove(ctx->reg, name);
 	if (r == -ENOENT) {
 		snprintf(msg, msglen, "no device '%.255s'", name);
 		return -ENODEV;
@@ -179,6 +189,11 @@ static int h_detach(void *opaque, json_object *args, json_object *res, char *msg
 
 	if (!dev)
 		return -ENODEV;
+	if (strcmp(fname, "tracker") == 0 && snapshot_device_busy(ctx->bs, dev)) {
+		snprintf(msg, msglen, "%s is part of a snapshot; destroy the snapshot first", device_name(dev));
+		device_put(dev);
+		return -EBUSY;
+	}
 	r = device_detach(dev, fname);
 	if (r == -ENOENT)
 		snprintf(msg, msglen, "%.64s is not attached to %s", fname, device_name(dev));
@@ -320,7 +335,196 @@ static int h_status(void *opaque, json_object *args, json_object *res, char *msg
 	return 0;
 }
 
+static int parse_id(json_object *args, uuid_t id, char *msg, size_t msglen)
+{
+	const char *s = arg_str(args, "id", "");
+
+	if (uuid_parse(s, id) < 0) {
+		snprintf(msg, msglen, "'%.64s' is not a snapshot id (a UUID)", s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int h_snapshot_create(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	const char *grow = arg_str(args, "file", NULL);
+	uint64_t limit = arg_u64(args, "limit", 0);
+	json_object *devs = NULL;
+	const char **names;
+	char u[37];
+	uuid_t id;
+	size_t n = 0;
+	int r;
+
+	if ((grow != NULL) != (limit != 0)) {
+		snprintf(msg, msglen, "-f PATH and -l LIMIT go together");
+		return -EINVAL;
+	}
+	if (args)
+		json_object_object_get_ex(args, "device", &devs);
+	n = devs ? json_object_array_length(devs) : 0;
+	names = calloc(n ? n : 1, sizeof(*names));
+	if (!names)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		names[i] = json_object_get_string(json_object_array_get_idx(devs, i));
+	r = snapshot_create(ctx->bs, names, n, grow, limit, id, msg, msglen);
+	free(names);
+	if (r < 0)
+		return r;
+	uuid_unparse_lower(id, u);
+	add_str(res, "id", u);
+	return 0;
+}
+
+static int h_snapshot_add(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	uuid_t id;
+	int r = parse_id(args, id, msg, msglen);
+
+	return r < 0 ? r : snapshot_add(ctx->bs, id, arg_str(args, "device", ""), msg, msglen);
+}
+
+static int h_snapshot_appendstorage(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	json_object *ranges = NULL;
+	struct sector_range *rg;
+	size_t n;
+	uuid_t id;
+	int r = parse_id(args, id, msg, msglen);
+
+	if (r < 0)
+		return r;
+	json_object_object_get_ex(args, "ranges", &ranges);
+	n = ranges ? json_object_array_length(ranges) : 0;
+	rg = calloc(n ? n : 1, sizeof(*rg));
+	if (!rg)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		json_object *pair = json_object_array_get_idx(ranges, i);
+
+		rg[i].offset = json_object_get_uint64(json_object_array_get_idx(pair, 0));
+		rg[i].count = json_object_get_uint64(json_object_array_get_idx(pair, 1));
+	}
+	r = snapshot_append_storage(ctx->bs, id, arg_str(args, "file", ""), rg, n, msg, msglen);
+	free(rg);
+	return r;
+}
+
+static int h_snapshot_take(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	uuid_t id;
+	int r = parse_id(args, id, msg, msglen);
+
+	return r < 0 ? r : snapshot_take(ctx->bs, id, msg, msglen);
+}
+
+static int h_snapshot_destroy(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	uuid_t id;
+	int r = parse_id(args, id, msg, msglen);
+
+	return r < 0 ? r : snapshot_destroy(ctx->bs, id, msg, msglen);
+}
+
+static int h_snapshot_info(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	struct snapshot_info info;
+	char u[37] = "";
+	int r = snapshot_device_info(ctx->bs, arg_str(args, "device", ""), &info, msg, msglen);
+
+	if (r < 0)
+		return r;
+	json_object_object_add(res, "error_code", json_object_new_int(info.error_code));
+	add_str(res, "image", info.image);
+	if (info.in_snapshot)
+		uuid_unparse_lower(info.id, u);
+	add_str(res, "id", u);
+	add_u64(res, "chunks_copied", info.chunks_copied);
+	add_u64(res, "storage_capacity", info.storage_capacity);
+	add_u64(res, "storage_used", info.storage_used);
+	return 0;
+}
+
+static int h_snapshot_collect(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	json_object *arr = json_object_new_array();
+	uuid_t *ids;
+	size_t n;
+	int r = snapshot_collect(ctx->bs, &ids, &n);
+
+	if (r < 0) {
+		json_object_put(arr);
+		return r;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char u[37];
+
+		uuid_unparse_lower(ids[i], u);
+		json_object_array_add(arr, json_object_new_string(u));
+	}
+	free(ids);
+	json_object_object_add(res, "id", arr);
+	return 0;
+}
+
+static int h_snapshot_waitevent(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	uint64_t timeout = arg_u64(args, "timeout", 1000);
+	struct event ev;
+	uuid_t id;
+	int r = parse_id(args, id, msg, msglen);
+
+	if (r < 0)
+		return r;
+	if (timeout > UINT32_MAX) {
+		snprintf(msg, msglen, "timeout over %u ms", UINT32_MAX);
+		return -EINVAL;
+	}
+	r = snapshot_wait_event(ctx->bs, id, (uint32_t)timeout, &ev);
+	if (r == -ETIMEDOUT) {
+		add_str(res, "result", "timeout");
+		return 0;
+	}
+	if (r == -ESRCH) {
+		snprintf(msg, msglen, "no snapshot %s", arg_str(args, "id", ""));
+		return r;
+	}
+	if (r < 0)
+		return r;
+	add_str(res, "result", "ok");
+	json_object_object_add(res, "time", json_object_new_int64(ev.time_ns));
+	if (ev.code == EVENT_LOW_FREE_SPACE) {
+		add_str(res, "event", "low_free_space");
+		add_u64(res, "requested_nr_sect", ev.low_free_space.requested_nr_sect);
+	} else {
+		add_str(res, "event", "corrupted");
+		add_u64(res, "dev_id_mj", ev.corrupted.dev_id_mj);
+		add_u64(res, "dev_id_mn", ev.corrupted.dev_id_mn);
+		json_object_object_add(res, "err_code", json_object_new_int(ev.corrupted.err_code));
+		add_str(res, "device", ev.corrupted.device);
+	}
+	return 0;
+}
+
 const control_handler control_handlers[CMD_COUNT] = {
+	[CMD_SNAPSHOT_CREATE] = h_snapshot_create,
+	[CMD_SNAPSHOT_ADD] = h_snapshot_add,
+	[CMD_SNAPSHOT_APPENDSTORAGE] = h_snapshot_appendstorage,
+	[CMD_SNAPSHOT_TAKE] = h_snapshot_take,
+	[CMD_SNAPSHOT_INFO] = h_snapshot_info,
+	[CMD_SNAPSHOT_COLLECT] = h_snapshot_collect,
+	[CMD_SNAPSHOT_WAITEVENT] = h_snapshot_waitevent,
+	[CMD_SNAPSHOT_DESTROY] = h_snapshot_destroy,
 	[CMD_VERSION] = h_version,
 	[CMD_DEVICE_ADD] = h_device_add,
 	[CMD_DEVICE_REMOVE] = h_device_remove,

@@ -45,6 +45,8 @@ static const char *type_name(enum arg_type t)
 		return "a boolean";
 	case ARG_RANGES:
 		return "an array of [offset, count] pairs";
+	case ARG_STRINGS:
+		return "an array of strings";
 	}
 	return "?";
 }
@@ -77,6 +79,13 @@ static bool type_ok(enum arg_type t, json_object *v)
 			    !is_uint(json_object_array_get_idx(pair, 1)))
 				return false;
 		}
+		return true;
+	case ARG_STRINGS:
+		if (!json_object_is_type(v, json_type_array))
+			return false;
+		for (size_t i = 0; i < json_object_array_length(v); i++)
+			if (!json_object_is_type(json_object_array_get_idx(v, i), json_type_string))
+				return false;
 		return true;
 	}
 	return false;

@@ -23,6 +23,8 @@
 #include "core/io.h"
 
 struct backing {
+	const struct backing_ops *ops; /* NULL: a file or block device */
+	void *priv;
 	int fd;
 	bool blockdev;
 	bool readonly;
@@ -100,11 +102,35 @@ int backing_open(const char *path, bool readonly, struct backing **out)
 	return 0;
 }
 
+int backing_new_custom(const struct backing_ops *ops, void *priv, uint64_t size, const char *desc,
+		       struct backing **out)
+{
+	struct backing *b = calloc(1, sizeof(*b));
+
+	if (!b || !(b->path = strdup(desc))) {
+		free(b);
+		return -ENOMEM;
+	}
+	b->ops = ops;
+	b->priv = priv;
+	b->fd = -1;
+	b->size = size;
+	b->lbs = BDF_SECTOR_SIZE;
+	atomic_init(&b->maybe_sparse, false);
+	atomic_init(&b->no_zero_range, false);
+	atomic_init(&b->no_punch, false);
+	*out = b;
+	return 0;
+}
+
 void backing_close(struct backing *b)
 {
 	if (!b)
 		return;
-	close(b->fd);
+	if (b->ops && b->ops->close)
+		b->ops->close(b->priv);
+	if (b->fd >= 0)
+		close(b->fd);
 	free(b->path);
 	free(b);
 }
@@ -133,6 +159,8 @@ int backing_pread(struct backing *b, void *buf, uint64_t count, uint64_t offset)
 {
 	char *p = buf;
 
+	if (b->ops)
+		return b->ops->pread ? b->ops->pread(b->priv, buf, count, offset) : -EOPNOTSUPP;
 	while (count > 0) {
 		ssize_t r = pread(b->fd, p, count, (off_t)offset);
 
@@ -173,6 +201,8 @@ static int write_all(struct backing *b, const void *buf, uint64_t count, uint64_
 
 int backing_flush(struct backing *b)
 {
+	if (b->ops)
+		return b->ops->flush ? b->ops->flush(b->priv) : 0;
 	if (fdatasync(b->fd) < 0)
 		return -errno;
 	return 0;
@@ -182,6 +212,8 @@ int backing_pwrite(struct backing *b, const void *buf, uint64_t count, uint64_t 
 {
 	int r;
 
+	if (b->ops)
+		return b->ops->pwrite ? b->ops->pwrite(b->priv, buf, count, offset, flags) : -EOPNOTSUPP;
 	if (flags & BDF_FUA) {
 		r = write_all(b, buf, count, offset, RWF_DSYNC);
 		if (r != -EOPNOTSUPP)
@@ -212,6 +244,8 @@ int backing_trim(struct backing *b, uint64_t count, uint64_t offset, uint32_t fl
 {
 	int r;
 
+	if (b->ops)
+		return 0; /* advisory */
 	if (b->blockdev) {
 		uint64_t range[2] = { offset, count };
 
@@ -293,8 +327,14 @@ static int blockdev_zero(struct backing *b, uint64_t count, uint64_t offset, uin
 
 int backing_zero(struct backing *b, uint64_t count, uint64_t offset, uint32_t flags)
 {
-	int r = b->blockdev ? blockdev_zero(b, count, offset, flags)
-			    : file_zero_fast(b, count, offset, flags);
+	int r;
+
+	if (b->ops) {
+		if (flags & BDF_FAST_ZERO)
+			return -ENOTSUP;
+		return b->ops->zero ? b->ops->zero(b->priv, count, offset, flags) : -EOPNOTSUPP;
+	}
+	r = b->blockdev ? blockdev_zero(b, count, offset, flags) : file_zero_fast(b, count, offset, flags);
 
 	if (r == -EOPNOTSUPP) {
 		if (flags & BDF_FAST_ZERO)
@@ -308,7 +348,11 @@ int backing_zero(struct backing *b, uint64_t count, uint64_t offset, uint32_t fl
 
 int backing_cache(struct backing *b, uint64_t count, uint64_t offset)
 {
-	int r = posix_fadvise(b->fd, (off_t)offset, (off_t)count, POSIX_FADV_WILLNEED);
+	int r;
+
+	if (b->ops)
+		return 0;
+	r = posix_fadvise(b->fd, (off_t)offset, (off_t)count, POSIX_FADV_WILLNEED);
 
 	return r == 0 || r == ESPIPE ? 0 : -r;
 }
@@ -318,7 +362,7 @@ int backing_extents(struct backing *b, uint64_t count, uint64_t offset, uint32_t
 {
 	uint64_t end = offset + count, pos = offset;
 
-	if (b->blockdev || !atomic_load_explicit(&b->maybe_sparse, memory_order_relaxed))
+	if (b->ops || b->blockdev || !atomic_load_explicit(&b->maybe_sparse, memory_order_relaxed))
 		return extents_add(e, offset, count, 0);
 
 	while (pos < end && !extents_done(e)) {

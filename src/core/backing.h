@@ -9,6 +9,20 @@
 struct extents;
 struct backing;
 
+/* A backing store that is not a file: a snapshot image, say. Every op gets
+ * PRIV; a missing op is a no-op success (flush, trim, cache) or -EOPNOTSUPP. */
+struct backing_ops {
+	int (*pread)(void *priv, void *buf, uint64_t count, uint64_t offset);
+	int (*pwrite)(void *priv, const void *buf, uint64_t count, uint64_t offset, uint32_t flags);
+	int (*flush)(void *priv);
+	int (*zero)(void *priv, uint64_t count, uint64_t offset, uint32_t flags);
+	void (*close)(void *priv);
+};
+
+/* A backing store served by OPS; DESC names it in logs and listings. */
+int backing_new_custom(const struct backing_ops *ops, void *priv, uint64_t size, const char *desc,
+		       struct backing **out);
+
 /* Opens PATH. The size is the file's size rounded down to whole sectors; a store
  * smaller than one sector is refused. Errors are logged here. */
 int backing_open(const char *path, bool readonly, struct backing **out);

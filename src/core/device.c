@@ -31,21 +31,29 @@ struct device {
 
 int device_open(const char *name, const char *path, bool readonly, struct device **out)
 {
+	struct backing *b;
+	int r;
+
+	r = backing_open(path, readonly, &b);
+	if (r < 0)
+		return r;
+	r = device_new(name, b, readonly, out);
+	if (r < 0)
+		backing_close(b);
+	return r;
+}
+
+int device_new(const char *name, struct backing *b, bool readonly, struct device **out)
+{
 	pthread_rwlockattr_t attr;
 	struct device *dev;
-	int r;
 
 	dev = calloc(1, sizeof(*dev));
 	if (!dev || !(dev->name = strdup(name))) {
 		free(dev);
 		return -ENOMEM;
 	}
-	r = backing_open(path, readonly, &dev->backing);
-	if (r < 0) {
-		free(dev->name);
-		free(dev);
-		return r;
-	}
+	dev->backing = b;
 	dev->readonly = readonly;
 	dev->size = backing_size(dev->backing);
 	atomic_init(&dev->refs, 1);
@@ -267,6 +275,23 @@ int device_with_filter(struct device *dev, const char *filter_name,
 	r = pp ? fn(*pp, opaque) : -ENOENT;
 	pthread_rwlock_unlock(&dev->io_lock);
 	return r;
+}
+
+void device_quiesce(struct device *dev)
+{
+	pthread_rwlock_wrlock(&dev->io_lock);
+}
+
+void device_resume(struct device *dev)
+{
+	pthread_rwlock_unlock(&dev->io_lock);
+}
+
+struct filter *device_filter_quiesced(struct device *dev, const char *filter_name)
+{
+	struct filter **pp = find_filter(dev, filter_name);
+
+	return pp ? *pp : NULL;
 }
 
 bool device_name_valid(const char *s)

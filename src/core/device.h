@@ -13,6 +13,9 @@ struct extents;
 
 /* Opens PATH as device NAME, holding one reference. Errors are logged here. */
 int device_open(const char *name, const char *path, bool readonly, struct device **out);
+struct backing;
+/* A device over a backing store made elsewhere (a snapshot image); it owns B. */
+int device_new(const char *name, struct backing *b, bool readonly, struct device **out);
 /* References: exports and tables hold one each. When the last one goes, every
  * filter is detached, the store flushed (unless read-only) and closed. */
 struct device *device_get(struct device *dev);
@@ -50,6 +53,13 @@ bool device_name_valid(const char *name);
 
 /* The names of the attached filters, top first (static strings); the count. */
 size_t device_filter_names(struct device *dev, const char **names, size_t max);
+
+/* Drain: wait for the requests in flight and hold new ones back, until
+ * device_resume(). A snapshot take drains all its devices for one instant. */
+void device_quiesce(struct device *dev);
+void device_resume(struct device *dev);
+/* Filter NAME of a quiesced device (only between quiesce and resume), or NULL. */
+struct filter *device_filter_quiesced(struct device *dev, const char *filter_name);
 
 /* Is filter NAME attached? */
 bool device_has_filter(struct device *dev, const char *filter_name);

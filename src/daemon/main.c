@@ -35,6 +35,7 @@ struct daemon {
 	struct listener *listeners;
 	size_t n_listeners;
 	struct nbd_server *nbd;
+	bool bs_ready;
 	int control_fd;
 	struct control_server *control;
 	struct control_ctx control_ctx;
@@ -273,6 +274,8 @@ static void teardown(struct daemon *d)
 	free(d->listeners);
 	if (d->nbd)
 		nbd_server_shutdown(d->nbd);
+	if (d->bs_ready)
+		blksnap_fini(&d->bs);
 	registry_free(d->reg);
 	nbd_server_free(d->nbd);
 	if (d->wrote_pidfile)
@@ -298,13 +301,14 @@ int main(int argc, char **argv)
 	}
 	log_set_level(d.opt.log_level);
 	signal(SIGPIPE, SIG_IGN);
-	d.bs.params = d.opt.params;
-	params_fixup(&d.bs.params, warn_param);
+	params_fixup(&d.opt.params, warn_param);
 
 	cfg.threads = d.opt.threads;
 	cfg.handshake_timeout_ms = d.opt.handshake_timeout_s * 1000u;
 	if (registry_new(&d.reg) < 0 || nbd_server_new(&cfg, &d.nbd) < 0)
 		goto out;
+	blksnap_init(&d.bs, &d.opt.params, d.reg);
+	d.bs_ready = true;
 	nbd_observer = (struct registry_observer){ nbd_device_added, nbd_device_removed, d.nbd };
 	registry_observe(d.reg, &nbd_observer);
 	if (open_devices(&d) < 0 || open_listeners(&d) < 0)

@@ -1,7 +1,9 @@
-/* What blksnap keeps as module state, per daemon: the parameters (and, as they
- * come, the snapshots). Filters get it as their attach context. */
+/* What blksnap keeps as module state, per daemon: the parameters and the
+ * snapshots. Filters get it as their attach context. */
 #ifndef BDF_FILTERS_BLKSNAP_H
 #define BDF_FILTERS_BLKSNAP_H
+
+#include <pthread.h>
 
 #include "filters/params.h"
 
@@ -10,8 +12,18 @@
 #define BLKSNAP_VERSION_REVISION 0
 #define BLKSNAP_VERSION_BUILD 0
 
+struct registry;
+struct snapshot;
+
 struct blksnap {
 	struct params params;
+	struct registry *reg; /* devices by name; snapshot images are added here */
+	pthread_mutex_t lock;
+	struct snapshot *snapshots; /* guarded by lock */
 };
+
+void blksnap_init(struct blksnap *bs, const struct params *p, struct registry *reg);
+/* Destroys every snapshot. */
+void blksnap_fini(struct blksnap *bs);
 
 #endif

@@ -12,10 +12,12 @@
 #include "core/io.h"
 #include "filters/blksnap.h"
 #include "filters/cbt_map.h"
+#include "filters/diff_area.h"
 
 struct tracker {
 	struct blksnap *bs;
 	struct cbt_map *cbt;
+	struct diff_area *da; /* while a snapshot is taken; changed only drained */
 };
 
 static int tr_attach(struct filter *f, void *ctx)
@@ -43,35 +45,58 @@ static void tr_detach(struct filter *f)
 {
 	struct tracker *t = f->priv;
 
+	diff_area_put(t->da); /* the control plane refuses this while in a snapshot */
 	cbt_map_destroy(t->cbt);
 	free(t);
 	f->priv = NULL;
 }
 
-/* The CBT is marked before the data moves: a crash in between over-reports,
- * never under-reports. */
-static int tr_pwrite(struct filter *f, const void *buf, uint64_t count, uint64_t offset, uint32_t flags)
+/* Before any change reaches the layers below: the CBT is marked (a crash in
+ * between over-reports, never under-reports), and with a snapshot taken the
+ * chunks it touches are copied to the difference storage. */
+static void before_change(struct filter *f, uint64_t count, uint64_t offset)
 {
 	struct tracker *t = f->priv;
 
 	cbt_map_mark(t->cbt, offset, count);
+	if (t->da)
+		diff_area_cow(t->da, f, offset, count);
+}
+
+static int tr_pwrite(struct filter *f, const void *buf, uint64_t count, uint64_t offset, uint32_t flags)
+{
+	before_change(f, count, offset);
 	return filter_next_pwrite(f, buf, count, offset, flags);
 }
 
 static int tr_trim(struct filter *f, uint64_t count, uint64_t offset, uint32_t flags)
 {
-	struct tracker *t = f->priv;
-
-	cbt_map_mark(t->cbt, offset, count);
+	before_change(f, count, offset);
 	return filter_next_trim(f, count, offset, flags);
 }
 
 static int tr_zero(struct filter *f, uint64_t count, uint64_t offset, uint32_t flags)
 {
+	before_change(f, count, offset);
+	return filter_next_zero(f, count, offset, flags);
+}
+
+struct cbt_map *tracker_cbt(struct filter *f)
+{
+	return ((struct tracker *)f->priv)->cbt;
+}
+
+struct diff_area *tracker_diff_area(struct filter *f)
+{
+	return ((struct tracker *)f->priv)->da;
+}
+
+void tracker_set_diff_area(struct filter *f, struct diff_area *da)
+{
 	struct tracker *t = f->priv;
 
-	cbt_map_mark(t->cbt, offset, count);
-	return filter_next_zero(f, count, offset, flags);
+	diff_area_put(t->da);
+	t->da = da ? diff_area_get(da) : NULL;
 }
 
 const struct filter_ops tracker_filter_ops = {

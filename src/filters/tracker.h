@@ -31,4 +31,13 @@ int tracker_read_cbtmap(struct device *dev, uint64_t offset, uint64_t len, uint8
 /* Mark sector ranges changed in both maps; -EINVAL if one is beyond the device. */
 int tracker_mark_dirty(struct device *dev, const struct sector_range *r, size_t n);
 
+/* For the snapshot code, on the tracker filter F of a device. */
+struct cbt_map;
+struct diff_area;
+struct filter;
+struct cbt_map *tracker_cbt(struct filter *f);
+struct diff_area *tracker_diff_area(struct filter *f);
+/* Only with the device drained (device_quiesce). */
+void tracker_set_diff_area(struct filter *f, struct diff_area *da);
+
 #endif

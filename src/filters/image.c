@@ -1,0 +1,118 @@
+/* Snapshot images as devices (see image.h). Each request runs with the origin's
+ * tracker held against detach (device_with_filter) and checks that the tracker
+ * still carries this image's diff area: after snapshot_destroy it does not, and
+ * the image's I/O fails with EIO instead of touching freed state. */
+#include "filters/image.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/backing.h"
+#include "core/device.h"
+#include "core/io.h"
+#include "filters/diff_area.h"
+#include "filters/diff_storage.h"
+#include "filters/tracker.h"
+
+struct image_io {
+	struct diff_area *da;
+	void *buf;
+	const void *cbuf;
+	uint64_t count, offset;
+	bool write;
+};
+
+static int image_io_on_tracker(struct filter *f, void *opaque)
+{
+	struct image_io *io = opaque;
+
+	if (tracker_diff_area(f) != io->da || diff_area_detached(io->da))
+		return -EIO;
+	if (io->write)
+		return diff_area_image_write(io->da, f, tracker_cbt(f), io->cbuf, io->count, io->offset);
+	return diff_area_image_read(io->da, f, io->buf, io->count, io->offset);
+}
+
+static int image_run(struct image_io *io)
+{
+	int r = device_with_filter(diff_area_origin(io->da), "tracker", image_io_on_tracker, io);
+
+	return r == -ENOENT ? -EIO : r;
+}
+
+static int image_pread(void *priv, void *buf, uint64_t count, uint64_t offset)
+{
+	struct image_io io = { .da = priv, .buf = buf, .count = count, .offset = offset };
+
+	return image_run(&io);
+}
+
+static int image_pwrite(void *priv, const void *buf, uint64_t count, uint64_t offset, uint32_t flags)
+{
+	struct image_io io = { .da = priv, .cbuf = buf, .count = count, .offset = offset, .write = true };
+	int r = image_run(&io);
+
+	if (r == 0 && (flags & BDF_FUA))
+		r = diff_storage_flush(diff_area_storage(priv));
+	return r;
+}
+
+static int image_flush(void *priv)
+{
+	struct diff_area *da = priv;
+
+	return diff_area_detached(da) ? -EIO : diff_storage_flush(diff_area_storage(da));
+}
+
+static int image_zero(void *priv, uint64_t count, uint64_t offset, uint32_t flags)
+{
+	const uint64_t piece = 1u << 20;
+	void *zero = calloc(1, count < piece ? count : piece);
+	int r = 0;
+
+	if (!zero)
+		return -ENOMEM;
+	while (count > 0 && r == 0) {
+		uint64_t n = count < piece ? count : piece;
+
+		r = image_pwrite(priv, zero, n, offset, 0);
+		count -= n;
+		offset += n;
+	}
+	free(zero);
+	if (r == 0 && (flags & BDF_FUA))
+		r = image_flush(priv);
+	return r;
+}
+
+static void image_close(void *priv)
+{
+	diff_area_put(priv);
+}
+
+static const struct backing_ops image_ops = {
+	.pread = image_pread,
+	.pwrite = image_pwrite,
+	.flush = image_flush,
+	.zero = image_zero,
+	.close = image_close,
+};
+
+int image_device_new(const char *name, struct diff_area *da, struct device **out)
+{
+	struct backing *b;
+	char desc[300];
+	int r;
+
+	snprintf(desc, sizeof(desc), "snapshot image of %s", device_name(diff_area_origin(da)));
+	r = backing_new_custom(&image_ops, diff_area_get(da), diff_area_capacity(da), desc, &b);
+	if (r < 0) {
+		diff_area_put(da);
+		return r;
+	}
+	r = device_new(name, b, false, out);
+	if (r < 0)
+		backing_close(b);
+	return r;
+}
