@@ -100,6 +100,21 @@ static int add_range(struct diff_storage *ds, size_t file, uint64_t off, uint64_
 	return 0;
 }
 
+/* Growth continues the last range when it is the same file: chunks larger
+ * than one step still find room in one piece. */
+static int extend_or_add(struct diff_storage *ds, size_t file, uint64_t off, uint64_t len)
+{
+	struct ds_range *last = ds->n_ranges ? &ds->ranges[ds->n_ranges - 1] : NULL;
+
+	if (last && last->file == file && last->file_off + last->len == off &&
+	    last->virt + last->len == ds->capacity) {
+		last->len += len;
+		ds->capacity += len;
+		return 0;
+	}
+	return add_range(ds, file, off, len);
+}
+
 static void event_low(struct diff_storage *ds)
 {
 	struct event ev = { .code = EVENT_LOW_FREE_SPACE };
@@ -120,7 +135,7 @@ static void grow_or_ask(struct diff_storage *ds)
 	}
 	size = ds->grow_size + step < ds->grow_limit ? ds->grow_size + step : ds->grow_limit;
 	if (ftruncate(ds->files[ds->grow_file].fd, (off_t)size) < 0 ||
-	    add_range(ds, ds->grow_file, ds->grow_size, size - ds->grow_size) < 0) {
+	    extend_or_add(ds, ds->grow_file, ds->grow_size, size - ds->grow_size) < 0) {
 		log_warn("difference storage %s: cannot grow: %s", ds->files[ds->grow_file].path, strerror(errno));
 		event_low(ds);
 		return;
@@ -252,11 +267,10 @@ int diff_storage_set_growing(struct diff_storage *ds, const char *path, uint64_t
 	return r;
 }
 
-int diff_storage_alloc(struct diff_storage *ds, uint64_t bytes, uint64_t *virt)
+static int alloc_locked(struct diff_storage *ds, uint64_t bytes, uint64_t *virt)
 {
 	int r = -ENOSPC;
 
-	pthread_mutex_lock(&ds->lock);
 	for (size_t i = 0; !ds->overflow && i < ds->n_ranges; i++) {
 		struct ds_range *rg = &ds->ranges[i];
 
@@ -273,11 +287,23 @@ int diff_storage_alloc(struct diff_storage *ds, uint64_t bytes, uint64_t *virt)
 		r = 0;
 		break;
 	}
-	if (r < 0 && ds->growing && !ds->overflow && ds->grow_size < ds->grow_limit) {
-		/* Out of appended room but allowed to grow: grow, then try once more. */
+	return r;
+}
+
+int diff_storage_alloc(struct diff_storage *ds, uint64_t bytes, uint64_t *virt)
+{
+	int r;
+
+	pthread_mutex_lock(&ds->lock);
+	r = alloc_locked(ds, bytes, virt);
+	/* Out of room but allowed to grow: grow until the chunk fits or the limit. */
+	while (r < 0 && ds->growing && !ds->overflow && ds->grow_size < ds->grow_limit) {
+		uint64_t before = ds->grow_size;
+
 		grow_or_ask(ds);
-		pthread_mutex_unlock(&ds->lock);
-		return diff_storage_alloc(ds, bytes, virt);
+		if (ds->grow_size == before)
+			break; /* could not grow */
+		r = alloc_locked(ds, bytes, virt);
 	}
 	if (r < 0)
 		ds->overflow = true;

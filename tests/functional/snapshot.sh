@@ -153,6 +153,33 @@ B snapshot_destroy -i "$s2"
 [ -z "$(B snapshot_collect)" ] || fail "snapshots left"
 bdf_alive
 
+# self-growing storage: a file grown in diff_storage_minimum steps (64 KiB
+# here) up to its limit, the event only at the limit; then a directory
+s=$(B snapshot_create -d a -f "$T/grow.img" -l 1M | kv id)
+B snapshot_watcher -i "$s" >"$T/watch" &
+watcher=$!
+[ "$(stat -c %s "$T/grow.img")" = 65536 ] || fail "first growth step: $(stat -c %s "$T/grow.img")"
+B snapshot_take -i "$s"
+io a "write -P 0x61 0 $((512 * 1024))"          # two chunks: 512 KiB
+size=$(stat -c %s "$T/grow.img")
+[ "$size" -ge $((512 * 1024)) ] && [ "$size" -le $((1024 * 1024)) ] || fail "grown to $size"
+[ "$(B snapshot_info -d a | kv error_code)" = 0 ] || fail "growing storage overflowed early"
+io a "write -P 0x62 $((MIB)) $((2 * MIB))"       # past the 1 MiB limit
+[ "$(stat -c %s "$T/grow.img")" = $((1024 * 1024)) ] || fail "grew past its limit"
+[ "$(B snapshot_info -d a | kv error_code)" = -28 ] || fail "no overflow at the limit"
+B snapshot_destroy -i "$s"
+wait $watcher || fail "snapshot_watcher did not end with its snapshot"
+grep -q "^event=low_free_space" "$T/watch" || fail "no low_free_space event at the limit: $(cat "$T/watch")"
+grep -q "^event=corrupted" "$T/watch" || fail "watcher missed the corrupted event: $(cat "$T/watch")"
+s=$(B snapshot_create -d a -f "$T" -l 4M | kv id)
+B snapshot_take -i "$s"
+io a "write -P 0x63 0 $((MIB))"
+[ "$(B snapshot_info -d a | kv error_code)" = 0 ] || fail "temporary growing storage"
+[ "$(B snapshot_info -d a | kv storage_capacity)" -ge $((MIB)) ] || fail "temporary storage did not grow"
+B snapshot_destroy -i "$s"
+expect EINVAL snapshot_create -d a -f "$T/x.img"        # -f needs -l
+expect ENOENT snapshot_create -d a -f /nonexistent/dir/x -l 1M
+
 # the 255 wrap: numbering restarts at 1 with a new generation
 gen=$(B cbtinfo -d b | kv generation_id)
 n=$(B cbtinfo -d b | kv changes_number)
