@@ -53,13 +53,55 @@ start_qemu_nbd() {
 	server_pid=$!
 	export_name=
 }
+# With the tracker attached (issue 3 (a)).
+start_bdfilterd_tracker() {
+	"$bdfilterd" --foreground --nbd-listen "unix:$sock" --control "$work/control.sock" \
+		--device "disk=$img,filter=tracker" --log-level warn 2>"$work/server.log" &
+	server_pid=$!
+	export_name=disk
+}
+# A snapshot taken just before the job, with a fresh storage file: every chunk
+# the job touches is copied once (issue 3 (b)).
+start_bdfilterd_snapshot() {
+	start_bdfilterd_tracker
+	wait_server
+	rm -f "$work/diff.img"
+	truncate -s "$((2 * size_mib))M" "$work/diff.img"
+	local id
+	id=$("$build/bdfilter" --control "$work/control.sock" snapshot_create -d disk | sed -n 's/^id=//p')
+	"$build/bdfilter" --control "$work/control.sock" snapshot_appendstorage -i "$id" -f "$work/diff.img"
+	"$build/bdfilter" --control "$work/control.sock" snapshot_take -i "$id"
+}
+start_bdfilterd_image() {
+	start_bdfilterd_snapshot
+	export_name=disk-image
+}
+# QEMU's answer to the same job: a copy-before-write filter in front of the
+# disk, its target a sparse file, and a snapshot-access node (image fleecing).
+start_qsd_cbw() {
+	rm -f "$work/cbw-target.img"
+	truncate -s "${size_mib}M" "$work/cbw-target.img"
+	qemu-storage-daemon \
+		--blockdev "driver=file,filename=$img,node-name=base-file" \
+		--blockdev driver=raw,file=base-file,node-name=base \
+		--blockdev "driver=file,filename=$work/cbw-target.img,node-name=tgt-file" \
+		--blockdev driver=raw,file=tgt-file,node-name=tgt \
+		--blockdev driver=copy-before-write,file=base,target=tgt,node-name=cbw \
+		--blockdev driver=snapshot-access,file=cbw,node-name=acc \
+		--nbd-server "addr.type=unix,addr.path=$sock" \
+		--export type=nbd,id=e0,node-name=cbw,name=disk,writable=on \
+		--export type=nbd,id=e1,node-name=acc,name=snap 2>"$work/server.log" &
+	server_pid=$!
+	export_name=disk
+}
+
 stop_server() {
 	if [ -n "$server_pid" ]; then
 		kill -TERM "$server_pid" 2>/dev/null || true
 		wait "$server_pid" 2>/dev/null || true
 		server_pid=
 	fi
-	rm -f "$sock"
+	rm -f "$sock" "$work/control.sock"
 }
 wait_server() {
 	for _ in $(seq 200); do
@@ -102,6 +144,7 @@ servers=(bdfilterd nbdkit qemu_nbd)
 [ -x "$bdfilterd" ] || { echo "bench: $bdfilterd is missing; build it first" >&2; exit 1; }
 command -v nbdkit >/dev/null || { echo "bench: nbdkit is not installed" >&2; exit 1; }
 command -v qemu-nbd >/dev/null || { echo "bench: qemu-nbd is not installed" >&2; exit 1; }
+command -v qemu-storage-daemon >/dev/null || { echo "bench: qemu-storage-daemon is not installed" >&2; exit 1; }
 
 # Servers take turns on every job, ROUNDS times, and the median counts: a
 # shared 2-core VM drifts by more than the differences being measured.
@@ -122,7 +165,31 @@ for j in "${jobs[@]}"; do
 	echo "bench: ${j%% *} done" >&2
 done
 
-$PY - "$results" "$out_dir/results.json" <<'PY'
+# Pairs: the same job on two set-ups, taking turns, ROUNDS times.
+pairs=(
+	"tracker:randwrite randwrite 4k 32:bdfilterd_tracker:bdfilterd"
+	"tracker:seqwrite write 1M 16:bdfilterd_tracker:bdfilterd"
+	"snapshot:randwrite randwrite 4k 32:bdfilterd_snapshot:qsd_cbw"
+	"image:randread randread 4k 32:bdfilterd_image:bdfilterd_snapshot"
+	"image:seqread read 1M 16:bdfilterd_image:bdfilterd_snapshot"
+)
+pair_results="$work/pairs.jsonl"
+: >"$pair_results"
+for p in "${pairs[@]}"; do
+	IFS=: read -r label job a b <<<"$p"
+	for round in $(seq "$rounds"); do
+		for server in "$a" "$b"; do
+			"start_$server"
+			wait_server
+			# shellcheck disable=SC2086
+			run_job "$server" $job | sed "s/^{/{\"pair\": \"$label\", /" >>"$pair_results"
+			stop_server
+		done
+	done
+	echo "bench: $label ${job%% *} done" >&2
+done
+
+$PY - "$results" "$out_dir/results.json" "$pair_results" <<'PY'
 import json, sys
 import statistics
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -159,6 +226,30 @@ for job in jobs:
     print("%-10s | %s | %s | %s | %8.2f | %8.2f" % (job, cells[0], cells[1], cells[2], rk, rq))
 print()
 print("medians of %d rounds; ratios are bdfilterd IOPS / other IOPS (same block size)" % len(by[rows[0]["server"], rows[0]["job"]]["runs_iops"]))
-json.dump({"results": rows, "ratios": summary}, open(sys.argv[2], "w"), indent=1)
+
+# the pairs
+pruns = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
+assert all(r["error"] == 0 for r in pruns), "fio reported an error"
+pairs = []
+for key in dict.fromkeys((r["pair"], r["job"]) for r in pruns):
+    sides = list(dict.fromkeys(r["server"] for r in pruns if (r["pair"], r["job"]) == key))
+    med = {sv: statistics.median(r["iops"] for r in pruns if (r["pair"], r["job"], r["server"]) == key + (sv,))
+           for sv in sides}
+    mib = {sv: statistics.median(r["mib_s"] for r in pruns if (r["pair"], r["job"], r["server"]) == key + (sv,))
+           for sv in sides}
+    pairs.append({"pair": key[0], "job": key[1], "a": sides[0], "b": sides[1],
+                  "iops_a": med[sides[0]], "iops_b": med[sides[1]],
+                  "mib_a": mib[sides[0]], "mib_b": mib[sides[1]], "ratio": med[sides[0]] / med[sides[1]]})
+print()
+print("%-9s %-10s | %-20s %-18s | %-20s %-18s | %6s" % ("pair", "job", "a", "", "b", "", "a/b"))
+print("-" * 112)
+for p in pairs:
+    print("%-9s %-10s | %-20s %7.0f MiB/s %4.0fk | %-20s %7.0f MiB/s %4.0fk | %6.2f" % (
+        p["pair"], p["job"], p["a"], p["mib_a"], p["iops_a"] / 1000, p["b"], p["mib_b"], p["iops_b"] / 1000,
+        p["ratio"]))
+print()
+print("tracker: tracker attached vs no filter (goal >= 0.97); snapshot: random writes while a snapshot")
+print("is held vs qemu-storage-daemon copy-before-write (goal >= 2); image: image reads vs origin reads")
+json.dump({"results": rows, "ratios": summary, "pairs": pairs}, open(sys.argv[2], "w"), indent=1)
 print("results: " + sys.argv[2])
 PY
