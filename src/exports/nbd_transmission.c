@@ -311,8 +311,7 @@ static int check_request(struct nbd_conn *c, const struct nbd_request *req, cons
 		write = true;
 		break;
 	case NBD_CMD_FLUSH:
-		*msg = "FLUSH takes no offset or length";
-		return req->offset || req->length ? -EINVAL : 0;
+		break;
 	default:
 		*msg = "unknown command";
 		return -EINVAL;
@@ -320,6 +319,10 @@ static int check_request(struct nbd_conn *c, const struct nbd_request *req, cons
 	if (req->flags & ~allowed_flags(c, req->type)) {
 		*msg = "flag not valid for this command";
 		return -EINVAL;
+	}
+	if (req->type == NBD_CMD_FLUSH) {
+		*msg = "FLUSH takes no offset or length";
+		return req->offset || req->length ? -EINVAL : 0;
 	}
 	if (c->extended && req->type == NBD_CMD_WRITE && !(req->flags & NBD_CMD_FLAG_PAYLOAD_LEN)) {
 		*msg = "WRITE needs NBD_CMD_FLAG_PAYLOAD_LEN with extended headers";
@@ -338,7 +341,10 @@ static int check_request(struct nbd_conn *c, const struct nbd_request *req, cons
 		*msg = "zero-length request";
 		return -EINVAL;
 	}
-	r = device_check_range(dev, req->length, req->offset, write);
+	/* The spec answers ENOSPC for writes past the end, EINVAL for reads
+	 * and trims; read-only was refused above. */
+	r = device_check_range(dev, req->length, req->offset,
+			       write && req->type != NBD_CMD_TRIM);
 	if (r < 0) {
 		*msg = "request beyond the end of the export";
 		return r;
@@ -434,6 +440,7 @@ static int read_payload(struct worker *w, const struct nbd_request *req)
 	struct nbd_conn *c = w->c;
 	bool has_payload = c->extended ? (req->flags & NBD_CMD_FLAG_PAYLOAD_LEN) : req->type == NBD_CMD_WRITE;
 
+	c->no_readahead = has_payload && req->length >= NBD_RECV_BUFFER;
 	if (!has_payload)
 		return 0;
 	if (req->length > NBD_MAX_PAYLOAD || req->type != NBD_CMD_WRITE) {
