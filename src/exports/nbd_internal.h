@@ -72,6 +72,7 @@ struct nbd_conn {
 	/* Bytes received but not yet consumed: one recv() often brings several
 	 * small requests. Guarded by read_lock (the handshake is single-threaded). */
 	size_t rstart, rend;
+	bool no_readahead; /* the last request carried a large payload */
 	char rbuf[NBD_RECV_BUFFER];
 
 	/* transmission */

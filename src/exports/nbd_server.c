@@ -222,11 +222,13 @@ int conn_recv(struct nbd_conn *c, void *buf, size_t len)
 		c->rstart = c->rend = 0;
 		if (c->deadline_ns && wait_readable(c) < 0)
 			return -1;
-		/* Large payloads go straight to their destination. */
+		/* Large payloads go straight to their destination. After one, the
+		 * next header is read alone, so that the payload behind it is not
+		 * pulled into the buffer and copied twice. */
 		if (len >= sizeof(c->rbuf) / 2)
 			r = recv(c->fd, p, len, 0);
 		else
-			r = recv(c->fd, c->rbuf, sizeof(c->rbuf), 0);
+			r = recv(c->fd, c->rbuf, c->no_readahead ? len : sizeof(c->rbuf), 0);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
