@@ -66,8 +66,14 @@ int unix_socket_listen(const char *path, mode_t mode, char *err, size_t errlen)
 	if (mode)
 		umask(old);
 	if (r < 0) {
-		snprintf(err, errlen, "cannot listen on unix:%s: %s", path,
-			 e == EADDRINUSE ? "another server is listening there" : strerror(e));
+		struct stat st;
+		const char *why = strerror(e);
+
+		if (e == EADDRINUSE)
+			why = stat(path, &st) == 0 && !S_ISSOCK(st.st_mode) ?
+				"a file that is not a socket is in the way" :
+				"another server is listening there";
+		snprintf(err, errlen, "cannot listen on unix:%s: %s", path, why);
 		close(fd);
 		return -1;
 	}

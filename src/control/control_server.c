@@ -210,14 +210,14 @@ static void *accept_loop(void *arg)
 
 int control_socket_bind(const char *path, char *err, size_t errlen)
 {
-	char *dir = strdup(path), *slash;
+	/* The default lives in /run/bdfilter, which we own: make it, root only.
+	 * Any other directory is the caller's to make. */
+	if (strcmp(path, WIRE_DEFAULT_SOCKET) == 0) {
+		char dir[] = WIRE_DEFAULT_SOCKET;
 
-	/* The default lives in /run/bdfilter: make the directory, root only. */
-	if (dir && (slash = strrchr(dir, '/')) && slash != dir) {
-		*slash = '\0';
+		*strrchr(dir, '/') = '\0';
 		(void)mkdir(dir, 0700); /* if this fails, the bind below says why */
 	}
-	free(dir);
 	return unix_socket_listen(path, 0600, err, errlen);
 }
 

@@ -131,7 +131,8 @@ static int open_tcp(const struct listen_addr *a, struct listener *l, char *err, 
 	}
 	l->fd = fd;
 	l->unix_path = NULL;
-	snprintf(l->desc, sizeof(l->desc), "tcp:%s:%s", a->host, a->port);
+	snprintf(l->desc, sizeof(l->desc), strchr(a->host, ':') ? "tcp:[%s]:%s" : "tcp:%s:%s",
+		 a->host, a->port);
 	return 0;
 }
 

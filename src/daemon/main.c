@@ -176,20 +176,27 @@ static void detach_stdio(void)
 		close(fd);
 }
 
-static int write_pidfile(const char *path)
+/* Opened before daemonizing, so that a path we cannot write is reported on
+ * the terminal that started us; the pid is written once it is final. */
+static int pidfile_open(const char *path)
 {
-	FILE *f = fopen(path, "we");
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 
-	if (!f) {
+	if (fd < 0)
 		log_error("cannot write pidfile %s: %s", path, strerror(errno));
-		return -1;
-	}
-	fprintf(f, "%d\n", (int)getpid());
-	if (fclose(f) != 0) {
+	return fd;
+}
+
+static int pidfile_write(int fd, const char *path)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	int r = write(fd, buf, n) == n ? 0 : -1;
+
+	if (r < 0)
 		log_error("cannot write pidfile %s: %s", path, strerror(errno));
-		return -1;
-	}
-	return 0;
+	close(fd);
+	return r;
 }
 
 static void peer_name(int fd, char *buf, size_t len)
@@ -264,6 +271,7 @@ static void teardown(struct daemon *d)
 {
 	/* Outside in: no new control requests or NBD clients, answer what is in
 	 * flight, then release the devices (flushing them). */
+	atomic_store(&d->control_ctx.stopping, true);
 	control_server_stop(d->control);
 	if (!d->control && d->control_fd >= 0) {
 		close(d->control_fd);
@@ -291,7 +299,7 @@ int main(int argc, char **argv)
 	struct registry_observer nbd_observer;
 	char err[512];
 	struct nbd_server_config cfg;
-	int r, ready_fd = -1, rc = 1;
+	int r, ready_fd = -1, pid_fd = -1, rc = 1;
 	sigset_t mask;
 
 	r = options_parse(argc, argv, &d.opt);
@@ -321,6 +329,13 @@ int main(int argc, char **argv)
 		}
 	}
 
+	if (d.opt.pidfile) {
+		pid_fd = pidfile_open(d.opt.pidfile);
+		if (pid_fd < 0)
+			goto out;
+		d.wrote_pidfile = true;
+	}
+
 	if (!d.opt.foreground) {
 		if (daemonize(&ready_fd) < 0) {
 			log_error("cannot daemonize: %s", strerror(errno));
@@ -329,10 +344,11 @@ int main(int argc, char **argv)
 		log_use_syslog(true);
 		detach_stdio();
 	}
-	if (d.opt.pidfile) {
-		if (write_pidfile(d.opt.pidfile) < 0)
+	if (pid_fd >= 0) {
+		r = pidfile_write(pid_fd, d.opt.pidfile);
+		pid_fd = -1;
+		if (r < 0)
 			goto out;
-		d.wrote_pidfile = true;
 	}
 
 	/* Before any thread starts, so that every thread inherits the mask and
@@ -348,7 +364,10 @@ int main(int argc, char **argv)
 	}
 
 	if (d.control_fd >= 0) {
-		d.control_ctx = (struct control_ctx){ .reg = d.reg, .bs = &d.bs, .started = time(NULL) };
+		d.control_ctx.reg = d.reg;
+		d.control_ctx.bs = &d.bs;
+		d.control_ctx.started = time(NULL);
+		atomic_init(&d.control_ctx.stopping, false);
 		r = control_server_start(d.control_fd, d.opt.control, control_handlers, &d.control_ctx, &d.control);
 		if (r < 0) {
 			log_error("cannot start the control server: %s", strerror(-r));
@@ -369,6 +388,8 @@ int main(int argc, char **argv)
 out:
 	if (ready_fd >= 0)
 		close(ready_fd);
+	if (pid_fd >= 0)
+		close(pid_fd);
 	teardown(&d);
 	if (rc == 0)
 		log_info("stopped");
