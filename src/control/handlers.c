@@ -490,7 +490,13 @@ static int h_snapshot_waitevent(void *opaque, json_object *args, json_object *re
 		snprintf(msg, msglen, "timeout over %u ms", UINT32_MAX);
 		return -EINVAL;
 	}
-	r = snapshot_wait_event(ctx->bs, id, (uint32_t)timeout, &ev);
+	/* In slices, so that a daemon shutting down is not held by a long wait. */
+	do {
+		uint32_t slice = timeout < 200 ? (uint32_t)timeout : 200;
+
+		r = snapshot_wait_event(ctx->bs, id, slice, &ev);
+		timeout -= slice;
+	} while (r == -ETIMEDOUT && timeout > 0 && !atomic_load(&ctx->stopping));
 	if (r == -ETIMEDOUT) {
 		add_str(res, "result", "timeout");
 		return 0;

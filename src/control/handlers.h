@@ -3,6 +3,8 @@
 #ifndef BDF_CONTROL_HANDLERS_H
 #define BDF_CONTROL_HANDLERS_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <time.h>
 
 #include "control/control_server.h"
@@ -14,6 +16,7 @@ struct control_ctx {
 	struct registry *reg;
 	struct blksnap *bs;
 	time_t started;
+	atomic_bool stopping; /* set at shutdown: waits end early */
 };
 
 extern const control_handler control_handlers[CMD_COUNT];

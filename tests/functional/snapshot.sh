@@ -199,4 +199,13 @@ B snapshot_destroy -i "$s"
 info=$(B cbtinfo -d b)
 [ "$(kv generation_id <<<"$info")" != "$gen" ] || fail "no new generation at the 255th take: $info"
 note "after the wrap: $(tr '\n' ' ' <<<"$info")"
+
+# a client waiting for events does not hold the daemon's shutdown
+s=$(B snapshot_create -d b | kv id)
+B snapshot_waitevent -i "$s" >/dev/null
+B snapshot_waitevent -i "$s" -t 600000 >/dev/null 2>&1 &
+sleep 0.3
+start=$(date +%s%N)
 bdf_stop
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ "$ms" -lt 5000 ] || fail "shutdown took $ms ms with a client waiting for events"
