@@ -15,6 +15,21 @@ bdf_start --device "a=$T/a.img" --device "sparse=$T/sparse.img" --device "huge=$
 list=$(nbdinfo --list --json "nbd+unix://?socket=$SOCK")
 names=$($PY -c 'import json,sys; print(" ".join(e["export-name"] for e in json.load(sys.stdin)["exports"]))' <<<"$list")
 [ "$names" = "a sparse huge ro" ] || fail "nbdinfo --list: $names"
+nbdinfo --list "nbd+unix://?socket=$SOCK" >"$T/list.txt" || fail "nbdinfo --list"
+for n in a sparse huge ro; do
+	grep -q "^export=\"$n\":" "$T/list.txt" || fail "nbdinfo --list does not show $n: $(cat "$T/list.txt")"
+done
+# the list carries each export's size
+$PY -c '
+import json, sys
+want = {"a": 8 << 20, "sparse": 64 << 20, "huge": 20 << 30, "ro": 8 << 20}
+got = {e["export-name"]: e["export-size"] for e in json.load(sys.stdin)["exports"]}
+assert got == want, got
+' <<<"$list" || fail "nbdinfo --list --json sizes"
+# export "" is the first device
+[ "$(nbdinfo --size "nbd+unix:///?socket=$SOCK")" = $((8 << 20)) ] || fail "--size of the default export"
+rc=0; nbdinfo --size "$(uri nosuch)" >/dev/null 2>"$T/err" || rc=$?
+[ $rc -ne 0 ] || fail "nbdinfo on an unknown export succeeded"
 
 [ "$(nbdinfo --size "$(uri sparse)")" = $((64 << 20)) ] || fail "--size"
 [ "$(nbdinfo --size "$(uri huge)")" = $((20 << 30)) ] || fail "--size 20G"
@@ -30,6 +45,11 @@ answer() { rc=0; nbdinfo "$@" || rc=$?; echo $rc; }
 [ "$(answer --is read-only "$(uri a)")" = 2 ] || fail "--is read-only on rw"
 [ "$(answer --can trim "$(uri ro)")" = 2 ] || fail "--can trim on ro"
 [ "$(answer --can zero "$(uri ro)")" = 2 ] || fail "--can zero on ro"
+[ "$(answer --can fast-zero "$(uri ro)")" = 2 ] || fail "--can fast-zero on ro"
+for f in flush fua cache multi-conn; do
+	[ "$(answer --can "$f" "$(uri ro)")" = 0 ] || fail "--can $f on ro"
+done
+[ "$(answer --is rotational "$(uri a)")" = 2 ] || fail "--is rotational"
 
 map=$(nbdinfo --map --json "$(uri sparse)")
 got=$($PY -c '
