@@ -400,3 +400,18 @@ int backing_extents(struct backing *b, uint64_t count, uint64_t offset, uint32_t
 	}
 	return 0;
 }
+
+int backing_changes(struct backing *b, struct backing_changes *out)
+{
+	if (!b->ops || !b->ops->changes)
+		return -EOPNOTSUPP;
+	return b->ops->changes(b->priv, out);
+}
+
+int backing_changed_extents(struct backing *b, uint8_t since, uint64_t count, uint64_t offset,
+			    struct extents *e)
+{
+	if (!b->ops || !b->ops->changed_extents)
+		return -EOPNOTSUPP;
+	return b->ops->changed_extents(b->priv, since, count, offset, e);
+}

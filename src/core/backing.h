@@ -9,6 +9,14 @@
 struct extents;
 struct backing;
 
+/* Which changes a store can describe: blocks changed since snapshot N of
+ * GENERATION, for 0 <= N < number (see device_changes()). */
+struct backing_changes {
+	char generation[37]; /* a UUID in text */
+	uint8_t number;      /* the snapshot this store is */
+	uint32_t block_size; /* the granularity of the changes */
+};
+
 /* A backing store that is not a file: a snapshot image, say. Every op gets
  * PRIV; a missing op is a no-op success (flush, trim, cache) or -EOPNOTSUPP. */
 struct backing_ops {
@@ -17,6 +25,10 @@ struct backing_ops {
 	int (*flush)(void *priv);
 	int (*zero)(void *priv, uint64_t count, uint64_t offset, uint32_t flags);
 	void (*close)(void *priv);
+	/* Optional: the changes behind the store (a snapshot image's CBT). */
+	int (*changes)(void *priv, struct backing_changes *out);
+	int (*changed_extents)(void *priv, uint8_t since, uint64_t count, uint64_t offset,
+			       struct extents *e);
 };
 
 /* A backing store served by OPS; DESC names it in logs and listings. */
@@ -42,5 +54,9 @@ int backing_zero(struct backing *b, uint64_t count, uint64_t offset, uint32_t fl
 int backing_cache(struct backing *b, uint64_t count, uint64_t offset);
 int backing_extents(struct backing *b, uint64_t count, uint64_t offset, uint32_t flags,
 		    struct extents *e);
+/* -EOPNOTSUPP for a store that keeps no changes. */
+int backing_changes(struct backing *b, struct backing_changes *out);
+int backing_changed_extents(struct backing *b, uint8_t since, uint64_t count, uint64_t offset,
+			    struct extents *e);
 
 #endif

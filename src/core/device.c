@@ -187,6 +187,19 @@ int device_extents(struct device *dev, uint64_t count, uint64_t offset, uint32_t
 		  stack_extents(dev->backing, dev->top, count, offset, flags, e));
 }
 
+int device_changes(struct device *dev, struct backing_changes *out)
+{
+	return backing_changes(dev->backing, out);
+}
+
+int device_changed_extents(struct device *dev, uint8_t since, uint64_t count, uint64_t offset,
+			   struct extents *e)
+{
+	int r = device_check_range(dev, count, offset, false);
+
+	return r < 0 ? r : backing_changed_extents(dev->backing, since, count, offset, e);
+}
+
 int device_flush(struct device *dev, uint32_t flags)
 {
 	int r;

@@ -41,6 +41,15 @@ int device_cache(struct device *dev, uint64_t count, uint64_t offset, uint32_t f
 /* Fills E (made for [offset, offset+count)) with the allocation map. */
 int device_extents(struct device *dev, uint64_t count, uint64_t offset, uint32_t flags, struct extents *e);
 
+/* The changes a device can describe (a snapshot image: the origin's CBT as it
+ * was at take); -EOPNOTSUPP if none. */
+struct backing_changes;
+int device_changes(struct device *dev, struct backing_changes *out);
+/* Fills E (made for [offset, offset+count)) with EXTENT_DIRTY where a block
+ * changed after snapshot SINCE (SINCE < number). */
+int device_changed_extents(struct device *dev, uint8_t since, uint64_t count, uint64_t offset,
+			   struct extents *e);
+
 struct filter_ops;
 /* Attach a filter on top of the stack, live: in-flight requests drain first.
  * CTX goes to the filter's attach op. -EALREADY: one of that name is attached. */

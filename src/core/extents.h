@@ -10,6 +10,8 @@
 
 #define EXTENT_HOLE 1u /* not allocated (same bit as NBD_STATE_HOLE) */
 #define EXTENT_ZERO 2u /* reads as zeroes (same bit as NBD_STATE_ZERO) */
+/* In a changes map (not an allocation map): changed (same bit as NBD_STATE_DIRTY). */
+#define EXTENT_DIRTY 1u
 
 struct extent {
 	uint64_t offset;

@@ -1,35 +1,44 @@
 /* Metadata contexts and NBD_CMD_BLOCK_STATUS.
  *
  * Each export offers a list of contexts; base:allocation (holes and zeroes of the
- * device, through its filter stack) is offered by every export. A context is a
- * name plus a function that fills an extent list, so more can be added (the CBT as
- * qemu:dirty-bitmap:*) without touching the negotiation or the reply code. */
+ * device, through its filter stack) is offered by every export; snapshot images
+ * offer their CBT as qemu:dirty-bitmap:GENERATION/N too. A context is a
+ * name plus a function that fills an extent list, so the negotiation and the
+ * reply code do not know what a context means. */
 #include <endian.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/bytes.h"
+#include "core/backing.h"
 #include "core/device.h"
 #include "core/extents.h"
 #include "core/io.h"
 #include "exports/nbd_internal.h"
 #include "exports/nbd_proto.h"
 
-static int base_allocation(struct nbd_export *exp, uint64_t count, uint64_t offset, uint32_t flags,
-			   struct extents *e)
+static int base_allocation(struct nbd_export *exp, const struct nbd_meta_context *ctx, uint64_t count,
+			   uint64_t offset, uint32_t flags, struct extents *e)
 {
+	(void)ctx;
 	return device_extents(exp->dev, count, offset, flags, e);
 }
 
-static const struct nbd_meta_context base_allocation_ctx = {
-	.name = "base:allocation",
-	.extents = base_allocation,
-};
+/* A snapshot image's CBT: "qemu:dirty-bitmap:G/N" is the blocks changed after
+ * snapshot N of generation G. Naming G means a client that kept G from an
+ * earlier backup cannot mistake a new generation (a wrap or a reset) for a
+ * small increment: a stale G matches no context. G cannot change while the
+ * image exists, since its origin cannot be taken again before it is gone. */
+static int dirty_bitmap(struct nbd_export *exp, const struct nbd_meta_context *ctx, uint64_t count,
+			uint64_t offset, uint32_t flags, struct extents *e)
+{
+	(void)flags;
+	return device_changed_extents(exp->dev, ctx->since, count, offset, e);
+}
 
-static const struct nbd_meta_context *const export_contexts[] = {
-	&base_allocation_ctx,
-};
+#define DIRTY_BITMAP_NS "qemu:dirty-bitmap:"
 
 /* LIST: "ns:" (an empty leaf) matches the namespace, a query ending in ':'
  * matches names it prefixes; otherwise (and always for SET) names match exactly.
@@ -49,10 +58,23 @@ static bool meta_matches(const char *name, const char *query, bool wildcards)
 void nbd_meta_match(struct nbd_export *exp, const char *query, bool wildcards,
 		    void (*fn)(const struct nbd_meta_context *, void *), void *opaque)
 {
-	(void)exp;
-	for (size_t i = 0; i < sizeof(export_contexts) / sizeof(export_contexts[0]); i++)
-		if (meta_matches(export_contexts[i]->name, query, wildcards))
-			fn(export_contexts[i], opaque);
+	struct nbd_meta_context ctx = { .name = "base:allocation", .extents = base_allocation };
+	struct backing_changes ch;
+
+	if (meta_matches(ctx.name, query, wildcards))
+		fn(&ctx, opaque);
+	if (device_changes(exp->dev, &ch) < 0)
+		return;
+	/* Not a listing of every name when the query names one. */
+	if (query && !wildcards && strncmp(query, DIRTY_BITMAP_NS, strlen(DIRTY_BITMAP_NS)) != 0)
+		return;
+	ctx.extents = dirty_bitmap;
+	for (unsigned n = 0; n < ch.number; n++) {
+		snprintf(ctx.name, sizeof(ctx.name), DIRTY_BITMAP_NS "%s/%u", ch.generation, n);
+		ctx.since = (uint8_t)n;
+		if (meta_matches(ctx.name, query, wildcards))
+			fn(&ctx, opaque);
+	}
 }
 
 /* Encode E as one status chunk for context ID. */
@@ -76,7 +98,7 @@ static int send_status_chunk(struct nbd_conn *c, const struct nbd_request *req, 
 	}
 	for (size_t i = 0; i < n; i++) {
 		const struct extent *x = extents_get(e, i);
-		uint32_t state = x->type & (NBD_STATE_HOLE | NBD_STATE_ZERO);
+		uint32_t state = x->type; /* the EXTENT_ bits are the context's own */
 
 		if (c->extended) {
 			put_be64(p, x->length);
@@ -118,7 +140,7 @@ void nbd_block_status(struct nbd_conn *c, const struct nbd_request *req)
 			r = -ENOMEM;
 			break;
 		}
-		r = c->meta[i].ctx->extents(c->exp, req->length, req->offset, flags, all[i]);
+		r = c->meta[i].ctx.extents(c->exp, &c->meta[i].ctx, req->length, req->offset, flags, all[i]);
 		if (r == 0 && extents_count(all[i]) == 0)
 			r = -EIO; /* a context must describe at least one extent */
 	}

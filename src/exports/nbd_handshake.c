@@ -257,7 +257,7 @@ static void meta_emit_one(const struct nbd_meta_context *ctx, void *opaque)
 		return;
 	if (m->select) {
 		for (size_t i = 0; i < c->n_meta; i++)
-			if (c->meta[i].ctx == ctx)
+			if (strcmp(c->meta[i].ctx.name, ctx->name) == 0)
 				return; /* asked twice: one id */
 		struct nbd_meta_selected *v = realloc(c->meta, (c->n_meta + 1) * sizeof(*v));
 
@@ -268,7 +268,7 @@ static void meta_emit_one(const struct nbd_meta_context *ctx, void *opaque)
 		c->meta = v;
 		id = (uint32_t)c->n_meta + 1;
 		v[c->n_meta].id = id;
-		v[c->n_meta].ctx = ctx;
+		v[c->n_meta].ctx = *ctx;
 		c->n_meta++;
 	}
 	put_be32(buf, id);

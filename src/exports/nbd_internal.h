@@ -17,11 +17,15 @@ struct nbd_export;
 
 #define NBD_RECV_BUFFER (64u * 1024)
 
-/* A metadata context an export offers (base:allocation, later qemu:dirty-bitmap:*). */
+/* A metadata context an export offers: base:allocation, and on snapshot images
+ * qemu:dirty-bitmap:GENERATION/N. Contexts are values: a connection keeps a
+ * copy of each one it selected. */
+#define NBD_META_NAME_MAX 96
 struct nbd_meta_context {
-	const char *name;
-	int (*extents)(struct nbd_export *exp, uint64_t count, uint64_t offset, uint32_t flags,
-		       struct extents *e);
+	char name[NBD_META_NAME_MAX];
+	int (*extents)(struct nbd_export *exp, const struct nbd_meta_context *ctx, uint64_t count,
+		       uint64_t offset, uint32_t flags, struct extents *e);
+	uint8_t since; /* dirty bitmaps: changed after this snapshot */
 };
 
 struct nbd_export {
@@ -47,7 +51,7 @@ struct nbd_server {
 /* A context selected with NBD_OPT_SET_META_CONTEXT. */
 struct nbd_meta_selected {
 	uint32_t id;
-	const struct nbd_meta_context *ctx;
+	struct nbd_meta_context ctx;
 };
 
 struct nbd_conn {

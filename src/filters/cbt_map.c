@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/extents.h"
 #include "core/io.h"
 #include "filters/params.h"
 
@@ -174,4 +175,28 @@ uint64_t cbt_map_read(struct cbt_map *m, uint64_t offset, uint64_t len, uint8_t 
 	}
 	pthread_mutex_unlock(&m->lock);
 	return n;
+}
+
+int cbt_map_changed(struct cbt_map *m, uint8_t since, uint64_t offset, uint64_t count,
+		    struct extents *e)
+{
+	uint64_t end, pos = offset, i;
+	int r = 0;
+
+	pthread_mutex_lock(&m->lock);
+	end = offset + count < m->device_capacity ? offset + count : m->device_capacity;
+	i = offset >> m->blk_size_shift;
+	while (pos < end && !extents_done(e) && r == 0) {
+		bool dirty = m->read_map[i] > since;
+		uint64_t j = i + 1, stop;
+
+		while (j < m->blk_count && (j << m->blk_size_shift) < end && (m->read_map[j] > since) == dirty)
+			j++;
+		stop = (j << m->blk_size_shift) < end ? j << m->blk_size_shift : end;
+		r = extents_add(e, pos, stop - pos, dirty ? EXTENT_DIRTY : 0);
+		pos = stop;
+		i = j;
+	}
+	pthread_mutex_unlock(&m->lock);
+	return r;
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <uuid/uuid.h>
 
+struct extents;
 struct params;
 
 struct cbt_map {
@@ -42,6 +43,12 @@ int cbt_map_mark_both(struct cbt_map *m, uint64_t offset, uint64_t count);
 /* Snapshot take; the caller has drained the device's writes. A corrupted map
  * is reset first (new generation). */
 void cbt_map_switch(struct cbt_map *m, const struct params *p);
+
+/* Append to E the blocks of [offset, offset+count) changed after snapshot
+ * SINCE (read map above SINCE) as EXTENT_DIRTY, the others as 0. A block that
+ * the range cuts counts whole: a changed block is never reported clean. */
+int cbt_map_changed(struct cbt_map *m, uint8_t since, uint64_t offset, uint64_t count,
+		    struct extents *e);
 
 /* Copy LEN bytes of the read map from byte OFFSET into BUF; the bytes copied. */
 uint64_t cbt_map_read(struct cbt_map *m, uint64_t offset, uint64_t len, uint8_t *buf);

@@ -5,12 +5,14 @@
 #include "filters/image.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "core/backing.h"
 #include "core/device.h"
 #include "core/io.h"
+#include "filters/cbt_map.h"
 #include "filters/diff_area.h"
 #include "filters/diff_storage.h"
 #include "filters/tracker.h"
@@ -86,6 +88,50 @@ static int image_zero(void *priv, uint64_t count, uint64_t offset, uint32_t flag
 	return r;
 }
 
+/* The changes: the origin's read map, which the take made the map of this
+ * image and which only image writes and markdirtyblock raise while it lives. */
+struct image_changes {
+	struct diff_area *da;
+	struct backing_changes *info;
+	uint8_t since;
+	uint64_t count, offset;
+	struct extents *e;
+};
+
+static int image_changes_on_tracker(struct filter *f, void *opaque)
+{
+	struct image_changes *ic = opaque;
+	struct cbt_map *m = tracker_cbt(f);
+
+	if (tracker_diff_area(f) != ic->da || diff_area_detached(ic->da))
+		return -EIO;
+	if (ic->e)
+		return cbt_map_changed(m, ic->since, ic->offset, ic->count, ic->e);
+	pthread_mutex_lock(&m->lock);
+	uuid_unparse_lower(m->generation_id, ic->info->generation);
+	ic->info->number = m->snap_number_previous;
+	ic->info->block_size = 1u << m->blk_size_shift;
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
+static int image_changes(void *priv, struct backing_changes *out)
+{
+	struct image_changes ic = { .da = priv, .info = out };
+	int r = device_with_filter(diff_area_origin(ic.da), "tracker", image_changes_on_tracker, &ic);
+
+	return r == -ENOENT ? -EIO : r;
+}
+
+static int image_changed_extents(void *priv, uint8_t since, uint64_t count, uint64_t offset,
+				 struct extents *e)
+{
+	struct image_changes ic = { .da = priv, .since = since, .count = count, .offset = offset, .e = e };
+	int r = device_with_filter(diff_area_origin(ic.da), "tracker", image_changes_on_tracker, &ic);
+
+	return r == -ENOENT ? -EIO : r;
+}
+
 static void image_close(void *priv)
 {
 	diff_area_put(priv);
@@ -97,15 +143,24 @@ static const struct backing_ops image_ops = {
 	.flush = image_flush,
 	.zero = image_zero,
 	.close = image_close,
+	.changes = image_changes,
+	.changed_extents = image_changed_extents,
 };
 
 int image_device_new(const char *name, struct diff_area *da, struct device **out)
 {
 	struct backing *b;
-	char desc[300];
+	struct backing_changes ch;
+	char desc[400];
 	int r;
 
-	snprintf(desc, sizeof(desc), "snapshot image of %s", device_name(diff_area_origin(da)));
+	/* The description carries what a backup client needs to name the
+	 * changes it wants (see nbd_block_status.c). */
+	if (image_changes(da, &ch) == 0)
+		snprintf(desc, sizeof(desc), "snapshot image of %s generation=%s changes_number=%u",
+			 device_name(diff_area_origin(da)), ch.generation, ch.number);
+	else
+		snprintf(desc, sizeof(desc), "snapshot image of %s", device_name(diff_area_origin(da)));
 	r = backing_new_custom(&image_ops, diff_area_get(da), diff_area_capacity(da), desc, &b);
 	if (r < 0) {
 		diff_area_put(da);
