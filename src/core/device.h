@@ -27,8 +27,10 @@ uint64_t device_size(const struct device *dev);
 bool device_readonly(const struct device *dev);
 uint32_t device_logical_block_size(const struct device *dev);
 
-/* 0 if [offset, offset+count) lies inside the device, else -EINVAL
- * (-ENOSPC for a write past the end; -EPERM for a write to a read-only device). */
+/* 0 if [offset, offset+count) lies inside the device as it is now, else -EINVAL
+ * (-ENOSPC for a write past the end; -EPERM for a write to a read-only device).
+ * The data path checks again under the drain lock, so a caller's early check
+ * cannot race with a resize. */
 int device_check_range(const struct device *dev, uint64_t count, uint64_t offset, bool write);
 
 /* The data path: 0 or a negative errno. A zero count is a successful no-op. */
