@@ -1,15 +1,15 @@
 /* Devices: range checks, the drain lock around stack changes, and dispatch
  * into the filter stack.
  *
- * Requests hold io_lock shared for their whole duration; attach and detach take
- * it exclusive, which waits for the requests in flight and holds new ones back
- * until the stack is consistent again. The lock prefers writers, so a steady
- * stream of requests cannot starve an attach.
+ * Requests hold io_lock shared for their whole duration; attach, detach and
+ * resize take it exclusive, which waits for the requests in flight and holds new
+ * ones back until the stack is consistent again. The lock prefers writers, so a
+ * steady stream of requests cannot starve an attach.
  *
- * The size is to change only under io_lock exclusive (a resize), and the data
- * path checks ranges under io_lock shared, so no request can reach a filter or
- * the store past the current end. It is atomic too, for the readers that hold
- * no lock (an NBD handshake, a listing, a range pre-check). */
+ * The size changes only under io_lock exclusive, and the data path checks ranges
+ * under io_lock shared, so no request reaches a filter or the store past the
+ * current end. It is atomic too, for the readers that hold no lock (an NBD
+ * handshake, a listing, a range pre-check). */
 #include "core/device.h"
 
 #include <errno.h>
@@ -23,6 +23,7 @@
 #include "core/device_internal.h"
 #include "core/filter.h"
 #include "core/filter_stack.h"
+#include "core/io.h"
 
 struct device {
 	char *name;
@@ -284,6 +285,57 @@ int device_with_filter(struct device *dev, const char *filter_name,
 	pp = find_filter(dev, filter_name);
 	r = pp ? fn(*pp, opaque) : -ENOENT;
 	pthread_rwlock_unlock(&dev->io_lock);
+	return r;
+}
+
+int device_resize(struct device *dev, uint64_t size, uint64_t *old_size)
+{
+	bool probe = size == DEVICE_SIZE_PROBE;
+	struct filter *f;
+	uint64_t old;
+	int r = 0;
+
+	if (!probe) {
+		if (size < BDF_SECTOR_SIZE || size % BDF_SECTOR_SIZE || size > INT64_MAX)
+			return -EINVAL;
+		if (dev->readonly)
+			return -EPERM;
+	}
+	/* Before the filters hear of it: they must not for a resize that cannot be. */
+	r = backing_can_resize(dev->backing, !probe);
+	if (r < 0)
+		return r;
+	device_quiesce(dev);
+	old = atomic_load(&dev->size);
+	if (old_size)
+		*old_size = old;
+	if (probe) {
+		r = backing_probe_size(dev->backing, &size);
+		if (r < 0 || size == old)
+			goto out; /* nothing changes, and the CBT stays good */
+	}
+	if (size != old) {
+		for (f = dev->top; f; f = f->below) {
+			if (!f->ops->resize)
+				continue;
+			r = f->ops->resize(f, size);
+			if (r < 0) {
+				log_info("%s: filter %s refused a resize to %llu bytes: %s", dev->name,
+					 f->ops->name, (unsigned long long)size, strerror(-r));
+				goto out;
+			}
+		}
+	}
+	/* -s truncates even to the same device size: the file may hold a partial
+	 * sector past it, or have been grown behind our back. */
+	r = backing_resize(dev->backing, size, !probe);
+	if (r == 0)
+		atomic_store(&dev->size, size);
+out:
+	device_resume(dev);
+	if (r == 0 && size != old)
+		log_info("%s: resized from %llu to %llu bytes", dev->name, (unsigned long long)old,
+			 (unsigned long long)size);
 	return r;
 }
 

@@ -43,6 +43,20 @@ int device_cache(struct device *dev, uint64_t count, uint64_t offset, uint32_t f
 /* Fills E (made for [offset, offset+count)) with the allocation map. */
 int device_extents(struct device *dev, uint64_t count, uint64_t offset, uint32_t flags, struct extents *e);
 
+/* Resize to SIZE bytes, a whole number of sectors, at least one: a regular file
+ * is grown or shrunk to it. With SIZE = DEVICE_SIZE_PROBE, take the backing
+ * store's size as it is now (after truncate(1), or a block device that grew),
+ * changing nothing on it. The device is drained, each filter's resize op may
+ * refuse (the tracker: -EBUSY while a snapshot is taken), the size changes,
+ * and I/O resumes. Exports see the new size on their next request; an NBD
+ * client keeps the size it negotiated, and requests past the end fail.
+ * -EINVAL: a bad SIZE, or a store now smaller than one sector; -EPERM: SIZE on
+ * a read-only device; -EOPNOTSUPP: SIZE on a block device, or a store whose
+ * size is fixed (a snapshot image). *OLD_SIZE (may be NULL) gets the size
+ * before. Failures of the store are logged here. */
+#define DEVICE_SIZE_PROBE UINT64_MAX
+int device_resize(struct device *dev, uint64_t size, uint64_t *old_size);
+
 struct filter_ops;
 /* Attach a filter on top of the stack, live: in-flight requests drain first.
  * CTX goes to the filter's attach op. -EALREADY: one of that name is attached. */
