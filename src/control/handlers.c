@@ -10,6 +10,7 @@
 
 #include "common/base64.h"
 #include "core/device.h"
+#include "core/io.h"
 #include "core/registry.h"
 #include "filters/blksnap.h"
 #include "filters/event_queue.h"
@@ -123,6 +124,58 @@ static int h_device_remove(void *opaque, json_object *args, json_object *res, ch
 		snprintf(msg, msglen, "no device '%.255s'", name);
 		return -ENODEV;
 	}
+	return r;
+}
+
+static int h_device_resize(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	json_object *v;
+	bool set = args && json_object_object_get_ex(args, "size", &v);
+	uint64_t size = set ? arg_u64(args, "size", 0) : DEVICE_SIZE_PROBE, old = 0;
+	struct device *dev = lookup_device(ctx, args, msg, msglen);
+	int r;
+
+	if (!dev)
+		return -ENODEV;
+	/* Before the device is drained, for a clear answer; the tracker refuses
+	 * too, under the drain, so a take cannot slip in between. */
+	if (snapshot_device_busy(ctx->bs, dev)) {
+		snprintf(msg, msglen, "%s is part of a snapshot; destroy the snapshot first", device_name(dev));
+		device_put(dev);
+		return -EBUSY;
+	}
+	/* DEVICE_SIZE_PROBE is not a size anyone can ask for. */
+	r = set && size > INT64_MAX ? -EINVAL : device_resize(dev, size, &old);
+	switch (r) {
+	case 0:
+		add_str(res, "device", device_name(dev));
+		add_u64(res, "size", device_size(dev));
+		add_u64(res, "old_size", old);
+		break;
+	case -EINVAL:
+		if (set)
+			snprintf(msg, msglen, "size %llu is not a whole number of %u-byte sectors, at least one",
+				 (unsigned long long)size, BDF_SECTOR_SIZE);
+		else
+			snprintf(msg, msglen, "%s is now smaller than one %u-byte sector", device_path(dev),
+				 BDF_SECTOR_SIZE);
+		break;
+	case -EPERM:
+		snprintf(msg, msglen, "%s is read-only: its size can only be re-read (no -s)", device_name(dev));
+		break;
+	case -EOPNOTSUPP:
+		snprintf(msg, msglen, "%s cannot be resized from here: resize a block device with its own tools, "
+			 "then run device_resize without -s", device_name(dev));
+		break;
+	case -EBUSY:
+		snprintf(msg, msglen, "%s is part of a snapshot; destroy the snapshot first", device_name(dev));
+		break;
+	default:
+		snprintf(msg, msglen, "resizing %s: %s", device_name(dev), strerror(-r));
+		break;
+	}
+	device_put(dev);
 	return r;
 }
 
@@ -534,6 +587,7 @@ const control_handler control_handlers[CMD_COUNT] = {
 	[CMD_VERSION] = h_version,
 	[CMD_DEVICE_ADD] = h_device_add,
 	[CMD_DEVICE_REMOVE] = h_device_remove,
+	[CMD_DEVICE_RESIZE] = h_device_resize,
 	[CMD_DEVICE_LIST] = h_device_list,
 	[CMD_ATTACH] = h_attach,
 	[CMD_DETACH] = h_detach,

@@ -36,12 +36,43 @@ struct backing {
 	char *path;
 };
 
+/* The size of the open store FD (stat ST), rounded down to whole sectors, and
+ * its logical block size. Errors are logged here. */
+static int store_geometry(const char *path, int fd, const struct stat *st, uint64_t *size, int *lbs)
+{
+	*lbs = BDF_SECTOR_SIZE;
+	if (S_ISREG(st->st_mode)) {
+		*size = (uint64_t)st->st_size;
+	} else if (S_ISBLK(st->st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, size) < 0 || ioctl(fd, BLKSSZGET, lbs) < 0) {
+			int err = errno;
+
+			log_error("%s: cannot read block device geometry: %s", path, strerror(err));
+			return -err;
+		}
+	} else {
+		log_error("%s: not a regular file or block device", path);
+		return -EINVAL;
+	}
+	if (*size < BDF_SECTOR_SIZE) {
+		log_error("%s: %llu bytes is smaller than one %u-byte sector", path,
+			  (unsigned long long)*size, BDF_SECTOR_SIZE);
+		return -EINVAL;
+	}
+	if (*size % BDF_SECTOR_SIZE) {
+		log_warn("%s: size %llu is not a whole number of sectors; the last %llu bytes are not served",
+			 path, (unsigned long long)*size, (unsigned long long)(*size % BDF_SECTOR_SIZE));
+		*size -= *size % BDF_SECTOR_SIZE;
+	}
+	return 0;
+}
+
 int backing_open(const char *path, bool readonly, struct backing **out)
 {
 	struct backing *b;
 	struct stat st;
 	uint64_t size;
-	int fd, lbs = BDF_SECTOR_SIZE;
+	int fd, lbs, r;
 
 	fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (fd < 0) {
@@ -57,31 +88,10 @@ int backing_open(const char *path, bool readonly, struct backing **out)
 		close(fd);
 		return -err;
 	}
-	if (S_ISREG(st.st_mode)) {
-		size = (uint64_t)st.st_size;
-	} else if (S_ISBLK(st.st_mode)) {
-		if (ioctl(fd, BLKGETSIZE64, &size) < 0 || ioctl(fd, BLKSSZGET, &lbs) < 0) {
-			int err = errno;
-
-			log_error("%s: cannot read block device geometry: %s", path, strerror(err));
-			close(fd);
-			return -err;
-		}
-	} else {
-		log_error("%s: not a regular file or block device", path);
+	r = store_geometry(path, fd, &st, &size, &lbs);
+	if (r < 0) {
 		close(fd);
-		return -EINVAL;
-	}
-	if (size < BDF_SECTOR_SIZE) {
-		log_error("%s: %llu bytes is smaller than one %u-byte sector", path,
-			  (unsigned long long)size, BDF_SECTOR_SIZE);
-		close(fd);
-		return -EINVAL;
-	}
-	if (size % BDF_SECTOR_SIZE) {
-		log_warn("%s: size %llu is not a whole number of sectors; the last %llu bytes are not served",
-			 path, (unsigned long long)size, (unsigned long long)(size % BDF_SECTOR_SIZE));
-		size -= size % BDF_SECTOR_SIZE;
+		return r;
 	}
 
 	b = calloc(1, sizeof(*b));
@@ -138,6 +148,52 @@ void backing_close(struct backing *b)
 uint64_t backing_size(const struct backing *b)
 {
 	return b->size;
+}
+
+int backing_probe_size(struct backing *b, uint64_t *size)
+{
+	struct stat st;
+	int lbs;
+
+	if (b->ops)
+		return -EOPNOTSUPP;
+	if (fstat(b->fd, &st) < 0) {
+		int err = errno;
+
+		log_error("%s: stat: %s", b->path, strerror(err));
+		return -err;
+	}
+	return store_geometry(b->path, b->fd, &st, size, &lbs);
+}
+
+int backing_can_resize(const struct backing *b, bool truncate)
+{
+	return b->ops || (truncate && b->blockdev) ? -EOPNOTSUPP : 0;
+}
+
+int backing_resize(struct backing *b, uint64_t size, bool truncate)
+{
+	int r = backing_can_resize(b, truncate);
+
+	if (r < 0)
+		return r;
+	if (truncate) {
+		if (size > INT64_MAX)
+			return -EFBIG;
+		if (ftruncate(b->fd, (off_t)size) < 0) {
+			int err = errno;
+
+			log_error("%s: cannot truncate to %llu bytes: %s", b->path,
+				  (unsigned long long)size, strerror(err));
+			return -err;
+		}
+	}
+	/* What a file grew by is a hole (ftruncate, or truncate(1) before a re-read):
+	 * from now on, look for holes. */
+	if (!b->blockdev && size > b->size)
+		atomic_store(&b->maybe_sparse, true);
+	b->size = size;
+	return 0;
 }
 
 uint32_t backing_logical_block_size(const struct backing *b)

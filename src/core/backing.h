@@ -41,6 +41,17 @@ int backing_open(const char *path, bool readonly, struct backing **out);
 void backing_close(struct backing *b);
 
 uint64_t backing_size(const struct backing *b);
+/* The store's size as it is now, found as backing_open finds it (a file's
+ * size rounded down to whole sectors; a block device's capacity): for a
+ * resize after `truncate` or after a block device grew. -EINVAL below one
+ * sector; -EOPNOTSUPP for a custom store, whose size never changes. */
+int backing_probe_size(struct backing *b, uint64_t *size);
+/* 0 if backing_resize() can work: -EOPNOTSUPP for a custom store, and with
+ * TRUNCATE for a block device (its size is its own tools' business). */
+int backing_can_resize(const struct backing *b, bool truncate);
+/* Serve SIZE bytes from now on (the caller has drained all I/O). With
+ * TRUNCATE a regular file is grown or shrunk to SIZE first. */
+int backing_resize(struct backing *b, uint64_t size, bool truncate);
 uint32_t backing_logical_block_size(const struct backing *b);
 bool backing_is_blockdev(const struct backing *b);
 const char *backing_path(const struct backing *b);

@@ -1,10 +1,15 @@
 /* Devices: range checks, the drain lock around stack changes, and dispatch
  * into the filter stack.
  *
- * Requests hold io_lock shared for their whole duration; attach and detach take
- * it exclusive, which waits for the requests in flight and holds new ones back
- * until the stack is consistent again. The lock prefers writers, so a steady
- * stream of requests cannot starve an attach. */
+ * Requests hold io_lock shared for their whole duration; attach, detach and
+ * resize take it exclusive, which waits for the requests in flight and holds new
+ * ones back until the stack is consistent again. The lock prefers writers, so a
+ * steady stream of requests cannot starve an attach.
+ *
+ * The size changes only under io_lock exclusive, and the data path checks ranges
+ * under io_lock shared, so no request reaches a filter or the store past the
+ * current end. It is atomic too, for the readers that hold no lock (an NBD
+ * handshake, a listing, a range pre-check). */
 #include "core/device.h"
 
 #include <errno.h>
@@ -18,12 +23,13 @@
 #include "core/device_internal.h"
 #include "core/filter.h"
 #include "core/filter_stack.h"
+#include "core/io.h"
 
 struct device {
 	char *name;
 	struct backing *backing;
 	bool readonly;
-	uint64_t size;
+	_Atomic uint64_t size;
 	pthread_rwlock_t io_lock;
 	struct filter *top; /* guarded by io_lock (exclusive to change) */
 	atomic_int refs;
@@ -55,7 +61,7 @@ int device_new(const char *name, struct backing *b, bool readonly, struct device
 	}
 	dev->backing = b;
 	dev->readonly = readonly;
-	dev->size = backing_size(dev->backing);
+	atomic_init(&dev->size, backing_size(dev->backing));
 	atomic_init(&dev->refs, 1);
 	pthread_rwlockattr_init(&attr);
 	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -102,7 +108,7 @@ const char *device_path(const struct device *dev)
 
 uint64_t device_size(const struct device *dev)
 {
-	return dev->size;
+	return atomic_load(&dev->size);
 }
 
 bool device_readonly(const struct device *dev)
@@ -122,10 +128,12 @@ struct backing *device_backing(struct device *dev)
 
 int device_check_range(const struct device *dev, uint64_t count, uint64_t offset, bool write)
 {
+	uint64_t size = atomic_load(&dev->size); /* once: a resize may change it */
+
 	if (write && dev->readonly)
 		return -EPERM;
 	/* offset + count > size, written so that it cannot overflow */
-	if (offset > dev->size || count > dev->size - offset)
+	if (offset > size || count > size - offset)
 		return write ? -ENOSPC : -EINVAL;
 	return 0;
 }
@@ -136,14 +144,17 @@ static void log_io_error(struct device *dev, const char *what, uint64_t count, u
 		 (unsigned long long)count, (unsigned long long)offset, strerror(-r));
 }
 
+/* The range is checked under the drain lock: checked before it, a request could
+ * wait out a shrink and then write past the new end (growing the file again). */
 #define DEVICE_IO(dev, what, count, offset, write, call)                        \
 	do {                                                                     \
-		int r_ = device_check_range((dev), (count), (offset), (write));  \
-		if (r_ < 0)                                                      \
-			return r_;                                               \
-		if ((count) == 0)                                                \
-			return 0;                                                \
+		int r_;                                                          \
 		pthread_rwlock_rdlock(&(dev)->io_lock);                          \
+		r_ = device_check_range((dev), (count), (offset), (write));      \
+		if (r_ < 0 || (count) == 0) {                                    \
+			pthread_rwlock_unlock(&(dev)->io_lock);                  \
+			return r_;                                               \
+		}                                                                \
 		r_ = (call);                                                     \
 		pthread_rwlock_unlock(&(dev)->io_lock);                          \
 		if (r_ < 0 && r_ != -ENOTSUP)                                    \
@@ -287,6 +298,57 @@ int device_with_filter(struct device *dev, const char *filter_name,
 	pp = find_filter(dev, filter_name);
 	r = pp ? fn(*pp, opaque) : -ENOENT;
 	pthread_rwlock_unlock(&dev->io_lock);
+	return r;
+}
+
+int device_resize(struct device *dev, uint64_t size, uint64_t *old_size)
+{
+	bool probe = size == DEVICE_SIZE_PROBE;
+	struct filter *f;
+	uint64_t old;
+	int r = 0;
+
+	if (!probe) {
+		if (size < BDF_SECTOR_SIZE || size % BDF_SECTOR_SIZE || size > INT64_MAX)
+			return -EINVAL;
+		if (dev->readonly)
+			return -EPERM;
+	}
+	/* Before the filters hear of it: they must not for a resize that cannot be. */
+	r = backing_can_resize(dev->backing, !probe);
+	if (r < 0)
+		return r;
+	device_quiesce(dev);
+	old = atomic_load(&dev->size);
+	if (old_size)
+		*old_size = old;
+	if (probe) {
+		r = backing_probe_size(dev->backing, &size);
+		if (r < 0 || size == old)
+			goto out; /* nothing changes, and the CBT stays good */
+	}
+	if (size != old) {
+		for (f = dev->top; f; f = f->below) {
+			if (!f->ops->resize)
+				continue;
+			r = f->ops->resize(f, size);
+			if (r < 0) {
+				log_info("%s: filter %s refused a resize to %llu bytes: %s", dev->name,
+					 f->ops->name, (unsigned long long)size, strerror(-r));
+				goto out;
+			}
+		}
+	}
+	/* -s truncates even to the same device size: the file may hold a partial
+	 * sector past it, or have been grown behind our back. */
+	r = backing_resize(dev->backing, size, !probe);
+	if (r == 0)
+		atomic_store(&dev->size, size);
+out:
+	device_resume(dev);
+	if (r == 0 && size != old)
+		log_info("%s: resized from %llu to %llu bytes", dev->name, (unsigned long long)old,
+			 (unsigned long long)size);
 	return r;
 }
 

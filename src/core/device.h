@@ -27,8 +27,10 @@ uint64_t device_size(const struct device *dev);
 bool device_readonly(const struct device *dev);
 uint32_t device_logical_block_size(const struct device *dev);
 
-/* 0 if [offset, offset+count) lies inside the device, else -EINVAL
- * (-ENOSPC for a write past the end; -EPERM for a write to a read-only device). */
+/* 0 if [offset, offset+count) lies inside the device as it is now, else -EINVAL
+ * (-ENOSPC for a write past the end; -EPERM for a write to a read-only device).
+ * The data path checks again under the drain lock, so a caller's early check
+ * cannot race with a resize. */
 int device_check_range(const struct device *dev, uint64_t count, uint64_t offset, bool write);
 
 /* The data path: 0 or a negative errno. A zero count is a successful no-op. */
@@ -49,6 +51,20 @@ int device_changes(struct device *dev, struct backing_changes *out);
  * changed after snapshot SINCE (SINCE < number). */
 int device_changed_extents(struct device *dev, uint8_t since, uint64_t count, uint64_t offset,
 			   struct extents *e);
+
+/* Resize to SIZE bytes, a whole number of sectors, at least one: a regular file
+ * is grown or shrunk to it. With SIZE = DEVICE_SIZE_PROBE, take the backing
+ * store's size as it is now (after truncate(1), or a block device that grew),
+ * changing nothing on it. The device is drained, each filter's resize op may
+ * refuse (the tracker: -EBUSY while a snapshot is taken), the size changes,
+ * and I/O resumes. Exports see the new size on their next request; an NBD
+ * client keeps the size it negotiated, and requests past the end fail.
+ * -EINVAL: a bad SIZE, or a store now smaller than one sector; -EPERM: SIZE on
+ * a read-only device; -EOPNOTSUPP: SIZE on a block device, or a store whose
+ * size is fixed (a snapshot image). *OLD_SIZE (may be NULL) gets the size
+ * before. Failures of the store are logged here. */
+#define DEVICE_SIZE_PROBE UINT64_MAX
+int device_resize(struct device *dev, uint64_t size, uint64_t *old_size);
 
 struct filter_ops;
 /* Attach a filter on top of the stack, live: in-flight requests drain first.

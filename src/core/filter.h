@@ -21,6 +21,13 @@ struct filter_ops {
 	int (*attach)(struct filter *f, void *ctx);
 	/* Tear down f->priv. Runs with the device drained. */
 	void (*detach)(struct filter *f);
+	/* The device is about to change from its current size to NEW_SIZE bytes.
+	 * Runs with the device drained, before the backing store changes; a
+	 * negative errno refuses the resize. The store may still fail to change
+	 * after a filter said yes, so what a filter does here must be safe if the
+	 * old size stays (the tracker declares its map corrupted: that only ever
+	 * over-reports). */
+	int (*resize)(struct filter *f, uint64_t new_size);
 
 	int (*pread)(struct filter *f, void *buf, uint64_t count, uint64_t offset, uint32_t flags);
 	int (*pwrite)(struct filter *f, const void *buf, uint64_t count, uint64_t offset, uint32_t flags);

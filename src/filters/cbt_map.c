@@ -145,12 +145,19 @@ out:
 	return r;
 }
 
-void cbt_map_switch(struct cbt_map *m, const struct params *p)
+void cbt_map_set_corrupted(struct cbt_map *m)
+{
+	__atomic_store_n(&m->is_corrupted, true, __ATOMIC_RELAXED);
+}
+
+void cbt_map_switch(struct cbt_map *m, uint64_t capacity, const struct params *p)
 {
 	pthread_mutex_lock(&m->lock);
-	if (m->is_corrupted && reset_locked(m, m->device_capacity, p) < 0) {
+	if ((m->is_corrupted || m->device_capacity != capacity) && reset_locked(m, capacity, p) < 0) {
+		/* Stays (or becomes) corrupted; the next take tries again. */
+		__atomic_store_n(&m->is_corrupted, true, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&m->lock);
-		return; /* stays corrupted; the next take tries again */
+		return;
 	}
 	m->snap_number_previous = m->snap_number_active;
 	m->snap_number_active++;

@@ -40,9 +40,13 @@ int cbt_map_mark(struct cbt_map *m, uint64_t offset, uint64_t count);
 /* cbtdirty and image writes: both maps (write map active, read map previous).
  * Out of range: -EINVAL, and the map stays as it was. */
 int cbt_map_mark_both(struct cbt_map *m, uint64_t offset, uint64_t count);
-/* Snapshot take; the caller has drained the device's writes. A corrupted map
- * is reset first (new generation). */
-void cbt_map_switch(struct cbt_map *m, const struct params *p);
+/* The device's size is changing: the map can no longer describe it. It stays
+ * as it is (cbtinfo shows it, corrupted) until the next take resets it. */
+void cbt_map_set_corrupted(struct cbt_map *m);
+/* Snapshot take; the caller has drained the device's writes. CAPACITY is the
+ * device's size now: as in blksnap, a corrupted map, or one made for another
+ * capacity, is reset first for CAPACITY (new generation). */
+void cbt_map_switch(struct cbt_map *m, uint64_t capacity, const struct params *p);
 
 /* Append to E the blocks of [offset, offset+count) changed after snapshot
  * SINCE (read map above SINCE) as EXTENT_DIRTY, the others as 0. A block that

@@ -217,6 +217,25 @@ static int add_images_locked(struct blksnap *bs, struct snapshot *s, char *err, 
 	return 0;
 }
 
+/* A take that failed before its instant: the areas go, and a later take starts over. */
+static void drop_areas(struct snapshot *s)
+{
+	for (size_t i = 0; i < s->n_devs; i++)
+		diff_area_put(s->areas[i]); /* each drops its reference on S */
+	free(s->areas);
+	s->areas = NULL;
+}
+
+/* Each area was made for its device's size before the drain; a resize that
+ * came in between would leave chunks the area does not have. */
+static bool sizes_unchanged(struct snapshot *s)
+{
+	for (size_t i = 0; i < s->n_devs; i++)
+		if (diff_area_capacity(s->areas[i]) != device_size(s->devs[i]))
+			return false;
+	return true;
+}
+
 int snapshot_take(struct blksnap *bs, const uuid_t id, char *err, size_t errlen)
 {
 	struct device **order;
@@ -243,6 +262,8 @@ int snapshot_take(struct blksnap *bs, const uuid_t id, char *err, size_t errlen)
 	order = malloc(s->n_devs * sizeof(*order));
 	if (!s->areas || !order) {
 		free(order);
+		free(s->areas);
+		s->areas = NULL;
 		r = -ENOMEM;
 		goto out;
 	}
@@ -253,6 +274,7 @@ int snapshot_take(struct blksnap *bs, const uuid_t id, char *err, size_t errlen)
 	}
 	if (r < 0) {
 		free(order);
+		drop_areas(s);
 		goto out;
 	}
 
@@ -262,11 +284,20 @@ int snapshot_take(struct blksnap *bs, const uuid_t id, char *err, size_t errlen)
 	qsort(order, s->n_devs, sizeof(*order), compare_devices);
 	for (size_t i = 0; i < s->n_devs; i++)
 		device_quiesce(order[i]);
+	if (!sizes_unchanged(s)) {
+		for (size_t i = s->n_devs; i-- > 0;)
+			device_resume(order[i]);
+		free(order);
+		drop_areas(s);
+		snprintf(err, errlen, "a device was resized during the take; take again");
+		r = -EBUSY;
+		goto out;
+	}
 	for (size_t i = 0; i < s->n_devs; i++) {
 		struct filter *f = device_filter_quiesced(s->devs[i], "tracker");
 
 		/* add_locked checked the tracker, and detach refuses while busy */
-		cbt_map_switch(tracker_cbt(f), &bs->params);
+		cbt_map_switch(tracker_cbt(f), device_size(s->devs[i]), &bs->params);
 		tracker_set_diff_area(f, s->areas[i]);
 	}
 	for (size_t i = s->n_devs; i-- > 0;)

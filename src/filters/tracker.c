@@ -81,6 +81,24 @@ static int tr_zero(struct filter *f, uint64_t count, uint64_t offset, uint32_t f
 	return filter_next_zero(f, count, offset, flags);
 }
 
+/* blksnap finds a capacity change at the next take and resets the map then; we
+ * hear of it first, and say so at once: cbtinfo shows the map corrupted from
+ * now on, and the next take resets it for the new size with a new generation.
+ * A taken snapshot's image keeps the capacity it had at take, and its chunks
+ * cover no more than that: the resize waits for the snapshot to go. */
+static int tr_resize(struct filter *f, uint64_t new_size)
+{
+	struct tracker *t = f->priv;
+
+	if (t->da)
+		return -EBUSY;
+	if (!__atomic_load_n(&t->cbt->is_corrupted, __ATOMIC_RELAXED))
+		log_info("%s: resized to %llu bytes: the CBT map is corrupted until the next snapshot take",
+			 device_name(f->dev), (unsigned long long)new_size);
+	cbt_map_set_corrupted(t->cbt);
+	return 0;
+}
+
 struct cbt_map *tracker_cbt(struct filter *f)
 {
 	return ((struct tracker *)f->priv)->cbt;
@@ -103,6 +121,7 @@ const struct filter_ops tracker_filter_ops = {
 	.name = "tracker",
 	.attach = tr_attach,
 	.detach = tr_detach,
+	.resize = tr_resize,
 	.pwrite = tr_pwrite,
 	.trim = tr_trim,
 	.zero = tr_zero,
@@ -164,7 +183,13 @@ static int mark_dirty(struct filter *f, void *opaque)
 {
 	struct tracker *t = f->priv;
 	struct dirty_req *dq = opaque;
-	uint64_t cap = t->cbt->device_capacity / BDF_SECTOR_SIZE;
+	uint64_t cap = t->cbt->device_capacity;
+
+	/* After a resize the map may be larger than the device: a range past the
+	 * device's end is refused all the same. */
+	if (device_size(f->dev) < cap)
+		cap = device_size(f->dev);
+	cap /= BDF_SECTOR_SIZE;
 
 	/* All or nothing: check every range before marking any. */
 	for (size_t i = 0; i < dq->n; i++)

@@ -63,7 +63,7 @@ static void marks_switch_and_numbers(void **state)
 	assert_int_equal(cbt_map_mark(m, 64 * KiB - 512, 1024), 0);
 	assert_int_equal(cbt_map_read(m, 0, sizeof(buf), buf), 16);
 	assert_int_equal(buf[0], 0); /* the read map moves only at take */
-	cbt_map_switch(m, &p);
+	cbt_map_switch(m, 1 * MiB, &p);
 	assert_int_equal(m->snap_number_previous, 1);
 	assert_int_equal(m->snap_number_active, 2);
 	assert_int_equal(cbt_map_read(m, 0, sizeof(buf), buf), 16);
@@ -74,7 +74,7 @@ static void marks_switch_and_numbers(void **state)
 	assert_int_equal(cbt_map_mark(m, 2 * 64 * KiB, 1), 0);
 	cbt_map_read(m, 0, sizeof(buf), buf);
 	assert_int_equal(buf[2], 0);
-	cbt_map_switch(m, &p);
+	cbt_map_switch(m, 1 * MiB, &p);
 	cbt_map_read(m, 0, sizeof(buf), buf);
 	assert_int_equal(buf[0], 1);
 	assert_int_equal(buf[2], 2);
@@ -91,7 +91,7 @@ static void mark_both_uses_active_and_previous(void **state)
 	uint8_t buf[16];
 
 	assert_int_equal(cbt_map_create(&m, 1 * MiB, &p), 0);
-	cbt_map_switch(m, &p); /* previous 1, active 2 */
+	cbt_map_switch(m, 1 * MiB, &p); /* previous 1, active 2 */
 	assert_int_equal(cbt_map_mark_both(m, 5 * 64 * KiB, 1), 0);
 	cbt_map_read(m, 0, sizeof(buf), buf);
 	assert_int_equal(buf[5], 1);
@@ -114,18 +114,18 @@ static void wraps_at_the_255th_take(void **state)
 	uuid_copy(g, m->generation_id);
 	for (int i = 1; i < 255; i++) {
 		assert_int_equal(cbt_map_mark(m, 0, 1), 0);
-		cbt_map_switch(m, &p);
+		cbt_map_switch(m, 1 * MiB, &p);
 		assert_int_equal(m->snap_number_previous, i);
 		assert_int_equal(m->snap_number_active, i + 1);
 		assert_int_equal(uuid_compare(g, m->generation_id), 0);
 	}
 	assert_int_equal(cbt_map_mark(m, 0, 1), 0);
-	cbt_map_switch(m, &p);
+	cbt_map_switch(m, 1 * MiB, &p);
 	assert_int_equal(m->snap_number_previous, 255);
 	assert_int_equal(m->snap_number_active, 1);
 	assert_int_not_equal(uuid_compare(g, m->generation_id), 0);
 	assert_int_equal(m->write_map[0], 0);
-	cbt_map_switch(m, &p);
+	cbt_map_switch(m, 1 * MiB, &p);
 	assert_int_equal(m->snap_number_previous, 1);
 	assert_int_equal(m->snap_number_active, 2);
 	cbt_map_destroy(m);
@@ -139,13 +139,13 @@ static void out_of_range_corrupts_and_take_resets(void **state)
 
 	assert_int_equal(cbt_map_create(&m, 1 * MiB, &p), 0);
 	uuid_copy(g, m->generation_id);
-	cbt_map_switch(m, &p);
-	cbt_map_switch(m, &p);
+	cbt_map_switch(m, 1 * MiB, &p);
+	cbt_map_switch(m, 1 * MiB, &p);
 	assert_int_equal(cbt_map_mark(m, 1 * MiB, 512), -EINVAL);
 	assert_true(m->is_corrupted);
 	/* overflow-safe: offset + count wraps around 2^64 */
 	assert_int_equal(cbt_map_mark(m, 512, UINT64_MAX), -EINVAL);
-	cbt_map_switch(m, &p);
+	cbt_map_switch(m, 1 * MiB, &p);
 	assert_false(m->is_corrupted);
 	assert_int_equal(m->snap_number_previous, 1);
 	assert_int_equal(m->snap_number_active, 2);
