@@ -9,18 +9,18 @@
  *
  * Why our own threads instead of fuse_session_loop_mt(): shutdown must be able
  * to stop the workers while a loop device keeps the mount busy (the session
- * would otherwise only end at unmount). The workers poll the session fd
- * (non-blocking) and an eventfd that says "stop". */
+ * would otherwise only end at unmount). The workers wait on the session fd
+ * (non-blocking) and on an eventfd that says "stop". */
 #include "exports/fuse_export.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -165,38 +165,59 @@ static void fx_log(enum fuse_log_level level, const char *fmt, va_list ap)
 		log_debug("fuse: %s", msg);
 }
 
+/* One worker's wait for work: the session fd with EPOLLEXCLUSIVE, so that a
+ * request wakes one idle worker and not all of them (a thundering herd that
+ * halves small-request throughput on a small machine), and the stop eventfd,
+ * which wakes them all. */
+static int worker_epoll(struct fuse_export *fx)
+{
+	struct epoll_event fuse_ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 0 };
+	struct epoll_event stop_ev = { .events = EPOLLIN, .data.u32 = 1 };
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fuse_session_fd(fx->se), &fuse_ev) < 0 ||
+	    epoll_ctl(ep, EPOLL_CTL_ADD, fx->stop_fd, &stop_ev) < 0) {
+		log_error("fuse: epoll: %s", strerror(errno));
+		if (ep >= 0)
+			close(ep);
+		return -1;
+	}
+	return ep;
+}
+
 static void *worker(void *arg)
 {
 	struct fuse_export *fx = arg;
 	struct fuse_buf buf = { .mem = NULL };
-	struct pollfd pfd[2] = {
-		{ .fd = fuse_session_fd(fx->se), .events = POLLIN },
-		{ .fd = fx->stop_fd, .events = POLLIN },
-	};
+	int ep = worker_epoll(fx);
 
-	while (!fuse_session_exited(fx->se)) {
-		int r = poll(pfd, 2, -1);
+	while (ep >= 0 && !atomic_load(&fx->stopping) && !fuse_session_exited(fx->se)) {
+		struct epoll_event ev[2];
+		/* Read first, wait only when there is nothing: under load a
+		 * worker goes from one request to the next without waiting.
+		 * After an unmount the read fails with ENODEV and the session
+		 * exits (r == 0). */
+		int r = fuse_session_receive_buf(fx->se, &buf);
 
+		if (r > 0) {
+			fuse_session_process_buf(fx->se, &buf);
+			continue;
+		}
+		if (r == -EINTR)
+			continue;
+		if (r != -EAGAIN)
+			break;
+		r = epoll_wait(ep, ev, 2, -1);
 		if (r < 0 && errno != EINTR) {
-			log_error("fuse: poll: %s", strerror(errno));
+			log_error("fuse: epoll_wait: %s", strerror(errno));
 			break;
 		}
-		if (r <= 0)
-			continue;
-		if (pfd[1].revents)
-			break;
-		/* Another worker may have taken the request: EAGAIN. After an
-		 * unmount the read fails with ENODEV and the session exits. */
-		r = fuse_session_receive_buf(fx->se, &buf);
-		if (r == -EAGAIN || r == -EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		fuse_session_process_buf(fx->se, &buf);
 	}
 	/* Unmounted from outside (umount DIR): say so once; NBD goes on. */
 	if (fuse_session_exited(fx->se) && !atomic_exchange(&fx->ended, true))
 		log_warn("fuse: %s was unmounted: its files are gone", fx->dir);
+	if (ep >= 0)
+		close(ep);
 	free(buf.mem);
 	return NULL;
 }
@@ -255,6 +276,7 @@ int fuse_export_new(const struct fuse_export_config *cfg, struct fuse_export **o
 		return -ENOMEM;
 	pthread_mutex_init(&fx->lock, NULL);
 	atomic_init(&fx->ended, false);
+	atomic_init(&fx->stopping, false);
 	fx->stop_fd = -1;
 	fx->next_ino = ROOT_INO + 1;
 	fx->threads = cfg->threads ? cfg->threads : 1;
@@ -296,7 +318,7 @@ int fuse_export_new(const struct fuse_export_config *cfg, struct fuse_export **o
 		r = -EIO; /* libfuse said why */
 		goto fail;
 	}
-	/* Workers poll, then read: whichever is second finds nothing (EAGAIN). */
+	/* Workers read without blocking and wait in epoll when there is nothing. */
 	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
 		r = -errno;
 		log_error("fuse: %s: %s", fx->dir, strerror(errno));
@@ -371,6 +393,7 @@ void fuse_export_shutdown(struct fuse_export *fx)
 	 * during the grace period still gets its last requests answered. */
 	if (fx->mounted)
 		unmount(fx);
+	atomic_store(&fx->stopping, true);
 	if (fx->stop_fd >= 0 && write(fx->stop_fd, &one, sizeof(one)) != sizeof(one))
 		log_error("fuse: cannot stop the workers: %s", strerror(errno));
 	for (size_t i = 0; i < fx->n_workers; i++)

@@ -42,7 +42,8 @@ struct fuse_export {
 	pthread_t *workers;
 	size_t n_workers;
 	bool mounted, shut;
-	atomic_bool ended; /* the session ended: unmounted from outside, or by us */
+	atomic_bool ended;    /* the session ended: unmounted from outside, or by us */
+	atomic_bool stopping; /* workers: finish the request in hand and return */
 	time_t mounted_at;
 
 	pthread_mutex_t lock;
