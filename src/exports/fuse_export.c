@@ -148,6 +148,7 @@ const char *fuse_export_dir(const struct fuse_export *fx)
 
 /* ---- session, workers, mount and unmount ---- */
 
+__attribute__((format(printf, 2, 0)))
 static void fx_log(enum fuse_log_level level, const char *fmt, va_list ap)
 {
 	char msg[512];
