@@ -1,10 +1,11 @@
 #!/bin/bash
 # The FUSE export at the edges of a device's life: a snapshot destroyed while a
 # loop device holds its image (the image's I/O fails with EIO, nothing else
-# does), and SIGTERM while a filesystem is mounted through a loop device: the
-# daemon waits its grace period (10 s) for the loop device, then detaches the
-# mount and exits 0; the loop device fails its I/O from then on, and what the
-# filesystem had synced is in the backing file.
+# does), and SIGTERM while a filesystem is mounted through a loop device and a
+# held snapshot's image is attached to another: the daemon waits its grace
+# period (10 s) for the loop devices, then detaches the mount and exits 0; the
+# loop devices fail their I/O from then on, and what the filesystem had synced
+# is in the backing file.
 . "$BDF_SRCDIR/tests/functional/lib.sh"
 need mkfs.ext4
 . "$BDF_SRCDIR/tests/functional/fuse-lib.sh"
@@ -32,6 +33,12 @@ bdf_alive
 generate_files "$T/m" after 2
 check_files "$T/m"
 sync -f "$T/m/hash.md5"
+# a snapshot held, its image attached too, at SIGTERM
+id=$(B snapshot_create -d a | kv id)
+B snapshot_appendstorage -i "$id" -f "$T/diff.img" >/dev/null
+B snapshot_take -i "$id" >/dev/null
+LI=$(loop_attach "$FUSE/a-image" --direct-io=on)
+dd if="$LI" of=/dev/null bs=64k count=4 iflag=direct status=none || fail "reading the second image"
 
 # SIGTERM with the filesystem still mounted through the loop device
 start=$(date +%s)
@@ -47,6 +54,8 @@ note "SIGTERM with a mounted loop device: exited after ${took}s"
 grep -q "detached while busy" "$BDF_LOG" || fail "no word of the busy mount in the log"
 ! grep -q " $FUSE .* fuse.bdfilter " /proc/self/mountinfo || fail "$FUSE still mounted after stop"
 dd if="$L" of=/dev/null bs=4k count=1 skip=7 iflag=direct 2>/dev/null && fail "loop device still reads after stop"
+dd if="$LI" of=/dev/null bs=4k count=1 skip=9 iflag=direct 2>/dev/null && fail "image loop device still reads after stop"
+loop_detach "$LI"
 
 umount "$T/m" 2>/dev/null || umount -l "$T/m"
 _FUSE_MOUNTS=""
