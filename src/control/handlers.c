@@ -425,8 +425,13 @@ static int find_frozen_candidates(struct control_ctx *ctx, const uuid_t id, stru
 	size_t n = 0;
 	int r;
 
-	if (!ctx->fuse_dir || snapshot_devices(ctx->bs, id, &devs, &n) < 0)
-		return 0; /* snapshot_take reports an unknown id */
+	if (!ctx->fuse_dir)
+		return 0;
+	r = snapshot_devices(ctx->bs, id, &devs, &n);
+	if (r == -ESRCH)
+		return 0; /* snapshot_take reports the unknown id */
+	if (r < 0)
+		return r;
 	paths = calloc(n ? n : 1, sizeof(*paths));
 	r = paths ? 0 : -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
