@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/base64.h"
+#include "common/fsfreeze.h"
 #include "core/device.h"
 #include "core/io.h"
 #include "core/registry.h"
@@ -468,13 +469,67 @@ static int h_snapshot_appendstorage(void *opaque, json_object *args, json_object
 	return r;
 }
 
+/* Find the filesystems mounted (through loop devices) from the FUSE files of
+ * snapshot ID's devices. Nothing to find without a FUSE export or snapshot. */
+static int find_frozen_candidates(struct control_ctx *ctx, const uuid_t id, struct fsfreeze *ff)
+{
+	struct device **devs;
+	char **paths;
+	size_t n = 0;
+	int r;
+
+	if (!ctx->fuse_dir)
+		return 0;
+	r = snapshot_devices(ctx->bs, id, &devs, &n);
+	if (r == -ESRCH)
+		return 0; /* snapshot_take reports the unknown id */
+	if (r < 0)
+		return r;
+	paths = calloc(n ? n : 1, sizeof(*paths));
+	r = paths ? 0 : -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (r == 0 && asprintf(&paths[i], "%s/%s", ctx->fuse_dir, device_name(devs[i])) < 0) {
+			paths[i] = NULL;
+			r = -ENOMEM;
+		}
+		device_put(devs[i]);
+	}
+	free(devs);
+	if (r == 0)
+		r = fsfreeze_find(ff, FSFREEZE_SYS_BLOCK, FSFREEZE_MOUNTINFO, (const char *const *)paths, n);
+	for (size_t i = 0; paths && i < n; i++)
+		free(paths[i]);
+	free(paths);
+	return r;
+}
+
+/* The freeze runs here, on a control thread, before the take drains the
+ * devices: freezing writes the filesystems' dirty data through the loop
+ * devices and the FUSE workers into the devices, which must be running. */
 static int h_snapshot_take(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
 {
 	struct control_ctx *ctx = opaque;
+	struct fsfreeze ff = { NULL, 0 };
+	size_t frozen = 0;
 	uuid_t id;
 	int r = parse_id(args, id, msg, msglen);
 
-	return r < 0 ? r : snapshot_take(ctx->bs, id, msg, msglen);
+	if (r < 0)
+		return r;
+	if (!arg_flag(args, "no-freeze")) {
+		r = find_frozen_candidates(ctx, id, &ff);
+		if (r < 0) {
+			snprintf(msg, msglen, "cannot look for filesystems to freeze: %s", strerror(-r));
+			fsfreeze_free(&ff);
+			return r;
+		}
+		frozen = fsfreeze_freeze(&ff);
+	}
+	r = snapshot_take(ctx->bs, id, msg, msglen);
+	fsfreeze_free(&ff); /* thaws, whatever the take did */
+	if (r == 0)
+		add_u64(res, "frozen", frozen);
+	return r;
 }
 
 static int h_snapshot_destroy(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)

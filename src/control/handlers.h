@@ -15,6 +15,7 @@ struct registry;
 struct control_ctx {
 	struct registry *reg;
 	struct blksnap *bs;
+	const char *fuse_dir; /* the FUSE export's mount point, or NULL */
 	time_t started;
 	atomic_bool stopping; /* set at shutdown: waits end early */
 };

@@ -1,6 +1,7 @@
-/* bdfilterd: start-up (options, devices, listeners, daemonizing), the accept
- * loop, and the ordered tear-down on SIGTERM/SIGINT: stop listening, let the NBD
- * server answer what is in flight, then flush and close the devices. */
+/* bdfilterd: start-up (options, devices, listeners, the FUSE mount,
+ * daemonizing), the accept loop, and the ordered tear-down on SIGTERM/SIGINT:
+ * stop listening, let the NBD server answer what is in flight, unmount the FUSE
+ * directory, then flush and close the devices. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -24,9 +25,13 @@
 #include "core/registry.h"
 #include "daemon/listen.h"
 #include "daemon/options.h"
+#include "exports/fuse_export.h"
 #include "exports/nbd_server.h"
 #include "filters/blksnap.h"
 #include "filters/filters.h"
+
+/* How long shutdown waits for a busy FUSE mount (loop devices still attached). */
+#define FUSE_GRACE_MS 10000
 
 struct daemon {
 	struct options opt;
@@ -35,6 +40,7 @@ struct daemon {
 	struct listener *listeners;
 	size_t n_listeners;
 	struct nbd_server *nbd;
+	struct fuse_export *fuse;
 	bool bs_ready;
 	int control_fd;
 	struct control_server *control;
@@ -54,6 +60,17 @@ static int nbd_device_added(void *opaque, struct device *dev)
 static void nbd_device_removed(void *opaque, struct device *dev)
 {
 	nbd_server_remove_export(opaque, device_name(dev));
+}
+
+/* ... and a file of the same name in the FUSE directory. */
+static int fuse_device_added(void *opaque, struct device *dev)
+{
+	return fuse_export_add(opaque, dev);
+}
+
+static void fuse_device_removed(void *opaque, struct device *dev)
+{
+	fuse_export_remove(opaque, device_name(dev));
 }
 
 static void warn_param(const char *msg)
@@ -94,9 +111,11 @@ static int open_listeners(struct daemon *d)
 
 		if (n < 0)
 			return -1;
+		if (n == 0 && d->opt.fuse_dir)
+			return 0; /* the FUSE directory is the only export */
 		if (n == 0) {
-			fprintf(stderr, "bdfilterd: nothing to listen on: give --nbd-listen ADDR "
-					"or start it with systemd socket activation\n");
+			fprintf(stderr, "bdfilterd: nothing to listen on: give --nbd-listen ADDR, "
+					"--fuse-dir DIR, or start it with systemd socket activation\n");
 			return -1;
 		}
 		d->n_listeners = (size_t)n;
@@ -282,10 +301,13 @@ static void teardown(struct daemon *d)
 	free(d->listeners);
 	if (d->nbd)
 		nbd_server_shutdown(d->nbd);
+	/* Before the devices go: a loop device on a file may still be writing. */
+	fuse_export_shutdown(d->fuse);
 	if (d->bs_ready)
 		blksnap_fini(&d->bs);
 	registry_free(d->reg);
 	nbd_server_free(d->nbd);
+	fuse_export_free(d->fuse);
 	if (d->wrote_pidfile)
 		unlink(d->opt.pidfile);
 	if (d->sigfd >= 0)
@@ -296,7 +318,7 @@ static void teardown(struct daemon *d)
 int main(int argc, char **argv)
 {
 	struct daemon d = { .sigfd = -1, .control_fd = -1 };
-	struct registry_observer nbd_observer;
+	struct registry_observer nbd_observer, fuse_observer;
 	char err[512];
 	struct nbd_server_config cfg;
 	int r, ready_fd = -1, pid_fd = -1, rc = 1;
@@ -319,6 +341,18 @@ int main(int argc, char **argv)
 	d.bs_ready = true;
 	nbd_observer = (struct registry_observer){ nbd_device_added, nbd_device_removed, d.nbd };
 	registry_observe(d.reg, &nbd_observer);
+	if (d.opt.fuse_dir) {
+		/* Mounted before forking, so a bad directory is reported here;
+		 * served once the signal mask is set (below). */
+		struct fuse_export_config fcfg = {
+			.dir = d.opt.fuse_dir, .threads = d.opt.threads, .grace_ms = FUSE_GRACE_MS,
+		};
+
+		if (fuse_export_new(&fcfg, &d.fuse) < 0)
+			goto out;
+		fuse_observer = (struct registry_observer){ fuse_device_added, fuse_device_removed, d.fuse };
+		registry_observe(d.reg, &fuse_observer);
+	}
 	if (open_devices(&d) < 0 || open_listeners(&d) < 0)
 		goto out;
 	if (d.opt.control) {
@@ -363,8 +397,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	if (d.fuse && fuse_export_start(d.fuse) < 0)
+		goto out;
 	if (d.control_fd >= 0) {
 		d.control_ctx.reg = d.reg;
+		d.control_ctx.fuse_dir = d.fuse ? fuse_export_dir(d.fuse) : NULL;
 		d.control_ctx.bs = &d.bs;
 		d.control_ctx.started = time(NULL);
 		atomic_init(&d.control_ctx.stopping, false);

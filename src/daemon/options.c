@@ -25,6 +25,7 @@ enum {
 	OPT_THREADS,
 	OPT_HANDSHAKE_TIMEOUT,
 	OPT_PARAM,
+	OPT_FUSE_DIR,
 };
 
 static const struct option long_opts[] = {
@@ -39,6 +40,7 @@ static const struct option long_opts[] = {
 	{ "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
 	{ "control", required_argument, NULL, OPT_CONTROL },
 	{ "param", required_argument, NULL, OPT_PARAM },
+	{ "fuse-dir", required_argument, NULL, OPT_FUSE_DIR },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -46,7 +48,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: bdfilterd [OPTION]...\n"
-		"Serve block devices through a stack of filters over NBD.\n"
+		"Serve block devices through a stack of filters over NBD and as files.\n"
 		"\n"
 		"  -d, --device NAME=PATH[,ro][,filter=F]...\n"
 		"                             serve the file or block device PATH as export NAME;\n"
@@ -55,19 +57,25 @@ static void usage(FILE *f)
 		"  -l, --nbd-listen ADDR      listen for NBD clients on ADDR: unix:PATH,\n"
 		"                             tcp:HOST:PORT or tcp:PORT (127.0.0.1); repeatable.\n"
 		"                             Without it, sockets passed by systemd (LISTEN_FDS).\n"
+		"      --fuse-dir DIR         mount a FUSE file system at DIR with one file per\n"
+		"                             device and snapshot image, for losetup (made if\n"
+		"                             missing; unmounted at exit)\n"
 		"  -c, --control PATH         control socket for the bdfilter CLI (default\n"
 		"                             " WIRE_DEFAULT_SOCKET "; 'none': no control socket)\n"
 		"      --param NAME=VALUE     set a blksnap parameter (see bdfilter params)\n"
 		"  -f, --foreground           do not daemonize; log to stderr\n"
 		"  -P, --pidfile PATH         write the daemon's pid to PATH\n"
 		"      --log-level LEVEL      error, warn, info (default) or debug\n"
-		"      --threads N            request workers per NBD connection (default 16)\n"
+		"      --threads N            request workers per NBD connection, and for the\n"
+		"                             FUSE export (default 16)\n"
 		"      --handshake-timeout S  close clients that take longer than S seconds to\n"
 		"                             negotiate (default 10; 0: no limit)\n"
 		"  -h, --help                 print this help and exit\n"
 		"  -V, --version              print the version and exit\n"
 		"\n"
-		"SIGTERM or SIGINT: stop taking requests, answer those in flight, flush, exit 0.\n");
+		"SIGTERM or SIGINT: stop taking requests, answer those in flight, flush, exit 0.\n"
+		"A FUSE mount still in use (a loop device attached) is waited for 10 s, then\n"
+		"detached: its loop devices get I/O errors from then on.\n");
 }
 
 static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
@@ -249,6 +257,14 @@ int options_parse(int argc, char **argv, struct options *o)
 			free(o->control);
 			o->control = strcmp(optarg, "none") == 0 ? NULL : strdup(optarg);
 			break;
+		case OPT_FUSE_DIR:
+			if (!*optarg) {
+				fprintf(stderr, "bdfilterd: --fuse-dir: expected a directory\n");
+				return -1;
+			}
+			free(o->fuse_dir);
+			o->fuse_dir = strdup(optarg);
+			break;
 		case OPT_PARAM: {
 			char *eq = strchr(optarg, '='), *name;
 			int r;
@@ -298,5 +314,6 @@ void options_free(struct options *o)
 	free(o->devices);
 	free(o->pidfile);
 	free(o->control);
+	free(o->fuse_dir);
 	memset(o, 0, sizeof(*o));
 }

@@ -29,6 +29,7 @@ struct options {
 	unsigned threads;
 	unsigned handshake_timeout_s;
 	char *control; /* control socket path; NULL: none */
+	char *fuse_dir; /* FUSE export mount point; NULL: none */
 	struct params params;
 };
 

@@ -310,6 +310,26 @@ out:
 	return r;
 }
 
+int snapshot_devices(struct blksnap *bs, const uuid_t id, struct device ***devs, size_t *n)
+{
+	struct snapshot *s;
+	int r = 0;
+
+	pthread_mutex_lock(&bs->lock);
+	s = find_locked(bs, id);
+	if (!s) {
+		r = -ESRCH;
+	} else if (!(*devs = malloc((s->n_devs ? s->n_devs : 1) * sizeof(**devs)))) {
+		r = -ENOMEM;
+	} else {
+		for (size_t i = 0; i < s->n_devs; i++)
+			(*devs)[i] = device_get(s->devs[i]);
+		*n = s->n_devs;
+	}
+	pthread_mutex_unlock(&bs->lock);
+	return r;
+}
+
 static void destroy_locked(struct blksnap *bs, struct snapshot *s)
 {
 	for (struct snapshot **pp = &bs->snapshots; *pp; pp = &(*pp)->next)

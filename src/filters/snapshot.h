@@ -25,6 +25,9 @@ int snapshot_append_storage(struct blksnap *bs, const uuid_t id, const char *pat
 			    const struct sector_range *r, size_t n, char *err, size_t errlen);
 /* One instant for every device: all are drained, switched, resumed together. */
 int snapshot_take(struct blksnap *bs, const uuid_t id, char *err, size_t errlen);
+/* References on the devices of snapshot ID, in the order added (a malloc'd
+ * array in *DEVS; put each). -ESRCH if there is no such snapshot. */
+int snapshot_devices(struct blksnap *bs, const uuid_t id, struct device ***devs, size_t *n);
 int snapshot_destroy(struct blksnap *bs, const uuid_t id, char *err, size_t errlen);
 /* The ids (malloc'd array in *IDS, *N of them). */
 int snapshot_collect(struct blksnap *bs, uuid_t **ids, size_t *n);

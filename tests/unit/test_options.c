@@ -88,6 +88,8 @@ static void command_lines(void **state)
 	char *control_only[] = { "bdfilterd", "--control", "/x.sock", NULL };
 	char *param[] = { "bdfilterd", "--param", "chunk_minimum_shift=20", "--control", "/x", NULL };
 	char *badparam[] = { "bdfilterd", "--param", "nope=1", "--control", "/x", NULL };
+	char *fuse[] = { "bdfilterd", "--fuse-dir", "/run/f", "--device", "a=/tmp/a", NULL };
+	char *fuse_empty[] = { "bdfilterd", "--fuse-dir", "", NULL };
 
 	assert_int_equal(options_parse(8, ok, &o), 0);
 	assert_true(o.foreground);
@@ -111,6 +113,11 @@ static void command_lines(void **state)
 	assert_int_equal(o.params.diff_storage_minimum, 2097152);
 	options_free(&o);
 	assert_int_equal(options_parse(5, badparam, &o), -1);
+	options_free(&o);
+	assert_int_equal(options_parse(5, fuse, &o), 0);
+	assert_string_equal(o.fuse_dir, "/run/f");
+	options_free(&o);
+	assert_int_equal(options_parse(3, fuse_empty, &o), -1);
 	options_free(&o);
 }
 
