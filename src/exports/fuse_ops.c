@@ -55,6 +55,37 @@ static void fx_init(void *userdata, struct fuse_conn_info *conn)
 	conn->congestion_threshold = 96;
 }
 
+static void forget_one(struct fuse_export *fx, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct fx_file *f, *gone = NULL;
+	struct device *dev = NULL;
+
+	pthread_mutex_lock(&fx->lock);
+	f = fx_find_ino_locked(fx, ino);
+	if (f) {
+		f->nlookup = nlookup > f->nlookup ? 0 : f->nlookup - nlookup;
+		dev = fx_settle_locked(fx, f, &gone);
+	}
+	pthread_mutex_unlock(&fx->lock);
+	device_put(dev);
+	fx_file_free(gone);
+}
+
+/* One open handle of F is gone. The last reference to a removed device
+ * flushes and closes it here, outside the lock. */
+static void fx_file_close(struct fuse_export *fx, struct fx_file *f)
+{
+	struct fx_file *gone = NULL;
+	struct device *dev;
+
+	pthread_mutex_lock(&fx->lock);
+	f->nopen--;
+	dev = fx_settle_locked(fx, f, &gone);
+	pthread_mutex_unlock(&fx->lock);
+	device_put(dev);
+	fx_file_free(gone);
+}
+
 static void fx_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_export *fx = fuse_req_userdata(req);
@@ -79,36 +110,9 @@ static void fx_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	/* entry_timeout and attr_timeout 0: devices come and go at run time. */
-	if (fuse_reply_entry(req, &e) != 0) {
-		/* The kernel did not get the entry, so it will not forget it. */
-		struct fx_file *gone = NULL;
-		struct device *dev;
-
-		pthread_mutex_lock(&fx->lock);
-		f = fx_find_ino_locked(fx, e.ino);
-		if (f)
-			f->nlookup--;
-		dev = f ? fx_settle_locked(fx, f, &gone) : NULL;
-		pthread_mutex_unlock(&fx->lock);
-		device_put(dev);
-		fx_file_free(gone);
-	}
-}
-
-static void forget_one(struct fuse_export *fx, fuse_ino_t ino, uint64_t nlookup)
-{
-	struct fx_file *f, *gone = NULL;
-	struct device *dev = NULL;
-
-	pthread_mutex_lock(&fx->lock);
-	f = fx_find_ino_locked(fx, ino);
-	if (f) {
-		f->nlookup = nlookup > f->nlookup ? 0 : f->nlookup - nlookup;
-		dev = fx_settle_locked(fx, f, &gone);
-	}
-	pthread_mutex_unlock(&fx->lock);
-	device_put(dev);
-	fx_file_free(gone);
+	/* The kernel did not get the entry, so it will not forget it. */
+	if (fuse_reply_entry(req, &e) != 0)
+		forget_one(fx, e.ino, 1);
 }
 
 static void fx_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -193,33 +197,16 @@ static void fx_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->fh = (uintptr_t)f;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
-	if (fuse_reply_open(req, fi) != 0) {
-		/* The kernel will not release a handle it never got. */
-		struct fx_file *gone = NULL;
-		struct device *dev;
-
-		pthread_mutex_lock(&fx->lock);
-		f->nopen--;
-		dev = fx_settle_locked(fx, f, &gone);
-		pthread_mutex_unlock(&fx->lock);
-		device_put(dev);
-		fx_file_free(gone);
-	}
+	/* The kernel will not release a handle it never got. */
+	if (fuse_reply_open(req, fi) != 0)
+		fx_file_close(fx, f);
 }
 
 static void fx_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fuse_export *fx = fuse_req_userdata(req);
-	struct fx_file *f = (struct fx_file *)(uintptr_t)fi->fh, *gone = NULL;
-	struct device *dev;
 
-	pthread_mutex_lock(&fx->lock);
-	f->nopen--;
-	dev = fx_settle_locked(fx, f, &gone);
-	pthread_mutex_unlock(&fx->lock);
-	/* The last reference to a removed device flushes and closes it here. */
-	device_put(dev);
-	fx_file_free(gone);
+	fx_file_close(fx, (struct fx_file *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 

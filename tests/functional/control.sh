@@ -4,16 +4,6 @@
 # geometry and maps, parameters, key=value and JSON output, errors as errno names.
 . "$BDF_SRCDIR/tests/functional/lib.sh"
 need nbdinfo qemu-io
-B() { "$BDFILTER" "$@"; }
-# expect ERRNO CMD...: the command fails, naming ERRNO on stderr
-expect() {
-	want=$1; shift
-	rc=0; B "$@" >"$T/out" 2>"$T/err" || rc=$?
-	[ $rc -ne 0 ] || fail "'$*' succeeded, expected $want"
-	grep -q ": $want: " "$T/err" || fail "'$*': expected $want, got: $(cat "$T/err")"
-	[ "$(wc -l <"$T/err")" -eq 1 ] || fail "'$*': more than one line on stderr"
-}
-kv() { sed -n "s/^$1=//p"; }
 
 mkimage "$T/a.img" 64
 truncate -s 200G "$T/big.img"

@@ -11,8 +11,6 @@ FUSE="$T/fuse"
 _FUSE_LOOPS="$T/.loops"
 _FUSE_MOUNTS=""
 : >"$_FUSE_LOOPS"
-B() { "$BDFILTER" "$@"; }
-kv() { sed -n "s/^$1=//p"; }
 
 _fuse_cleanup() {
 	_rc=$?

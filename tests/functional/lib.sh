@@ -73,3 +73,21 @@ uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
 
 # mkimage PATH SIZE_MIB: a file of random data (fully allocated).
 mkimage() { head -c "$(( $2 * 1024 * 1024 ))" /dev/urandom >"$1"; }
+
+# The CLI on the test's daemon (through BDFILTER_CONTROL, exported above).
+B() { "$BDFILTER" "$@"; }
+# kv KEY: the value of KEY= in the key=value lines on stdin.
+kv() { sed -n "s/^$1=//p"; }
+# expect ERRNO CMD...: the command fails with one line on stderr naming ERRNO.
+expect() {
+	want=$1; shift
+	rc=0; B "$@" >"$T/out" 2>"$T/err" || rc=$?
+	[ $rc -ne 0 ] || fail "'$*' succeeded, expected $want"
+	grep -q ": $want: " "$T/err" || fail "'$*': expected $want, got: $(cat "$T/err")"
+	[ "$(wc -l <"$T/err")" -eq 1 ] || fail "'$*': more than one line on stderr"
+}
+# io EXPORT QEMU-IO-COMMAND: run it on the export; any error or mismatch fails.
+io() {
+	qemu-io -f raw "$(uri "$1")" -c "$2" >"$T/io.out" 2>&1 || fail "qemu-io $1 '$2': $(cat "$T/io.out")"
+	! grep -q "verification failed\|error" "$T/io.out" || fail "qemu-io $1 '$2': $(cat "$T/io.out")"
+}

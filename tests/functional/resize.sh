@@ -8,16 +8,6 @@
 . "$BDF_SRCDIR/tests/functional/lib.sh"
 need qemu-io nbdinfo
 $PY -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
-B() { "$BDFILTER" "$@"; }
-expect() {
-	want=$1; shift
-	rc=0; B "$@" >"$T/out" 2>"$T/err" || rc=$?
-	[ $rc -ne 0 ] || fail "'$*' succeeded, expected $want"
-	grep -q ": $want: " "$T/err" || fail "'$*': expected $want, got: $(cat "$T/err")"
-}
-kv() { sed -n "s/^$1=//p"; }
-io() { qemu-io -f raw "$(uri "$1")" -c "$2" >"$T/io.out" 2>&1 || fail "qemu-io $1 '$2': $(cat "$T/io.out")"
-	! grep -q "verification failed\|error" "$T/io.out" || fail "qemu-io $1 '$2': $(cat "$T/io.out")"; }
 filesize() { stat -c %s "$1"; }
 nbdsize() { nbdinfo --size "$(uri "$1")" || fail "nbdinfo --size $1"; }
 # blksnap's CBT geometry: 64 KiB blocks, doubled while there are more than 2^21.

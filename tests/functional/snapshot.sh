@@ -5,16 +5,6 @@
 # wrap, two snapshots at once, destroy under I/O.
 . "$BDF_SRCDIR/tests/functional/lib.sh"
 need qemu-img qemu-io nbdcopy
-B() { "$BDFILTER" "$@"; }
-expect() {
-	want=$1; shift
-	rc=0; B "$@" >"$T/out" 2>"$T/err" || rc=$?
-	[ $rc -ne 0 ] || fail "'$*' succeeded, expected $want"
-	grep -q ": $want: " "$T/err" || fail "'$*': expected $want, got: $(cat "$T/err")"
-}
-kv() { sed -n "s/^$1=//p"; }
-io() { qemu-io -f raw "$(uri "$1")" -c "$2" >"$T/io.out" 2>&1 || fail "qemu-io $1 '$2': $(cat "$T/io.out")"
-	! grep -q "verification failed\|error" "$T/io.out" || fail "qemu-io $1 '$2': $(cat "$T/io.out")"; }
 
 MIB=$((1 << 20))
 mkimage "$T/a.img" 64
