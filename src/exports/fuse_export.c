@@ -70,6 +70,8 @@ struct device *fx_settle_locked(struct fuse_export *fx, struct fx_file *f, struc
 	if (!atomic_load(&f->removed) || f->nopen > 0)
 		return NULL;
 	dev = f->dev;
+	if (dev)
+		f->size = device_size(dev);
 	f->dev = NULL;
 	if (f->nlookup == 0) {
 		for (size_t i = 0; i < fx->n_files; i++)

@@ -26,7 +26,7 @@ struct fx_file {
 	 * kernel caches the inode. Requests only come on open handles, and a
 	 * handle cannot close while one of its requests runs. */
 	struct device *dev;
-	uint64_t size;
+	uint64_t size; /* the device's size when it was last seen: see fx_file_size() */
 	bool readonly;
 	atomic_bool removed;
 	uint64_t nlookup; /* the kernel's references (lookup - forget); under fx->lock */

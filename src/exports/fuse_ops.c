@@ -23,8 +23,18 @@ struct fx_dir {
 	size_t len;
 };
 
+/* A device can be resized while its file is open (device_resize): the size
+ * is the device's now, so getattr shows it (loop's LOOP_SET_CAPACITY reads it)
+ * and I/O is bounded by it. A removed file keeps the last size it had. */
+static uint64_t fx_file_size(const struct fx_file *f)
+{
+	return f->dev ? device_size(f->dev) : f->size;
+}
+
 static void fill_attr(const struct fuse_export *fx, const struct fx_file *f, struct stat *st)
 {
+	uint64_t size;
+
 	memset(st, 0, sizeof(*st));
 	if (!f) {
 		st->st_ino = ROOT_INO;
@@ -36,9 +46,10 @@ static void fill_attr(const struct fuse_export *fx, const struct fx_file *f, str
 	st->st_ino = f->ino;
 	st->st_mode = S_IFREG | (f->readonly ? 0444 : 0644);
 	st->st_nlink = atomic_load(&f->removed) ? 0 : 1;
-	st->st_size = (off_t)f->size;
+	size = fx_file_size(f);
+	st->st_size = (off_t)size;
 	st->st_blksize = FX_BLOCK;
-	st->st_blocks = (blkcnt_t)((f->size + 511) / 512);
+	st->st_blocks = (blkcnt_t)((size + 511) / 512);
 	st->st_atime = st->st_mtime = st->st_ctime = f->added;
 }
 
@@ -162,7 +173,7 @@ static void fx_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		err = ENOENT;
 	else if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
 		err = EPERM;
-	else if ((to_set & FUSE_SET_ATTR_SIZE) && (!f || (uint64_t)attr->st_size != f->size))
+	else if ((to_set & FUSE_SET_ATTR_SIZE) && (!f || (uint64_t)attr->st_size != fx_file_size(f)))
 		err = f && f->readonly ? EROFS : EPERM;
 	else
 		fill_attr(fx, f, &st);
@@ -226,22 +237,24 @@ static struct fx_file *io_file(fuse_req_t req, struct fuse_file_info *fi)
 static void fx_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct fx_file *f = io_file(req, fi);
+	uint64_t end;
 	void *buf;
 	int r;
 
 	if (!f)
 		return;
+	end = device_size(f->dev);
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
 	/* A read at or past the end is short, as on any file. */
-	if ((uint64_t)off >= f->size) {
+	if ((uint64_t)off >= end) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	if (size > f->size - (uint64_t)off)
-		size = (size_t)(f->size - (uint64_t)off);
+	if (size > end - (uint64_t)off)
+		size = (size_t)(end - (uint64_t)off);
 	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -260,10 +273,12 @@ static void fx_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 {
 	struct fx_file *f = io_file(req, fi);
 	uint32_t flags = 0;
+	uint64_t end;
 	int r;
 
 	if (!f)
 		return;
+	end = device_size(f->dev);
 	if (f->readonly) {
 		fuse_reply_err(req, EPERM);
 		return;
@@ -273,12 +288,12 @@ static void fx_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		return;
 	}
 	/* The file cannot grow: a write past the end writes what fits. */
-	if (size > 0 && (uint64_t)off >= f->size) {
+	if (size > 0 && (uint64_t)off >= end) {
 		fuse_reply_err(req, ENOSPC);
 		return;
 	}
-	if (size > f->size - (uint64_t)off)
-		size = (size_t)(f->size - (uint64_t)off);
+	if (size > end - (uint64_t)off)
+		size = (size_t)(end - (uint64_t)off);
 	/* The kernel passes O_DSYNC for an O_DSYNC/O_SYNC file and for RWF_DSYNC. */
 	if (fi->flags & O_DSYNC)
 		flags |= BDF_FUA;
@@ -320,7 +335,7 @@ static void fx_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 {
 	struct fx_file *f = io_file(req, fi);
 	const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
-	uint64_t end;
+	uint64_t end, size;
 	int r;
 
 	if (!f)
@@ -340,12 +355,13 @@ static void fx_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		return;
 	}
 	end = (uint64_t)off + (uint64_t)len;
-	if (end > f->size && !(mode & FALLOC_FL_KEEP_SIZE)) {
+	size = device_size(f->dev);
+	if (end > size && !(mode & FALLOC_FL_KEEP_SIZE)) {
 		fuse_reply_err(req, EFBIG); /* the file cannot grow */
 		return;
 	}
-	if (end > f->size)
-		end = f->size;
+	if (end > size)
+		end = size;
 	if ((uint64_t)off >= end || !(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
 		/* Nothing to do: a device's blocks are all there already. */
 		fuse_reply_err(req, 0);

@@ -4,7 +4,8 @@
 # writes; data written through the files (directly, and as a filesystem on a
 # loop device with and without direct I/O) found byte for byte in the backing
 # files after the daemon stops; discard and write-zeroes from a loop device;
-# a device removed under an attached loop device fails its I/O with EIO.
+# a device removed under an attached loop device fails its I/O with EIO; a
+# resized device's file follows its size, and so does a loop device on it.
 . "$BDF_SRCDIR/tests/functional/lib.sh"
 need mkfs.ext4 blkdiscard cmp
 . "$BDF_SRCDIR/tests/functional/fuse-lib.sh"
@@ -95,6 +96,25 @@ dd if=/dev/zero of="$FUSE/z" bs=512 count=1 seek=$((8 * MIB)) oflag=seek_bytes c
 grep -q "No space left" "$T/err" || fail "write past the end: $(cat "$T/err")"
 cp "$FUSE/a" "$T/a.expect"
 cp "$FUSE/z" "$T/z.expect"
+
+# a resize shows in the file at once, and a loop device takes it with losetup -c
+truncate -s 16M "$T/g.img"
+B device_add -d g -f "$T/g.img" >/dev/null || fail "device_add g"
+LG=$(loop_attach "$FUSE/g" --direct-io=on)
+B device_resize -d g -s 32M >/dev/null || fail "device_resize g 32M"
+[ "$(stat -c %s "$FUSE/g")" = $((32 * MIB)) ] || fail "g after growing: $(stat -c %s "$FUSE/g")"
+losetup -c "$LG" || fail "losetup -c $LG"
+[ "$(blockdev --getsize64 "$LG")" = $((32 * MIB)) ] || fail "$LG after growing: $(blockdev --getsize64 "$LG")"
+dd if="$T/pattern" of="$LG" bs=1M count=1 seek=31 oflag=direct status=none || fail "writing the grown end of $LG"
+cmp -n "$MIB" -i $((31 * MIB)):0 "$FUSE/g" "$T/pattern" || fail "the grown end read through the file"
+B device_resize -d g -s 8M >/dev/null || fail "device_resize g 8M"
+[ "$(stat -c %s "$FUSE/g")" = $((8 * MIB)) ] || fail "g after shrinking: $(stat -c %s "$FUSE/g")"
+dd if="$FUSE/g" of=/dev/null bs=1M skip=8 count=1 iflag=direct 2>/dev/null
+[ "$(dd if="$FUSE/g" bs=1M skip=8 count=1 status=none | wc -c)" = 0 ] || fail "read past the shrunk end"
+losetup -c "$LG" || fail "losetup -c $LG"
+[ "$(blockdev --getsize64 "$LG")" = $((8 * MIB)) ] || fail "$LG after shrinking: $(blockdev --getsize64 "$LG")"
+loop_detach "$LG"
+B device_remove -d g >/dev/null || fail "device_remove g"
 
 # everything reached the backing file once the daemon is gone
 bdf_stop
