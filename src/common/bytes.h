@@ -1,4 +1,5 @@
-/* Big-endian loads and stores at any alignment (wire formats). */
+/* Big-endian loads and stores at any alignment (wire formats), and the
+ * little-endian ones of on-disk formats. */
 #ifndef BDF_COMMON_BYTES_H
 #define BDF_COMMON_BYTES_H
 
@@ -45,6 +46,34 @@ static inline void put_be32(void *p, uint32_t v)
 static inline void put_be64(void *p, uint64_t v)
 {
 	v = htobe64(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static inline uint32_t get_le32(const void *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le32toh(v);
+}
+
+static inline uint64_t get_le64(const void *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le64toh(v);
+}
+
+static inline void put_le32(void *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static inline void put_le64(void *p, uint64_t v)
+{
+	v = htole64(v);
 	memcpy(p, &v, sizeof(v));
 }
 
