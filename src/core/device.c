@@ -33,6 +33,7 @@ struct device {
 	pthread_rwlock_t io_lock;
 	struct filter *top; /* guarded by io_lock (exclusive to change) */
 	atomic_int refs;
+	atomic_bool written; /* a change has gone down the stack since open */
 };
 
 int device_open(const char *name, const char *path, bool readonly, struct device **out)
@@ -63,6 +64,7 @@ int device_new(const char *name, struct backing *b, bool readonly, struct device
 	dev->readonly = readonly;
 	atomic_init(&dev->size, backing_size(dev->backing));
 	atomic_init(&dev->refs, 1);
+	atomic_init(&dev->written, false);
 	pthread_rwlockattr_init(&attr);
 	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&dev->io_lock, &attr);
@@ -111,6 +113,11 @@ uint64_t device_size(const struct device *dev)
 	return atomic_load(&dev->size);
 }
 
+bool device_written(const struct device *dev)
+{
+	return atomic_load(&dev->written);
+}
+
 bool device_readonly(const struct device *dev)
 {
 	return dev->readonly;
@@ -155,6 +162,8 @@ static void log_io_error(struct device *dev, const char *what, uint64_t count, u
 			pthread_rwlock_unlock(&(dev)->io_lock);                  \
 			return r_;                                               \
 		}                                                                \
+		if ((write) && !atomic_load_explicit(&(dev)->written, memory_order_relaxed)) \
+			atomic_store(&(dev)->written, true);                    \
 		r_ = (call);                                                     \
 		pthread_rwlock_unlock(&(dev)->io_lock);                          \
 		if (r_ < 0 && r_ != -ENOTSUP)                                    \
@@ -341,6 +350,7 @@ int device_resize(struct device *dev, uint64_t size, uint64_t *old_size)
 	}
 	/* -s truncates even to the same device size: the file may hold a partial
 	 * sector past it, or have been grown behind our back. */
+	atomic_store(&dev->written, true);
 	r = backing_resize(dev->backing, size, !probe);
 	if (r == 0)
 		atomic_store(&dev->size, size);

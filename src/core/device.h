@@ -25,6 +25,9 @@ const char *device_name(const struct device *dev);
 const char *device_path(const struct device *dev);
 uint64_t device_size(const struct device *dev);
 bool device_readonly(const struct device *dev);
+/* Has a write, trim, write-zeroes or resize gone down the filter stack since
+ * the device was opened? (A saved CBT map describes the store only if not.) */
+bool device_written(const struct device *dev);
 uint32_t device_logical_block_size(const struct device *dev);
 
 /* 0 if [offset, offset+count) lies inside the device as it is now, else -EINVAL
