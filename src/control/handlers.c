@@ -386,6 +386,7 @@ static int h_status(void *opaque, json_object *args, json_object *res, char *msg
 	add_u64(res, "pid", (uint64_t)getpid());
 	add_u64(res, "uptime_s", (uint64_t)(time(NULL) - ctx->started));
 	add_u64(res, "devices", n);
+	add_str(res, "state_dir", ctx->state_dir ? ctx->state_dir : "");
 	return 0;
 }
 

@@ -16,6 +16,7 @@ struct control_ctx {
 	struct registry *reg;
 	struct blksnap *bs;
 	const char *fuse_dir; /* the FUSE export's mount point, or NULL */
+	const char *state_dir; /* --state-dir, or NULL */
 	time_t started;
 	atomic_bool stopping; /* set at shutdown: waits end early */
 };

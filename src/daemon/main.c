@@ -28,6 +28,7 @@
 #include "exports/fuse_export.h"
 #include "exports/nbd_server.h"
 #include "filters/blksnap.h"
+#include "filters/cbt_store.h"
 #include "filters/filters.h"
 
 /* How long shutdown waits for a busy FUSE mount (loop devices still attached). */
@@ -303,8 +304,12 @@ static void teardown(struct daemon *d)
 		nbd_server_shutdown(d->nbd);
 	/* Before the devices go: a loop device on a file may still be writing. */
 	fuse_export_shutdown(d->fuse);
-	if (d->bs_ready)
+	if (d->bs_ready) {
 		blksnap_fini(&d->bs);
+		/* No client is left to write: each tracker saves its map CLEAN
+		 * as its device closes (drained, after its last write). */
+		blksnap_stopping(&d->bs);
+	}
 	registry_free(d->reg);
 	nbd_server_free(d->nbd);
 	fuse_export_free(d->fuse);
@@ -339,6 +344,16 @@ int main(int argc, char **argv)
 		goto out;
 	blksnap_init(&d.bs, &d.opt.params, d.reg);
 	d.bs_ready = true;
+	if (d.opt.state_dir) {
+		char *abs;
+
+		if (cbt_store_dir_prepare(d.opt.state_dir, &abs) < 0)
+			goto out;
+		free(d.opt.state_dir);
+		d.opt.state_dir = abs;
+		d.bs.state_dir = abs;
+		log_info("CBT state directory %s", abs);
+	}
 	nbd_observer = (struct registry_observer){ nbd_device_added, nbd_device_removed, d.nbd };
 	registry_observe(d.reg, &nbd_observer);
 	if (d.opt.fuse_dir) {
@@ -403,6 +418,7 @@ int main(int argc, char **argv)
 		d.control_ctx.reg = d.reg;
 		d.control_ctx.fuse_dir = d.fuse ? fuse_export_dir(d.fuse) : NULL;
 		d.control_ctx.bs = &d.bs;
+		d.control_ctx.state_dir = d.opt.state_dir;
 		d.control_ctx.started = time(NULL);
 		atomic_init(&d.control_ctx.stopping, false);
 		r = control_server_start(d.control_fd, d.opt.control, control_handlers, &d.control_ctx, &d.control);

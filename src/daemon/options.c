@@ -26,6 +26,7 @@ enum {
 	OPT_HANDSHAKE_TIMEOUT,
 	OPT_PARAM,
 	OPT_FUSE_DIR,
+	OPT_STATE_DIR,
 };
 
 static const struct option long_opts[] = {
@@ -41,6 +42,7 @@ static const struct option long_opts[] = {
 	{ "control", required_argument, NULL, OPT_CONTROL },
 	{ "param", required_argument, NULL, OPT_PARAM },
 	{ "fuse-dir", required_argument, NULL, OPT_FUSE_DIR },
+	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -62,6 +64,11 @@ static void usage(FILE *f)
 		"                             missing; unmounted at exit)\n"
 		"  -c, --control PATH         control socket for the bdfilter CLI (default\n"
 		"                             " WIRE_DEFAULT_SOCKET "; 'none': no control socket)\n"
+		"      --state-dir DIR        keep each tracker's CBT map in DIR/NAME.cbt, saved at a\n"
+		"                             clean stop and loaded at attach (made if missing).\n"
+		"                             Without it the map is in memory only, as in blksnap.\n"
+		"                             While stopped, write the devices only through\n"
+		"                             bdfilterd, or the saved maps miss those changes\n"
 		"      --param NAME=VALUE     set a blksnap parameter (see bdfilter params)\n"
 		"  -f, --foreground           do not daemonize; log to stderr\n"
 		"  -P, --pidfile PATH         write the daemon's pid to PATH\n"
@@ -265,6 +272,14 @@ int options_parse(int argc, char **argv, struct options *o)
 			free(o->fuse_dir);
 			o->fuse_dir = strdup(optarg);
 			break;
+		case OPT_STATE_DIR:
+			if (!*optarg) {
+				fprintf(stderr, "bdfilterd: --state-dir: expected a directory\n");
+				return -1;
+			}
+			free(o->state_dir);
+			o->state_dir = strdup(optarg);
+			break;
 		case OPT_PARAM: {
 			char *eq = strchr(optarg, '='), *name;
 			int r;
@@ -315,5 +330,6 @@ void options_free(struct options *o)
 	free(o->pidfile);
 	free(o->control);
 	free(o->fuse_dir);
+	free(o->state_dir);
 	memset(o, 0, sizeof(*o));
 }

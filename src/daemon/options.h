@@ -30,6 +30,7 @@ struct options {
 	unsigned handshake_timeout_s;
 	char *control; /* control socket path; NULL: none */
 	char *fuse_dir; /* FUSE export mount point; NULL: none */
+	char *state_dir; /* where trackers keep their CBT maps; NULL: in memory only */
 	struct params params;
 };
 

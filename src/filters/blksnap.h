@@ -4,6 +4,7 @@
 #define BDF_FILTERS_BLKSNAP_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "filters/params.h"
 
@@ -20,9 +21,18 @@ struct blksnap {
 	struct registry *reg; /* devices by name; snapshot images are added here */
 	pthread_mutex_t lock;
 	struct snapshot *snapshots; /* guarded by lock */
+	/* --state-dir (absolute), or NULL: trackers keep their CBT in memory only.
+	 * Set before the first attach. */
+	const char *state_dir;
+	/* Set at a clean stop, once no client can write: a tracker detached from
+	 * then on (as its device closes) saves its map CLEAN in state_dir instead
+	 * of removing it. */
+	atomic_bool stopping;
 };
 
 void blksnap_init(struct blksnap *bs, const struct params *p, struct registry *reg);
+/* A clean stop begins: see stopping. */
+void blksnap_stopping(struct blksnap *bs);
 /* Destroys every snapshot. */
 void blksnap_fini(struct blksnap *bs);
 

@@ -44,6 +44,13 @@ void blksnap_init(struct blksnap *bs, const struct params *p, struct registry *r
 	bs->reg = reg;
 	pthread_mutex_init(&bs->lock, NULL);
 	bs->snapshots = NULL;
+	bs->state_dir = NULL;
+	atomic_init(&bs->stopping, false);
+}
+
+void blksnap_stopping(struct blksnap *bs)
+{
+	atomic_store(&bs->stopping, true);
 }
 
 static void snapshot_put(void *opaque)

@@ -1,5 +1,7 @@
 /* tracker: change-block tracking of every write, discard and write-zeroes,
- * before it reaches the layers below. Reads are not tracked. */
+ * before it reaches the layers below. Reads are not tracked. With a state
+ * directory it decides when the map's file (cbt_store) is loaded, marked in
+ * use, saved CLEAN and removed. */
 #include "filters/tracker.h"
 
 #include <errno.h>
@@ -12,13 +14,64 @@
 #include "core/io.h"
 #include "filters/blksnap.h"
 #include "filters/cbt_map.h"
+#include "filters/cbt_store.h"
 #include "filters/diff_area.h"
 
 struct tracker {
 	struct blksnap *bs;
 	struct cbt_map *cbt;
 	struct diff_area *da; /* while a snapshot is taken; changed only drained */
+	char *state_path; /* DIR/NAME.cbt with --state-dir, else NULL */
 };
+
+/* The map saved in T's state file if it passes every check, else a new one
+ * (new generation), saying why once. Then the file is rewritten without
+ * CLEAN before any write can be served (the device is drained while we
+ * attach): a crash from now on can never reuse it. */
+static int load_state(struct tracker *t, struct device *dev)
+{
+	const char *name = device_name(dev);
+	uint64_t capacity = device_size(dev);
+	/* A map saved at a clean stop describes the store as it was then: a
+	 * write served before this attach (the device was opened without a
+	 * tracker, or it was detached) is not in it. */
+	bool written = device_written(dev);
+	char gen[37];
+	int v = CBT_STORE_MISSING, r;
+
+	if (!written) {
+		v = cbt_store_load(t->state_path, capacity, &t->bs->params, &t->cbt);
+		if (v < 0)
+			return v;
+	}
+	if (v == CBT_STORE_OK) {
+		uuid_unparse_lower(t->cbt->generation_id, gen);
+		log_info("%s: CBT loaded from %s, generation %s, changes_number %u", name, t->state_path, gen,
+			 t->cbt->snap_number_previous);
+	} else {
+		r = cbt_map_create(&t->cbt, capacity, &t->bs->params);
+		if (r < 0)
+			return r;
+		uuid_unparse_lower(t->cbt->generation_id, gen);
+		if (written)
+			log_info("%s: the device was written before the tracker was attached: "
+				 "new generation %s (not loaded from %s)", name, gen, t->state_path);
+		else if (v == CBT_STORE_MISSING)
+			log_info("%s: no saved CBT in %s: new generation %s", name, t->state_path, gen);
+		else if (v == CBT_STORE_CAPACITY)
+			log_warn("%s: CBT in %s not used (%s, now %llu bytes): new generation %s", name,
+				 t->state_path, cbt_store_verdict_str(v), (unsigned long long)capacity, gen);
+		else
+			log_warn("%s: CBT in %s not used (%s): new generation %s", name, t->state_path,
+				 cbt_store_verdict_str(v), gen);
+	}
+	r = cbt_store_save(t->state_path, t->cbt, false); /* logs why it failed */
+	if (r < 0) {
+		cbt_map_destroy(t->cbt);
+		t->cbt = NULL;
+	}
+	return r;
+}
 
 static int tr_attach(struct filter *f, void *ctx)
 {
@@ -32,8 +85,14 @@ static int tr_attach(struct filter *f, void *ctx)
 	if (!t)
 		return -ENOMEM;
 	t->bs = bs;
-	r = cbt_map_create(&t->cbt, device_size(f->dev), &bs->params);
+	if (bs->state_dir) {
+		t->state_path = cbt_store_path(bs->state_dir, device_name(f->dev));
+		r = t->state_path ? load_state(t, f->dev) : -ENOMEM;
+	} else {
+		r = cbt_map_create(&t->cbt, device_size(f->dev), &bs->params);
+	}
 	if (r < 0) {
+		free(t->state_path);
 		free(t);
 		return r;
 	}
@@ -41,12 +100,31 @@ static int tr_attach(struct filter *f, void *ctx)
 	return 0;
 }
 
+/* Detached with the device drained, so no write follows: at a clean stop the
+ * map is saved CLEAN; otherwise (bdfilter detach, device_remove) it is dropped
+ * as in blksnap, and so is its file, since writes from now on go untracked. */
 static void tr_detach(struct filter *f)
 {
 	struct tracker *t = f->priv;
 
 	diff_area_put(t->da); /* the control plane refuses this while in a snapshot */
+	if (t->state_path) {
+		if (atomic_load(&t->bs->stopping)) {
+			char gen[37];
+
+			uuid_unparse_lower(t->cbt->generation_id, gen);
+			if (cbt_store_save(t->state_path, t->cbt, true) == 0)
+				log_info("%s: CBT saved to %s, generation %s, changes_number %u",
+					 device_name(f->dev), t->state_path, gen, t->cbt->snap_number_previous);
+			else
+				log_error("%s: CBT not saved cleanly: the next start issues a new generation",
+					  device_name(f->dev));
+		} else {
+			cbt_store_remove(t->state_path);
+		}
+	}
 	cbt_map_destroy(t->cbt);
+	free(t->state_path);
 	free(t);
 	f->priv = NULL;
 }
