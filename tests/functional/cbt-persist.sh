@@ -1,0 +1,165 @@
+#!/bin/bash
+# The CBT across restarts (--state-dir): a clean stop saves the map with its
+# generation and numbers, and the next start adopts it, so that the blocks
+# written before the stop are changed in the map of the next take (and in the
+# image's qemu:dirty-bitmap:G/1). Every case it cannot prove gets a new
+# generation: kill -9, a corrupted file, another capacity, other tracking
+# parameters, a write before the tracker was attached. Detach and device_remove
+# remove the file. A bad --state-dir fails at start; a missing one is made.
+. "$BDF_SRCDIR/tests/functional/lib.sh"
+need qemu-io nbdinfo
+
+KiB=1024 MiB=$((1 << 20))
+S="$T/state"        # missing: bdfilterd makes it
+F="$S/a.cbt"
+truncate -s 64M "$T/a.img"      # 1024 CBT blocks of 64 KiB
+truncate -s 256M "$T/diff.img"
+
+start() {
+	rm -f "$SOCK" "$CTL"    # a killed daemon leaves them; wait_for_socket must see the new ones
+	bdf_start --state-dir "$S" "$@"
+}
+gen() { B cbtinfo -d a | kv generation_id; }
+changes() { B cbtinfo -d a | kv changes_number; }
+# flags: the header's flags byte (offset 12): 1 = CLEAN
+flags() { od -A n -t u1 -j 12 -N 1 "$F" | tr -d ' '; }
+logged() { grep -q -- "$1" "$BDF_LOG" || fail "the log does not say '$1'"; }
+take() {
+	id=$(B snapshot_create -d a | kv id)
+	B snapshot_appendstorage -i "$id" -f "$T/diff.img" >/dev/null
+	B snapshot_take -i "$id" >/dev/null
+}
+
+# --- a clean restart keeps the map --------------------------------------------------
+start --device "a=$T/a.img,filter=tracker"
+[ -d "$S" ] || fail "--state-dir was not made"
+[ -f "$F" ] || fail "no $F while the tracker runs"
+[ "$(flags)" = 0 ] || fail "$F is CLEAN while the daemon runs"
+logged "a: no saved CBT in $F: new generation"
+[ "$(B status | kv state_dir)" = "$S" ] || fail "status: state_dir"
+
+io a "write -P 0x11 0 64k"                      # block 0, before take 1
+take
+B snapshot_destroy -i "$id"
+[ "$(changes)" = 1 ] || fail "changes_number after the first take"
+io a "write -P 0x22 $MiB 4k"                     # block 16
+io a "write -P 0x33 $((10 * MiB + 100)) 200000"  # blocks 160..163
+io a "write -z $((32 * MiB)) 64k"                # block 512
+G=$(gen)
+bdf_stop
+[ -f "$F" ] || fail "no $F after a clean stop"
+[ "$(flags)" = 1 ] || fail "$F not CLEAN after a clean stop"
+[ "$(stat -c %s "$F")" = $((64 + 2 * 1024)) ] || fail "$F size $(stat -c %s "$F")"
+[ ! -e "$F.tmp" ] || fail "$F.tmp left behind"
+
+start --device "a=$T/a.img,filter=tracker"
+logged "a: CBT loaded from $F, generation $G, changes_number 1"
+[ "$(flags)" = 0 ] || fail "$F still CLEAN after the start: a crash would reuse it"
+[ "$(gen)" = "$G" ] || fail "generation changed across a clean restart: $(gen), was $G"
+[ "$(changes)" = 1 ] || fail "changes_number $(changes) after a clean restart"
+take
+[ "$(changes)" = 2 ] || fail "changes_number after the take after the restart"
+B readcbtmap -d a -f "$T/map" >/dev/null
+$PY - "$T/map" <<'PY' || fail "read map after the restart"
+import sys
+m = open(sys.argv[1], "rb").read()
+want = {0: 1, 16: 2, 160: 2, 161: 2, 162: 2, 163: 2, 512: 2}
+if len(m) != 1024:
+    sys.exit("map of %d bytes" % len(m))
+bad = [(i, m[i], want.get(i, 0)) for i in range(1024) if m[i] != want.get(i, 0)]
+if bad:
+    sys.exit("block, got, want: %s" % bad[:10])
+PY
+# the image's dirty bitmap since 1: exactly the blocks written after take 1, before the stop
+nbdinfo --json --map="qemu:dirty-bitmap:$G/1" "$(uri a-image)" >"$T/bm" ||
+	fail "no qemu:dirty-bitmap:$G/1 on the image after the restart"
+$PY - "$T/bm" <<'PY' || fail "dirty bitmap after the restart"
+import json, sys
+runs = [(e["offset"], e["length"]) for e in json.load(open(sys.argv[1])) if e["type"] & 1]
+B = 64 << 10
+want = [(16 * B, B), (160 * B, 4 * B), (512 * B, B)]
+if runs != want:
+    sys.exit("dirty %s, want %s" % (runs, want))
+PY
+B snapshot_destroy -i "$id"
+
+# --- kill -9: not clean, new generation ---------------------------------------------
+G2=$(gen)
+io a "write -P 0x44 $((2 * MiB)) 4k"
+kill -KILL "$BDF_PID"; wait "$BDF_PID" 2>/dev/null || true; BDF_PID=
+[ "$(flags)" = 0 ] || fail "$F CLEAN after kill -9"
+start --device "a=$T/a.img,filter=tracker"
+logged "not clean: the daemon did not stop cleanly"
+[ "$(gen)" != "$G2" ] || fail "kill -9 kept the generation"
+[ "$(changes)" = 0 ] || fail "changes_number $(changes) in a new generation"
+
+# --- a corrupted file: checksum -------------------------------------------------------
+G3=$(gen)
+bdf_stop
+[ "$(flags)" = 1 ] || fail "not CLEAN after a clean stop"
+printf '\x07' | dd of="$F" bs=1 seek=$((64 + 100)) conv=notrunc status=none
+start --device "a=$T/a.img,filter=tracker"
+logged "checksum mismatch"
+[ "$(gen)" != "$G3" ] || fail "a corrupted file kept the generation"
+
+# --- the device's capacity changed while stopped ---------------------------------------
+G4=$(gen)
+bdf_stop
+truncate -s 32M "$T/a.img"
+start --device "a=$T/a.img,filter=tracker"
+logged "the device's capacity changed"
+[ "$(gen)" != "$G4" ] || fail "a capacity change kept the generation"
+[ "$(B cbtinfo -d a | kv device_capacity)" = $((32 * MiB)) ] || fail "capacity after the change"
+
+# --- other tracking parameters -----------------------------------------------------------
+G5=$(gen)
+bdf_stop
+start --device "a=$T/a.img,filter=tracker" --param tracking_block_minimum_shift=17
+logged "the block geometry changed"
+[ "$(gen)" != "$G5" ] || fail "a geometry change kept the generation"
+[ "$(B cbtinfo -d a | kv block_size)" = $((128 * KiB)) ] || fail "block size with shift 17"
+G6=$(gen)
+bdf_stop
+start --device "a=$T/a.img,filter=tracker" --param tracking_block_minimum_shift=17
+logged "CBT loaded from $F, generation $G6"
+
+# --- detach: the file goes --------------------------------------------------------------
+B detach -d a >/dev/null
+[ ! -e "$F" ] || fail "$F survived a detach"
+io a "write -P 0x55 0 4k"                        # untracked
+bdf_stop
+[ ! -e "$F" ] || fail "$F came back at the stop after a detach"
+
+# --- a live attach adopts a clean map, unless the device was written before ------------------
+start --device "a=$T/a.img,filter=tracker"
+logged "no saved CBT"
+G7=$(gen)
+bdf_stop
+start --device "a=$T/a.img"                       # no tracker at start
+B attach -d a >/dev/null
+logged "CBT loaded from $F, generation $G7"
+bdf_stop
+start --device "a=$T/a.img"
+io a "write -P 0x66 0 4k"                        # before the tracker: not in the saved map
+B attach -d a >/dev/null
+logged "written before the tracker was attached"
+[ "$(gen)" != "$G7" ] || fail "a write before the attach kept the generation"
+
+# --- device_remove: the file goes --------------------------------------------------------
+B device_remove -d a >/dev/null
+[ ! -e "$F" ] || fail "$F survived device_remove"
+bdf_stop
+
+# --- a bad --state-dir fails at start, with one clear message --------------------------------
+: >"$T/plain"
+rc=0; "$BDFILTERD" --foreground --control none --nbd-listen "unix:$SOCK" --device "a=$T/a.img,filter=tracker" \
+	--state-dir "$T/plain" >"$T/out" 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "--state-dir on a regular file started"
+grep -q "state-dir $T/plain: not a directory" "$T/out" || fail "--state-dir file: $(cat "$T/out")"
+rc=0; "$BDFILTERD" --foreground --control none --nbd-listen "unix:$SOCK" --device "a=$T/a.img,filter=tracker" \
+	--state-dir "$T/no/such" >"$T/out" 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "--state-dir under a missing directory started"
+grep -q "state-dir $T/no/such: cannot make it" "$T/out" || fail "--state-dir missing parent: $(cat "$T/out")"
+rc=0; "$BDFILTERD" --foreground --state-dir "" --device "a=$T/a.img" >"$T/out" 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "--state-dir '' accepted"
+exit 0
