@@ -90,6 +90,9 @@ static void command_lines(void **state)
 	char *badparam[] = { "bdfilterd", "--param", "nope=1", "--control", "/x", NULL };
 	char *fuse[] = { "bdfilterd", "--fuse-dir", "/run/f", "--device", "a=/tmp/a", NULL };
 	char *fuse_empty[] = { "bdfilterd", "--fuse-dir", "", NULL };
+	char *statedir[] = { "bdfilterd", "--state-dir", "/var/lib/bdfilter", "--device", "a=/tmp/a", NULL };
+	char *state_empty[] = { "bdfilterd", "--state-dir", "", "--device", "a=/tmp/a", NULL };
+	char *no_state[] = { "bdfilterd", "--device", "a=/tmp/a", NULL };
 
 	assert_int_equal(options_parse(8, ok, &o), 0);
 	assert_true(o.foreground);
@@ -118,6 +121,15 @@ static void command_lines(void **state)
 	assert_string_equal(o.fuse_dir, "/run/f");
 	options_free(&o);
 	assert_int_equal(options_parse(3, fuse_empty, &o), -1);
+	options_free(&o);
+	assert_int_equal(options_parse(5, statedir, &o), 0);
+	assert_string_equal(o.state_dir, "/var/lib/bdfilter");
+	options_free(&o);
+	assert_int_equal(options_parse(5, state_empty, &o), -1);
+	options_free(&o);
+	/* by default the CBT lives in memory only */
+	assert_int_equal(options_parse(3, no_state, &o), 0);
+	assert_null(o.state_dir);
 	options_free(&o);
 }
 
