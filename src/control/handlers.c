@@ -119,6 +119,11 @@ static int h_device_remove(void *opaque, json_object *args, json_object *res, ch
 		device_put(dev);
 		return -EBUSY;
 	}
+	/* The map goes with the device, as in blksnap. A client may hold the
+	 * device open a while longer: its state file goes now, so that a stop in
+	 * between cannot save it CLEAN. */
+	if (dev)
+		tracker_drop_state(dev);
 	device_put(dev);
 	r = registry_remove(ctx->reg, name);
 	if (r == -ENOENT) {

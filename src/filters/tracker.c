@@ -5,6 +5,7 @@
 #include "filters/tracker.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,7 @@ struct tracker {
 	struct cbt_map *cbt;
 	struct diff_area *da; /* while a snapshot is taken; changed only drained */
 	char *state_path; /* DIR/NAME.cbt with --state-dir, else NULL */
+	atomic_bool dropped; /* device_remove removed the file: never save it again */
 };
 
 /* The map saved in T's state file if it passes every check, else a new one
@@ -108,7 +110,7 @@ static void tr_detach(struct filter *f)
 	struct tracker *t = f->priv;
 
 	diff_area_put(t->da); /* the control plane refuses this while in a snapshot */
-	if (t->state_path) {
+	if (t->state_path && !atomic_load(&t->dropped)) {
 		if (atomic_load(&t->bs->stopping)) {
 			char gen[37];
 
@@ -175,6 +177,22 @@ static int tr_resize(struct filter *f, uint64_t new_size)
 			 device_name(f->dev), (unsigned long long)new_size);
 	cbt_map_set_corrupted(t->cbt);
 	return 0;
+}
+
+static int drop_state(struct filter *f, void *opaque)
+{
+	struct tracker *t = f->priv;
+
+	if (t->state_path && !atomic_exchange(&t->dropped, true))
+		cbt_store_remove(t->state_path);
+	return 0;
+}
+
+int tracker_drop_state(struct device *dev)
+{
+	int r = device_with_filter(dev, "tracker", drop_state, NULL);
+
+	return r == -ENOENT ? 0 : r;
 }
 
 struct cbt_map *tracker_cbt(struct filter *f)

@@ -31,6 +31,12 @@ int tracker_read_cbtmap(struct device *dev, uint64_t offset, uint64_t len, uint8
 /* Mark sector ranges changed in both maps; -EINVAL if one is beyond the device. */
 int tracker_mark_dirty(struct device *dev, const struct sector_range *r, size_t n);
 
+/* device_remove: the device leaves the daemon, though a client may hold it
+ * open a while longer. Its tracker's state file (with --state-dir) goes now,
+ * and is not saved at a stop even if the device only closes then. 0 also
+ * without a tracker. */
+int tracker_drop_state(struct device *dev);
+
 /* For the snapshot code, on the tracker filter F of a device. */
 struct cbt_map;
 struct diff_area;

@@ -145,10 +145,24 @@ B attach -d a >/dev/null
 logged "written before the tracker was attached"
 [ "$(gen)" != "$G7" ] || fail "a write before the attach kept the generation"
 
-# --- device_remove: the file goes --------------------------------------------------------
+# --- device_remove: the file goes at once, though a client holds the device --------------------
+$PY -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
+$PY -c '
+import nbd, sys, time
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+print("connected", flush=True)
+time.sleep(60)
+' "$(uri a)" >"$T/holder" 2>/dev/null &
+holder=$!
+for _ in $(seq 100); do grep -q connected "$T/holder" && break; sleep 0.05; done
+grep -q connected "$T/holder" || fail "the holding client did not connect"
 B device_remove -d a >/dev/null
 [ ! -e "$F" ] || fail "$F survived device_remove"
-bdf_stop
+bdf_stop                                         # the held device closes only now
+kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
+[ ! -e "$F" ] || fail "$F saved at the stop after device_remove"
+grep -q "a: CBT saved" "$BDF_LOG" && fail "a removed device's CBT was saved at the stop"
 
 # --- a bad --state-dir fails at start, with one clear message --------------------------------
 : >"$T/plain"
