@@ -47,6 +47,7 @@ struct daemon {
 	struct control_server *control;
 	struct control_ctx control_ctx;
 	int sigfd;
+	int state_lock_fd; /* holds the flock on --state-dir */
 	bool wrote_pidfile;
 };
 
@@ -317,12 +318,14 @@ static void teardown(struct daemon *d)
 		unlink(d->opt.pidfile);
 	if (d->sigfd >= 0)
 		close(d->sigfd);
+	if (d->state_lock_fd >= 0) /* after the devices: their maps are saved */
+		close(d->state_lock_fd);
 	options_free(&d->opt);
 }
 
 int main(int argc, char **argv)
 {
-	struct daemon d = { .sigfd = -1, .control_fd = -1 };
+	struct daemon d = { .sigfd = -1, .control_fd = -1, .state_lock_fd = -1 };
 	struct registry_observer nbd_observer, fuse_observer;
 	char err[512];
 	struct nbd_server_config cfg;
@@ -347,7 +350,7 @@ int main(int argc, char **argv)
 	if (d.opt.state_dir) {
 		char *abs;
 
-		if (cbt_store_dir_prepare(d.opt.state_dir, &abs) < 0)
+		if (cbt_store_dir_prepare(d.opt.state_dir, &abs, &d.state_lock_fd) < 0)
 			goto out;
 		free(d.opt.state_dir);
 		d.opt.state_dir = abs;

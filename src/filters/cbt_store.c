@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -329,10 +330,10 @@ int cbt_store_remove(const char *path)
 	return r;
 }
 
-int cbt_store_dir_prepare(const char *dir, char **abs)
+int cbt_store_dir_prepare(const char *dir, char **abs, int *lock_fd)
 {
 	struct stat st;
-	int r;
+	int fd, r;
 
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		r = -errno;
@@ -353,11 +354,26 @@ int cbt_store_dir_prepare(const char *dir, char **abs)
 		log_error("--state-dir %s: not writable: %s", dir, strerror(-r));
 		return r;
 	}
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		r = -errno;
+		if (r == -EWOULDBLOCK) {
+			log_error("--state-dir %s: in use by another bdfilterd", dir);
+			r = -EBUSY;
+		} else {
+			log_error("--state-dir %s: %s", dir, strerror(-r));
+		}
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
 	*abs = realpath(dir, NULL);
 	if (!*abs) {
 		r = -errno;
 		log_error("--state-dir %s: %s", dir, strerror(-r));
+		close(fd);
 		return r;
 	}
+	*lock_fd = fd;
 	return 0;
 }

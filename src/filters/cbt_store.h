@@ -62,8 +62,10 @@ int cbt_store_save(const char *path, struct cbt_map *m, bool clean);
 int cbt_store_remove(const char *path);
 
 /* --state-dir: make DIR (mode 0700) if it is missing, check that it is a
- * directory we can write, and give its absolute path in *ABS (malloc'd): the
- * daemon chdirs to / when it daemonizes. 0 or -errno, logged here. */
-int cbt_store_dir_prepare(const char *dir, char **abs);
+ * directory we can write, lock it (flock) against a second daemon, and give
+ * its absolute path in *ABS (malloc'd: the daemon chdirs to / when it
+ * daemonizes) and the descriptor holding the lock in *LOCK_FD (close it at
+ * exit). 0 or -errno (-EBUSY: locked by another), logged here. */
+int cbt_store_dir_prepare(const char *dir, char **abs, int *lock_fd);
 
 #endif

@@ -37,6 +37,11 @@ start --device "a=$T/a.img,filter=tracker"
 [ "$(flags)" = 0 ] || fail "$F is CLEAN while the daemon runs"
 logged "a: no saved CBT in $F: new generation"
 [ "$(B status | kv state_dir)" = "$S" ] || fail "status: state_dir"
+# one daemon per state directory
+rc=0; "$BDFILTERD" --foreground --control none --nbd-listen "unix:$T/other.sock" \
+	--device "b=$T/diff.img,filter=tracker" --state-dir "$S" >"$T/out" 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "a second daemon started on the same --state-dir"
+grep -q "state-dir $S: in use by another bdfilterd" "$T/out" || fail "second daemon: $(cat "$T/out")"
 
 io a "write -P 0x11 0 64k"                      # block 0, before take 1
 take

@@ -265,16 +265,25 @@ static void on_disk(void **state)
 	/* the state directory: made if missing, absolute, refused if a file */
 	char *sub;
 
+	int lock_fd = -1, lock_fd2 = -1;
+
 	assert_int_equal(asprintf(&sub, "%s/state", dir) > 0, 1);
-	assert_int_equal(cbt_store_dir_prepare(sub, &abs), 0);
+	assert_int_equal(cbt_store_dir_prepare(sub, &abs, &lock_fd), 0);
 	assert_int_equal(stat(sub, &st), 0);
 	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0700);
 	assert_int_equal(abs[0], '/');
 	free(abs);
+	/* one daemon per directory */
+	assert_int_equal(cbt_store_dir_prepare(sub, &abs, &lock_fd2), -EBUSY);
+	close(lock_fd);
+	assert_int_equal(cbt_store_dir_prepare(sub, &abs, &lock_fd2), 0);
+	free(abs);
+	close(lock_fd2);
 	assert_int_equal(rmdir(sub), 0);
 	f = fopen(sub, "w");
 	fclose(f);
-	assert_int_equal(cbt_store_dir_prepare(sub, &abs), -ENOTDIR);
+	assert_int_equal(cbt_store_dir_prepare(sub, &abs, &lock_fd), -ENOTDIR);
 	unlink(sub);
 	free(sub);
 
