@@ -87,6 +87,7 @@ static int tr_attach(struct filter *f, void *ctx)
 	if (!t)
 		return -ENOMEM;
 	t->bs = bs;
+	atomic_init(&t->dropped, false);
 	if (bs->state_dir) {
 		t->state_path = cbt_store_path(bs->state_dir, device_name(f->dev));
 		r = t->state_path ? load_state(t, f->dev) : -ENOMEM;

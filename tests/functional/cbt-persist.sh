@@ -127,6 +127,13 @@ G6=$(gen)
 bdf_stop
 start --device "a=$T/a.img,filter=tracker" --param tracking_block_minimum_shift=17
 logged "CBT loaded from $F, generation $G6"
+# a stop with a snapshot still taken: destroyed first, then the map saved
+take
+c=$(changes)
+io a "write -P 0x77 $((3 * MiB)) 4k"
+bdf_stop
+start --device "a=$T/a.img,filter=tracker" --param tracking_block_minimum_shift=17
+logged "CBT loaded from $F, generation $G6, changes_number $c"
 
 # --- detach: the file goes --------------------------------------------------------------
 B detach -d a >/dev/null
