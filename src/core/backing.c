@@ -418,6 +418,8 @@ int backing_extents(struct backing *b, uint64_t count, uint64_t offset, uint32_t
 {
 	uint64_t end = offset + count, pos = offset;
 
+	if (b->ops && b->ops->extents)
+		return b->ops->extents(b->priv, count, offset, flags, e);
 	if (b->ops || b->blockdev || !atomic_load_explicit(&b->maybe_sparse, memory_order_relaxed))
 		return extents_add(e, offset, count, 0);
 

@@ -25,6 +25,8 @@ struct backing_ops {
 	int (*flush)(void *priv);
 	int (*zero)(void *priv, uint64_t count, uint64_t offset, uint32_t flags);
 	void (*close)(void *priv);
+	/* Optional: the allocation map; without it, everything is data. */
+	int (*extents)(void *priv, uint64_t count, uint64_t offset, uint32_t flags, struct extents *e);
 	/* Optional: the changes behind the store (a snapshot image's CBT). */
 	int (*changes)(void *priv, struct backing_changes *out);
 	int (*changed_extents)(void *priv, uint8_t since, uint64_t count, uint64_t offset,

@@ -17,6 +17,7 @@
 
 #include "common/log.h"
 #include "core/device.h"
+#include "core/extents.h"
 #include "core/filter.h"
 #include "core/io.h"
 #include "filters/cbt_map.h"
@@ -278,6 +279,42 @@ int diff_area_image_read(struct diff_area *da, struct filter *tracker, void *buf
 		count -= n;
 	}
 	return r < 0 ? (r == -EINVAL ? r : -EIO) : 0;
+}
+
+int diff_area_image_extents(struct diff_area *da, struct filter *tracker, uint64_t count, uint64_t offset,
+			    uint32_t flags, struct extents *e)
+{
+	struct extents *below;
+	int r = check_image(da, count, offset);
+
+	if (r < 0)
+		return r;
+	below = extents_new(offset, offset + count, 1024);
+	if (!below)
+		return -ENOMEM;
+	/* The origin's map first, the chunk states after: a chunk not stored
+	 * now was not stored when the origin was asked either (chunks are
+	 * only ever stored, and before the origin write that follows), so the
+	 * origin still held what it held at take. */
+	r = filter_next_extents(tracker, count, offset, flags, below);
+	for (size_t i = 0; r == 0 && i < extents_count(below) && !extents_done(e); i++) {
+		const struct extent *x = extents_get(below, i);
+		uint64_t pos = x->offset, end = x->offset + x->length;
+
+		while (r == 0 && pos < end && !extents_done(e)) {
+			uint64_t c = pos >> da->chunk_shift;
+			uint64_t next = (c + 1) << da->chunk_shift;
+
+			if (next > end)
+				next = end;
+			r = extents_add(e, pos, next - pos, stored(da, c) ? 0 : x->type);
+			pos = next;
+		}
+	}
+	extents_free(below);
+	if (r == 0 && atomic_load(&da->error))
+		r = -EIO;
+	return r;
 }
 
 int diff_area_image_write(struct diff_area *da, struct filter *tracker, struct cbt_map *cbt,

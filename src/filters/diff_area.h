@@ -13,6 +13,7 @@ struct device;
 struct diff_area;
 struct diff_storage;
 struct event_queue;
+struct extents;
 struct filter;
 struct params;
 
@@ -38,6 +39,11 @@ int diff_area_image_read(struct diff_area *da, struct filter *tracker, void *buf
 			 uint64_t offset);
 int diff_area_image_write(struct diff_area *da, struct filter *tracker, struct cbt_map *cbt,
 			  const void *buf, uint64_t count, uint64_t offset);
+
+/* The image's allocation map: a chunk in the storage is data; any other
+ * chunk is still the origin's, and has the origin's allocation. */
+int diff_area_image_extents(struct diff_area *da, struct filter *tracker, uint64_t count, uint64_t offset,
+			    uint32_t flags, struct extents *e);
 
 /* 0, or the sticky error that corrupted the image (-ENOSPC, -EIO). */
 int diff_area_error(struct diff_area *da);

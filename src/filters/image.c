@@ -23,6 +23,8 @@ struct image_io {
 	const void *cbuf;
 	uint64_t count, offset;
 	bool write;
+	struct extents *e; /* an allocation map instead */
+	uint32_t flags;
 };
 
 static int image_io_on_tracker(struct filter *f, void *opaque)
@@ -31,6 +33,8 @@ static int image_io_on_tracker(struct filter *f, void *opaque)
 
 	if (tracker_diff_area(f) != io->da || diff_area_detached(io->da))
 		return -EIO;
+	if (io->e)
+		return diff_area_image_extents(io->da, f, io->count, io->offset, io->flags, io->e);
 	if (io->write)
 		return diff_area_image_write(io->da, f, tracker_cbt(f), io->cbuf, io->count, io->offset);
 	return diff_area_image_read(io->da, f, io->buf, io->count, io->offset);
@@ -58,6 +62,13 @@ static int image_pwrite(void *priv, const void *buf, uint64_t count, uint64_t of
 	if (r == 0 && (flags & BDF_FUA))
 		r = diff_storage_flush(diff_area_storage(priv));
 	return r;
+}
+
+static int image_extents(void *priv, uint64_t count, uint64_t offset, uint32_t flags, struct extents *e)
+{
+	struct image_io io = { .da = priv, .count = count, .offset = offset, .e = e, .flags = flags };
+
+	return image_run(&io);
 }
 
 static int image_flush(void *priv)
@@ -143,6 +154,7 @@ static const struct backing_ops image_ops = {
 	.flush = image_flush,
 	.zero = image_zero,
 	.close = image_close,
+	.extents = image_extents,
 	.changes = image_changes,
 	.changed_extents = image_changed_extents,
 };
