@@ -1,0 +1,32 @@
+/* The commands of bdfilter-backup, each returning 0 and a JSON summary, or a
+ * negative errno after printing one line that says why. */
+#ifndef BDF_BACKUP_BACKUP_H
+#define BDF_BACKUP_BACKUP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+struct backup_opts {
+	const char *uri, *repo;
+	const char *bitmap; /* --bitmap, or NULL */
+	unsigned connections;
+	uint32_t block_size; /* for a new repository */
+	bool incremental;
+	bool show_progress;
+};
+int backup_run(const struct backup_opts *o, struct json_object **result);
+
+struct restore_opts {
+	const char *repo, *to;
+	int64_t at; /* -1: the last backup */
+	bool show_progress;
+};
+int restore_run(const struct restore_opts *o, struct json_object **result);
+
+/* verify: *RESULT is set also when it finds damage (then 1 is returned). */
+int verify_run(const char *repo, struct json_object **result);
+int list_run(const char *repo, struct json_object **result);
+
+#endif

@@ -1,0 +1,268 @@
+/* bdfilter-backup: the command line. Parses a command and its options, runs
+ * it, and prints its summary as key=value lines or, with --json, as one JSON
+ * object. Exit status: 0 done, 1 failed (one line on stderr says why; verify
+ * and list also when they find damage), 2 a usage error. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "backup/backup.h"
+#include "backup/repo.h"
+
+#define MAX_CONNECTIONS 64
+
+struct command {
+	const char *name, *args, *help;
+};
+
+static const struct command commands[] = {
+	{ "full", "--from URI --repo DIR [--connections N] [--block-size BYTES]",
+	  "back up every allocated block of the export into a new backup" },
+	{ "incremental", "--from URI --repo DIR [--bitmap CONTEXT] [--connections N]",
+	  "back up the blocks changed since the repository's last backup" },
+	{ "restore", "--repo DIR [--at N] --to FILE|DEVICE|URI",
+	  "write the image as it was at backup N (default: the last)" },
+	{ "verify", "--repo DIR", "check every block of every backup against its checksum" },
+	{ "list", "--repo DIR", "list the backups" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: bdfilter-backup COMMAND [OPTION]... [--json] [--quiet]\n"
+		   "       bdfilter-backup COMMAND --help\n"
+		   "Full and incremental backups of NBD exports that offer a dirty bitmap\n"
+		   "(bdfilterd snapshot images, qemu-nbd -B, qemu-storage-daemon), restore and\n"
+		   "verify. See bdfilter-backup(1).\n\nCommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
+	fprintf(f, "\nOptions:\n"
+		   "  --from URI          the NBD export to back up (nbd://, nbd+unix:///NAME?socket=PATH)\n"
+		   "  --repo DIR          the repository (made by the first full backup)\n"
+		   "  --bitmap CONTEXT    the dirty bitmap to read (NAME or qemu:dirty-bitmap:NAME);\n"
+		   "                      from bdfilterd it is found from the chain's last backup\n"
+		   "  --connections N     NBD connections that read at once (1-%d, default 4)\n"
+		   "  --block-size BYTES  the repository's block, for a new one (default 65536;\n"
+		   "                      K and M suffixes)\n"
+		   "  --at N              the backup to restore (default: the last)\n"
+		   "  --to TARGET         a file (made the image's size), a block device or an\n"
+		   "                      NBD URI, at least as large as the image\n"
+		   "  --json              print the summary as one JSON object\n"
+		   "  --quiet             no progress bar (there is none unless stderr is a terminal)\n"
+		   "  -h, --help          this help;  -V, --version  the version\n",
+		MAX_CONNECTIONS);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("bdfilter-backup: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs(" (see bdfilter-backup --help)\n", stderr);
+	return 2;
+}
+
+static bool parse_u64(const char *s, uint64_t *out, bool suffixes)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!s || !*s || *s == '-' || *s == '+')
+		return false;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return false;
+	if (suffixes && (*end == 'K' || *end == 'k') && !end[1] && v <= UINT64_MAX >> 10) {
+		v <<= 10;
+		end++;
+	} else if (suffixes && (*end == 'M' || *end == 'm') && !end[1] && v <= UINT64_MAX >> 20) {
+		v <<= 20;
+		end++;
+	}
+	if (*end)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* ---- output ---- */
+
+static void print_value(struct json_object *v)
+{
+	if (!v)
+		return;
+	if (json_object_is_type(v, json_type_string))
+		fputs(json_object_get_string(v), stdout);
+	else
+		fputs(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN), stdout);
+}
+
+/* key=value lines; an array of strings as one KEY-without-s= line each; an
+ * array of objects as one line each of space-separated key=value. */
+static void print_kv(struct json_object *o)
+{
+	json_object_object_foreach(o, key, val) {
+		if (json_object_is_type(val, json_type_array)) {
+			size_t klen = strlen(key);
+
+			for (size_t i = 0; i < json_object_array_length(val); i++) {
+				struct json_object *e = json_object_array_get_idx(val, i);
+
+				if (json_object_is_type(e, json_type_object)) {
+					const char *sep = "";
+
+					json_object_object_foreach(e, k2, v2) {
+						printf("%s%s=", sep, k2);
+						print_value(v2);
+						sep = " ";
+					}
+				} else {
+					printf("%.*s=", (int)(klen > 1 && key[klen - 1] == 's' ? klen - 1 : klen), key);
+					print_value(e);
+				}
+				putchar('\n');
+			}
+			continue;
+		}
+		printf("%s=", key);
+		print_value(val);
+		putchar('\n');
+	}
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_FROM = 256, O_REPO, O_BITMAP, O_CONN, O_BS, O_AT, O_TO, O_JSON, O_QUIET };
+	static const struct option opts[] = {
+		{ "from", required_argument, NULL, O_FROM },
+		{ "repo", required_argument, NULL, O_REPO },
+		{ "bitmap", required_argument, NULL, O_BITMAP },
+		{ "connections", required_argument, NULL, O_CONN },
+		{ "block-size", required_argument, NULL, O_BS },
+		{ "at", required_argument, NULL, O_AT },
+		{ "to", required_argument, NULL, O_TO },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	const char *cmd, *from = NULL, *repo = NULL, *bitmap = NULL, *to = NULL;
+	const struct command *c = NULL;
+	uint64_t connections = 4, block_size = REPO_BLOCK_SIZE_DEFAULT, at = 0;
+	bool json = false, quiet = false, have_at = false, have_bs = false;
+	struct json_object *result = NULL;
+	int opt, r;
+
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	cmd = argv[1];
+	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
+		printf("bdfilter-backup %s\n", BDF_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(cmd, commands[i].name))
+			c = &commands[i];
+	if (!c)
+		return usage_error("unknown command '%s'", cmd);
+	optind = 2;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":hV", opts, NULL)) != -1) {
+		switch (opt) {
+		case O_FROM: from = optarg; break;
+		case O_REPO: repo = optarg; break;
+		case O_BITMAP: bitmap = optarg; break;
+		case O_TO: to = optarg; break;
+		case O_JSON: json = true; break;
+		case O_QUIET: quiet = true; break;
+		case O_CONN:
+			if (!parse_u64(optarg, &connections, false) || connections < 1 || connections > MAX_CONNECTIONS)
+				return usage_error("--connections '%s': a number from 1 to 64 is needed", optarg);
+			break;
+		case O_BS:
+			if (!parse_u64(optarg, &block_size, true) || block_size > UINT32_MAX)
+				return usage_error("--block-size '%s': a size in bytes is needed", optarg);
+			have_bs = true;
+			break;
+		case O_AT:
+			if (!parse_u64(optarg, &at, false) || at > INT32_MAX)
+				return usage_error("--at '%s': a backup number (0, 1, ...) is needed", optarg);
+			have_at = true;
+			break;
+		case 'h':
+			printf("Usage: bdfilter-backup %s %s [--json] [--quiet]\n%s.\n", c->name, c->args, c->help);
+			return 0;
+		case 'V':
+			printf("bdfilter-backup %s\n", BDF_VERSION);
+			return 0;
+		case ':':
+			return usage_error("option '%s' needs a value", argv[optind - 1]);
+		default:
+			return usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (!repo)
+		return usage_error("%s needs --repo DIR", c->name);
+	bool backup = !strcmp(cmd, "full") || !strcmp(cmd, "incremental");
+	if (backup && !from)
+		return usage_error("%s needs --from URI", c->name);
+	if (!backup && (from || bitmap || connections != 4 || have_bs))
+		return usage_error("%s takes no --from, --bitmap, --connections or --block-size", c->name);
+	if (have_bs && strcmp(cmd, "full"))
+		return usage_error("%s: the block size is the repository's, set by its first full backup", c->name);
+	if (bitmap && strcmp(cmd, "incremental"))
+		return usage_error("%s takes no --bitmap", c->name);
+	if (!strcmp(cmd, "restore") && !to)
+		return usage_error("%s needs --to TARGET", c->name);
+	if (strcmp(cmd, "restore") && (to || have_at))
+		return usage_error("%s takes no --to or --at", c->name);
+
+	if (backup) {
+		struct backup_opts o = {
+			.uri = from, .repo = repo, .bitmap = bitmap, .connections = (unsigned)connections,
+			.block_size = (uint32_t)block_size, .incremental = !strcmp(cmd, "incremental"),
+			.show_progress = !quiet && !json,
+		};
+		r = backup_run(&o, &result);
+	} else if (!strcmp(cmd, "restore")) {
+		struct restore_opts o = {
+			.repo = repo, .to = to, .at = have_at ? (int64_t)at : -1, .show_progress = !quiet && !json,
+		};
+		r = restore_run(&o, &result);
+	} else if (!strcmp(cmd, "verify")) {
+		r = verify_run(repo, &result);
+	} else {
+		r = list_run(repo, &result);
+	}
+	if (result) {
+		if (json)
+			puts(json_object_to_json_string_ext(result, JSON_C_TO_STRING_PRETTY |
+									    JSON_C_TO_STRING_NOSLASHESCAPE));
+		else
+			print_kv(result);
+		json_object_put(result);
+	}
+	if (r == 1 && !strcmp(cmd, "verify"))
+		fprintf(stderr, "bdfilter-backup: verify: %s is damaged (see the errors above)\n", repo);
+	return r == 0 ? 0 : 1;
+}

@@ -1,0 +1,719 @@
+/* The backup repository on disk: see repo.h and docs/backup-repo.md. This
+ * file owns the format (repo.json, manifest.json, index) and the atomicity
+ * rules; nothing else reads or writes the repository's metadata. */
+#include <dirent.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <xxhash.h>
+
+#include "backup/block_list.h"
+#include "backup/repo.h"
+
+#define REPO_FORMAT "bdfilter-backup"
+#define REPO_VERSION 1
+#define INDEX_MAGIC "BDFBKIX1"
+#define INDEX_VERSION 1
+#define INDEX_HEADER 24
+#define INDEX_ENTRY 32
+#define MAX_BLOCK_SIZE (64u << 20)
+
+void bk_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("bdfilter-backup: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* An error: printed, or handed to the caller in *WHY (verify collects them). */
+static void report(char **why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void report(char **why, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (!why) {
+		fputs("bdfilter-backup: ", stderr);
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	} else if (vasprintf(why, fmt, ap) < 0) {
+		*why = NULL;
+	}
+	va_end(ap);
+}
+
+void repo_hash(const void *buf, size_t len, uint8_t out[REPO_HASH_LEN])
+{
+	XXH128_canonical_t c;
+
+	XXH128_canonicalFromHash(&c, XXH3_128bits(buf, len));
+	memcpy(out, c.digest, REPO_HASH_LEN);
+}
+
+void repo_hash_hex(const uint8_t h[REPO_HASH_LEN], char out[2 * REPO_HASH_LEN + 1])
+{
+	for (int i = 0; i < REPO_HASH_LEN; i++)
+		sprintf(out + 2 * i, "%02x", h[i]);
+}
+
+static int hex_to_hash(const char *s, uint8_t h[REPO_HASH_LEN])
+{
+	if (!s || strlen(s) != 2 * REPO_HASH_LEN)
+		return -EINVAL;
+	for (int i = 0; i < REPO_HASH_LEN; i++) {
+		unsigned v;
+
+		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+			return -EINVAL;
+		h[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+static bool valid_block_size(uint64_t bs)
+{
+	return bs >= 4096 && bs <= MAX_BLOCK_SIZE && (bs & (bs - 1)) == 0;
+}
+
+/* ---- small file helpers, relative to the repository's directory ---- */
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Read a whole small file (at most MAX bytes) into a NUL-terminated buffer. */
+static int read_small(int dirfd, const char *name, size_t max, char **out, size_t *len)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	char *buf;
+	size_t got = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size > max) {
+		int r = errno ? -errno : -EFBIG;
+
+		close(fd);
+		return (uint64_t)st.st_size > max ? -EFBIG : r;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	buf[got] = '\0';
+	*out = buf;
+	if (len)
+		*len = got;
+	return 0;
+}
+
+/* Write NAME in DIRFD with LEN bytes, synced, through a temporary name. */
+static int write_file_atomic(int dirfd, const char *name, const void *buf, size_t len)
+{
+	char tmp[64];
+	int fd, r;
+
+	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	r = write_all(fd, buf, len);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		r = -errno;
+	if (r == 0 && fsync(dirfd) < 0)
+		r = -errno;
+	if (r < 0)
+		unlinkat(dirfd, tmp, 0);
+	return r;
+}
+
+static int remove_tree_at(int dirfd, const char *name)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d;
+	struct dirent *de;
+
+	if (fd < 0)
+		return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			unlinkat(fd, de->d_name, 0);
+	closedir(d);
+	return unlinkat(dirfd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+/* ---- manifests ---- */
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* An unsigned integer field; -1 if absent, null or not an integer >= 0. */
+static int64_t jint(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+	int64_t x;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+		return -1;
+	x = json_object_get_int64(v);
+	return x < 0 ? -1 : x;
+}
+
+static void backup_info_clear(struct backup_info *b)
+{
+	free(b->from);
+	free(b->generation);
+	free(b->bitmap);
+	free(b->time);
+	free(b->error);
+}
+
+static void set_error(struct backup_info *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(struct backup_info *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	free(b->error);
+	b->error = msg ? msg : strdup("out of memory");
+}
+
+static void load_manifest(struct repo *r, struct backup_info *b)
+{
+	char name[32], *text = NULL;
+	struct json_object *o;
+	const char *kind, *s;
+	int64_t v;
+	int e;
+
+	snprintf(name, sizeof(name), "%06u/manifest.json", b->num);
+	e = read_small(r->dirfd, name, 1 << 20, &text, NULL);
+	if (e < 0) {
+		set_error(b, "backup %u: %s: %s", b->num, name, strerror(-e));
+		return;
+	}
+	o = json_tokener_parse(text);
+	free(text);
+	if (!o || !json_object_is_type(o, json_type_object)) {
+		set_error(b, "backup %u: %s is not a JSON object", b->num, name);
+		json_object_put(o);
+		return;
+	}
+	kind = jstr(o, "kind");
+#define BAD(what) do { set_error(b, "backup %u: %s: bad or missing %s", b->num, name, what); goto out; } while (0)
+	if (jint(o, "backup") != (int64_t)b->num)
+		BAD("\"backup\" (not this directory's number)");
+	if (!kind || (strcmp(kind, "full") && strcmp(kind, "incremental")))
+		BAD("\"kind\"");
+	b->full = strcmp(kind, "full") == 0;
+	v = jint(o, "parent");
+	if (b->full ? v != -1 : v != (int64_t)b->num - 1)
+		BAD("\"parent\"");
+	b->parent = (int)v;
+	if ((v = jint(o, "size")) <= 0)
+		BAD("\"size\"");
+	b->size = (uint64_t)v;
+	if (jint(o, "block_size") != r->block_size)
+		BAD("\"block_size\" (not the repository's)");
+	b->block_size = r->block_size;
+	if (!(s = jstr(o, "from")) || !(b->from = strdup(s)))
+		BAD("\"from\"");
+	if (!(s = jstr(o, "time")) || !(b->time = strdup(s)))
+		BAD("\"time\"");
+	if ((s = jstr(o, "generation")) && !(b->generation = strdup(s)))
+		BAD("\"generation\"");
+	if ((s = jstr(o, "bitmap")) && !(b->bitmap = strdup(s)))
+		BAD("\"bitmap\"");
+	b->changes_number = jint(o, "changes_number");
+	if ((v = jint(o, "blocks")) < 0)
+		BAD("\"blocks\"");
+	b->blocks = (uint64_t)v;
+	if ((v = jint(o, "zero_blocks")) < 0 || (uint64_t)v > b->blocks)
+		BAD("\"zero_blocks\"");
+	b->zero_blocks = (uint64_t)v;
+	if ((v = jint(o, "bytes_stored")) < 0)
+		BAD("\"bytes_stored\"");
+	b->bytes_stored = (uint64_t)v;
+	if ((v = jint(o, "data_size")) < 0)
+		BAD("\"data_size\"");
+	b->data_size = (uint64_t)v;
+	if (hex_to_hash(jstr(o, "index_xxh128"), b->index_hash) < 0)
+		BAD("\"index_xxh128\"");
+#undef BAD
+out:
+	json_object_put(o);
+}
+
+static int write_manifest(int dirfd, const struct backup_info *b)
+{
+	struct json_object *o = json_object_new_object();
+	char hex[2 * REPO_HASH_LEN + 1];
+	const char *text;
+	int r;
+
+	repo_hash_hex(b->index_hash, hex);
+	json_object_object_add(o, "backup", json_object_new_int64(b->num));
+	json_object_object_add(o, "kind", json_object_new_string(b->full ? "full" : "incremental"));
+	json_object_object_add(o, "parent", b->full ? NULL : json_object_new_int64(b->parent));
+	json_object_object_add(o, "from", json_object_new_string(b->from));
+	json_object_object_add(o, "size", json_object_new_int64((int64_t)b->size));
+	json_object_object_add(o, "block_size", json_object_new_int64(b->block_size));
+	json_object_object_add(o, "generation", b->generation ? json_object_new_string(b->generation) : NULL);
+	json_object_object_add(o, "changes_number",
+			       b->changes_number >= 0 ? json_object_new_int64(b->changes_number) : NULL);
+	json_object_object_add(o, "bitmap", b->bitmap ? json_object_new_string(b->bitmap) : NULL);
+	json_object_object_add(o, "time", json_object_new_string(b->time));
+	json_object_object_add(o, "blocks", json_object_new_int64((int64_t)b->blocks));
+	json_object_object_add(o, "zero_blocks", json_object_new_int64((int64_t)b->zero_blocks));
+	json_object_object_add(o, "bytes_stored", json_object_new_int64((int64_t)b->bytes_stored));
+	json_object_object_add(o, "data_size", json_object_new_int64((int64_t)b->data_size));
+	json_object_object_add(o, "index_xxh128", json_object_new_string(hex));
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+	r = write_file_atomic(dirfd, "manifest.json", text, strlen(text));
+	json_object_put(o);
+	return r;
+}
+
+/* ---- opening ---- */
+
+static int read_repo_json(struct repo *r)
+{
+	char *text = NULL;
+	struct json_object *o;
+	const char *fmt;
+	int64_t bs;
+	int e = read_small(r->dirfd, "repo.json", 1 << 16, &text, NULL);
+
+	if (e < 0) {
+		bk_error("%s/repo.json: %s%s", r->dir, strerror(-e),
+			 e == -ENOENT ? " (not a bdfilter-backup repository)" : "");
+		return e;
+	}
+	o = json_tokener_parse(text);
+	free(text);
+	fmt = o ? jstr(o, "format") : NULL;
+	bs = o ? jint(o, "block_size") : -1;
+	if (!fmt || strcmp(fmt, REPO_FORMAT) || jint(o, "version") != REPO_VERSION || !valid_block_size((uint64_t)bs)) {
+		bk_error("%s/repo.json: not a version %d %s repository, or damaged", r->dir, REPO_VERSION,
+			 REPO_FORMAT);
+		json_object_put(o);
+		return -EINVAL;
+	}
+	r->block_size = (uint32_t)bs;
+	json_object_put(o);
+	return 0;
+}
+
+static int create_repo_json(struct repo *r, uint32_t block_size)
+{
+	char text[160];
+	int e;
+
+	if (!valid_block_size(block_size)) {
+		bk_error("block size %u: a power of two from 4096 to %u is needed", block_size, MAX_BLOCK_SIZE);
+		return -EINVAL;
+	}
+	snprintf(text, sizeof(text), "{ \"format\": \"%s\", \"version\": %d, \"block_size\": %u }\n",
+		 REPO_FORMAT, REPO_VERSION, block_size);
+	e = write_file_atomic(r->dirfd, "repo.json", text, strlen(text));
+	if (e < 0)
+		bk_error("%s/repo.json: %s", r->dir, strerror(-e));
+	return e;
+}
+
+static int cmp_backup(const void *a, const void *b)
+{
+	unsigned x = ((const struct backup_info *)a)->num, y = ((const struct backup_info *)b)->num;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Scan the directory: remove .tmp-* leftovers (only with the exclusive lock),
+ * collect the backup directories. */
+static int scan(struct repo *r, bool exclusive)
+{
+	int fd = dup(r->dirfd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	int e = 0;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		bk_error("%s: %s", r->dir, strerror(errno));
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		char *end;
+		unsigned long num;
+
+		if (strncmp(de->d_name, ".tmp-", 5) == 0) {
+			if (exclusive)
+				remove_tree_at(r->dirfd, de->d_name);
+			continue;
+		}
+		if (strlen(de->d_name) != 6)
+			continue;
+		num = strtoul(de->d_name, &end, 10);
+		if (*end)
+			continue;
+		if (r->n % 16 == 0) {
+			struct backup_info *v = realloc(r->b, (r->n + 16) * sizeof(*v));
+
+			if (!v) {
+				e = -ENOMEM;
+				break;
+			}
+			r->b = v;
+		}
+		r->b[r->n++] = (struct backup_info){ .num = (unsigned)num, .changes_number = -1, .parent = -1 };
+	}
+	closedir(d);
+	if (e < 0) {
+		bk_error("out of memory");
+		return e;
+	}
+	qsort(r->b, r->n, sizeof(*r->b), cmp_backup);
+	for (unsigned i = 0; i < r->n; i++)
+		if (r->b[i].num != i) {
+			bk_error("%s: backup %u is missing (the repository holds %06u)", r->dir, i, r->b[i].num);
+			return -ENOENT;
+		}
+	for (unsigned i = 0; i < r->n; i++)
+		load_manifest(r, &r->b[i]);
+	return 0;
+}
+
+int repo_open(const char *dir, enum repo_mode mode, uint32_t block_size, struct repo **out)
+{
+	struct repo *r = calloc(1, sizeof(*r));
+	bool fresh = false;
+	int e;
+
+	if (!r || !(r->dir = strdup(dir))) {
+		free(r);
+		bk_error("out of memory");
+		return -ENOMEM;
+	}
+	r->lockfd = -1;
+	if (mode == REPO_CREATE && mkdir(dir, 0755) == 0)
+		fresh = true;
+	r->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (r->dirfd < 0) {
+		e = -errno;
+		bk_error("repository %s: %s", dir, strerror(-e));
+		goto fail;
+	}
+	r->lockfd = openat(r->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (r->lockfd < 0 && errno == EROFS && mode == REPO_READ)
+		r->lockfd = openat(r->dirfd, "lock", O_RDONLY | O_CLOEXEC);
+	if (r->lockfd < 0) {
+		e = -errno;
+		bk_error("repository %s: lock: %s", dir, strerror(-e));
+		goto fail;
+	}
+	if (flock(r->lockfd, (mode == REPO_READ ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+		e = -errno;
+		bk_error("repository %s is in use by another bdfilter-backup", dir);
+		goto fail;
+	}
+	if (mode == REPO_CREATE && faccessat(r->dirfd, "repo.json", F_OK, 0) < 0 && errno == ENOENT) {
+		/* A directory of other things is not taken over. */
+		int fd = dup(r->dirfd);
+		DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+		struct dirent *de;
+		bool empty = true;
+
+		while (d && (de = readdir(d)))
+			if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && strcmp(de->d_name, "lock"))
+				empty = false;
+		if (d)
+			closedir(d);
+		if (!empty && !fresh) {
+			bk_error("%s is not empty and not a bdfilter-backup repository", dir);
+			e = -ENOTEMPTY;
+			goto fail;
+		}
+		if ((e = create_repo_json(r, block_size)) < 0)
+			goto fail;
+	}
+	if ((e = read_repo_json(r)) < 0)
+		goto fail;
+	if ((e = scan(r, mode != REPO_READ)) < 0)
+		goto fail;
+	*out = r;
+	return 0;
+fail:
+	repo_close(r);
+	return e;
+}
+
+void repo_close(struct repo *r)
+{
+	if (!r)
+		return;
+	for (unsigned i = 0; i < r->n; i++)
+		backup_info_clear(&r->b[i]);
+	free(r->b);
+	if (r->lockfd >= 0)
+		close(r->lockfd);
+	if (r->dirfd >= 0)
+		close(r->dirfd);
+	free(r->dir);
+	free(r);
+}
+
+const struct backup_info *repo_backup(struct repo *r, unsigned num)
+{
+	if (num >= r->n) {
+		if (r->n == 0)
+			bk_error("repository %s holds no backup", r->dir);
+		else
+			bk_error("no backup %u: the repository holds 0 to %u", num, r->n - 1);
+		return NULL;
+	}
+	if (r->b[num].error) {
+		bk_error("%s", r->b[num].error);
+		return NULL;
+	}
+	return &r->b[num];
+}
+
+/* ---- index ---- */
+
+int repo_read_index(struct repo *r, unsigned num, char **why, struct repo_entry **out, uint64_t *n)
+{
+	const struct backup_info *b = &r->b[num];
+	char name[32], *buf = NULL;
+	uint8_t h[REPO_HASH_LEN];
+	struct repo_entry *e = NULL;
+	uint64_t count, nblocks = b->size / b->block_size + (b->size % b->block_size != 0);
+	size_t len;
+	int err;
+
+#define FAIL(code, ...) do { report(why, __VA_ARGS__); err = (code); goto out; } while (0)
+	snprintf(name, sizeof(name), "%06u/index", num);
+	/* The index has an entry per block at most. */
+	err = read_small(r->dirfd, name, INDEX_HEADER + (nblocks + 1) * INDEX_ENTRY, &buf, &len);
+	if (err < 0)
+		FAIL(err, "backup %u: %s: %s", num, name, err == -EFBIG ? "too large" : strerror(-err));
+	repo_hash(buf, len, h);
+	if (memcmp(h, b->index_hash, REPO_HASH_LEN))
+		FAIL(-EIO, "backup %u: %s does not match its checksum in the manifest (damaged or truncated)", num,
+		     name);
+	if (len < INDEX_HEADER || memcmp(buf, INDEX_MAGIC, 8) || le32toh(*(uint32_t *)(buf + 8)) != INDEX_VERSION)
+		FAIL(-EINVAL, "backup %u: %s: not a version %d index", num, name, INDEX_VERSION);
+	memcpy(&count, buf + 16, 8);
+	count = le64toh(count);
+	if (count != b->blocks || len != INDEX_HEADER + count * INDEX_ENTRY)
+		FAIL(-EINVAL, "backup %u: %s: %" PRIu64 " entries, the manifest says %" PRIu64, num, name, count,
+		     b->blocks);
+	e = calloc(count ? count : 1, sizeof(*e));
+	if (!e)
+		FAIL(-ENOMEM, "out of memory");
+	for (uint64_t i = 0; i < count; i++) {
+		const char *p = buf + INDEX_HEADER + i * INDEX_ENTRY;
+		uint64_t blk, off;
+
+		memcpy(&blk, p, 8);
+		memcpy(&off, p + 8, 8);
+		e[i].block = le64toh(blk);
+		e[i].offset = le64toh(off);
+		memcpy(e[i].hash, p + 16, REPO_HASH_LEN);
+		if (e[i].block >= nblocks || (i > 0 && e[i].block <= e[i - 1].block))
+			FAIL(-EINVAL, "backup %u: %s: entry %" PRIu64 " names block %" PRIu64 " (out of order or range)",
+			     num, name, i, e[i].block);
+		if (e[i].offset != REPO_ZERO_BLOCK &&
+		    (e[i].offset > b->data_size || b->data_size - e[i].offset <
+						       block_length(e[i].block, b->size, b->block_size)))
+			FAIL(-EINVAL, "backup %u: %s: block %" PRIu64 " lies outside the data file", num, name,
+			     e[i].block);
+	}
+#undef FAIL
+	*out = e;
+	*n = count;
+	e = NULL;
+	err = 0;
+out:
+	free(e);
+	free(buf);
+	return err;
+}
+
+int repo_open_data(struct repo *r, unsigned num, char **why)
+{
+	char name[32];
+	struct stat st;
+	int fd;
+
+	snprintf(name, sizeof(name), "%06u/data", num);
+	fd = openat(r->dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = -errno;
+
+		report(why, "backup %u: %s: %s", num, name, strerror(-e));
+		return e;
+	}
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != r->b[num].data_size) {
+		report(why, "backup %u: %s holds %jd bytes, the manifest says %" PRIu64 " (truncated?)", num, name,
+		       (intmax_t)st.st_size, r->b[num].data_size);
+		close(fd);
+		return -EIO;
+	}
+	return fd;
+}
+
+/* ---- writing a backup ---- */
+
+int repo_backup_begin(struct repo *r, struct backup_writer *w)
+{
+	int e;
+
+	*w = (struct backup_writer){ .r = r, .num = r->n, .tmpfd = -1, .datafd = -1 };
+	snprintf(w->tmpname, sizeof(w->tmpname), ".tmp-%06u", w->num);
+	remove_tree_at(r->dirfd, w->tmpname);
+	if (mkdirat(r->dirfd, w->tmpname, 0755) < 0 ||
+	    (w->tmpfd = openat(r->dirfd, w->tmpname, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	    (w->datafd = openat(w->tmpfd, "data", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) < 0) {
+		e = -errno;
+		bk_error("%s/%s: %s", r->dir, w->tmpname, strerror(-e));
+		repo_backup_abort(w);
+		return e;
+	}
+	return 0;
+}
+
+int repo_backup_commit(struct backup_writer *w, struct backup_info *info, const struct repo_entry *e,
+		       uint64_t n)
+{
+	struct repo *r = w->r;
+	size_t len = INDEX_HEADER + n * INDEX_ENTRY;
+	char *buf = calloc(1, len), final[16];
+	uint32_t v = htole32(INDEX_VERSION);
+	uint64_t count = htole64(n);
+	struct stat st;
+	time_t now = time(NULL);
+	struct tm tm;
+	char when[32];
+	int err;
+
+	if (!buf) {
+		bk_error("out of memory");
+		return -ENOMEM;
+	}
+	memcpy(buf, INDEX_MAGIC, 8);
+	memcpy(buf + 8, &v, 4);
+	memcpy(buf + 16, &count, 8);
+	for (uint64_t i = 0; i < n; i++) {
+		char *p = buf + INDEX_HEADER + i * INDEX_ENTRY;
+		uint64_t blk = htole64(e[i].block), off = htole64(e[i].offset);
+
+		memcpy(p, &blk, 8);
+		memcpy(p + 8, &off, 8);
+		memcpy(p + 16, e[i].hash, REPO_HASH_LEN);
+	}
+	repo_hash(buf, len, info->index_hash);
+	err = write_file_atomic(w->tmpfd, "index", buf, len);
+	free(buf);
+	if (err < 0)
+		goto fail;
+	if (fsync(w->datafd) < 0 || fstat(w->datafd, &st) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	info->num = w->num;
+	info->data_size = (uint64_t)st.st_size;
+	info->blocks = n;
+	gmtime_r(&now, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	free(info->time);
+	info->time = strdup(when);
+	if (!info->time) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	if ((err = write_manifest(w->tmpfd, info)) < 0)
+		goto fail;
+	snprintf(final, sizeof(final), "%06u", w->num);
+	if (renameat(r->dirfd, w->tmpname, r->dirfd, final) < 0 || fsync(r->dirfd) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	close(w->datafd);
+	close(w->tmpfd);
+	w->datafd = w->tmpfd = -1;
+	return 0;
+fail:
+	bk_error("%s/%s: %s", r->dir, w->tmpname, strerror(-err));
+	repo_backup_abort(w);
+	return err;
+}
+
+void repo_backup_abort(struct backup_writer *w)
+{
+	if (w->datafd >= 0)
+		close(w->datafd);
+	if (w->tmpfd >= 0)
+		close(w->tmpfd);
+	w->datafd = w->tmpfd = -1;
+	if (w->r)
+		remove_tree_at(w->r->dirfd, w->tmpname);
+}

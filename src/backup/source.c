@@ -1,0 +1,169 @@
+/* NBD connections and extents for the backup client, through libnbd. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backup/repo.h"
+#include "backup/source.h"
+
+#define DIRTY_PREFIX "qemu:dirty-bitmap:"
+/* Extents asked for in one BLOCK_STATUS: servers answer up to this much. */
+#define STATUS_SPAN (1ull << 30)
+
+char *source_bitmap_context(const char *name)
+{
+	char *s;
+
+	if (strncmp(name, DIRTY_PREFIX, strlen(DIRTY_PREFIX)) == 0)
+		return strdup(name);
+	if (asprintf(&s, DIRTY_PREFIX "%s", name) < 0)
+		return NULL;
+	return s;
+}
+
+struct nbd_handle *source_connect(const char *uri, const char *context)
+{
+	struct nbd_handle *h = nbd_create();
+
+	if (!h) {
+		bk_error("%s", nbd_get_error());
+		return NULL;
+	}
+	if (nbd_set_full_info(h, true) < 0 || nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
+	    (context && nbd_add_meta_context(h, context) < 0)) {
+		bk_error("%s", nbd_get_error());
+		goto fail;
+	}
+	if (nbd_connect_uri(h, uri) < 0) {
+		bk_error("cannot connect to %s: %s", uri, nbd_get_error());
+		goto fail;
+	}
+	if (context && nbd_can_meta_context(h, context) != 1) {
+		bk_error("%s does not offer %s (no such bitmap, or one of another generation)", uri, context);
+		goto fail;
+	}
+	return h;
+fail:
+	nbd_close(h);
+	return NULL;
+}
+
+/* bdfilterd describes a snapshot image as "snapshot image of NAME
+ * generation=G changes_number=P". */
+static char *token(const char *desc, const char *key)
+{
+	size_t klen = strlen(key);
+
+	for (const char *p = desc; (p = strstr(p, key)); p += klen)
+		if (p == desc || p[-1] == ' ') {
+			const char *v = p + klen;
+
+			return strndup(v, strcspn(v, " "));
+		}
+	return NULL;
+}
+
+int source_info(struct nbd_handle *h, struct source_info *info)
+{
+	int64_t size = nbd_get_size(h);
+	char *cn;
+
+	*info = (struct source_info){ .changes_number = -1 };
+	if (size < 0) {
+		bk_error("%s", nbd_get_error());
+		return -EIO;
+	}
+	info->size = (uint64_t)size;
+	info->description = nbd_get_export_description(h); /* NULL: none sent */
+	if (!info->description)
+		return 0;
+	info->generation = token(info->description, "generation=");
+	cn = token(info->description, "changes_number=");
+	if (cn) {
+		char *end;
+		unsigned long v = strtoul(cn, &end, 10);
+
+		if (*cn && !*end && v <= 255)
+			info->changes_number = (int64_t)v;
+		free(cn);
+	}
+	if (!info->generation || info->changes_number < 0) {
+		free(info->generation);
+		info->generation = NULL;
+		info->changes_number = -1;
+	}
+	return 0;
+}
+
+void source_info_free(struct source_info *info)
+{
+	free(info->description);
+	free(info->generation);
+}
+
+struct extents_walk {
+	const char *context;
+	bool dirty; /* which bits mean "take it" */
+	uint64_t size;
+	uint32_t block_size;
+	struct block_list *l;
+	uint64_t next; /* where the replies got to */
+	int err;
+};
+
+static int on_extents(void *opaque, const char *metacontext, uint64_t offset, uint32_t *entries,
+		      size_t nr_entries, int *error)
+{
+	struct extents_walk *w = opaque;
+
+	if (strcmp(metacontext, w->context) != 0)
+		return 0;
+	for (size_t i = 0; i + 1 < nr_entries; i += 2) {
+		uint32_t len = entries[i], flags = entries[i + 1];
+		bool take = w->dirty ? (flags & 1) != 0 : (flags & LIBNBD_STATE_ZERO) == 0;
+
+		if (take && w->err == 0)
+			w->err = block_list_add(w->l, offset, len, w->block_size, w->size);
+		offset += len;
+	}
+	w->next = offset;
+	return 0;
+}
+
+int source_blocks(struct nbd_handle *h, const char *uri, const char *context, uint64_t size,
+		  uint32_t block_size, struct block_list *l)
+{
+	struct extents_walk w = {
+		.context = context,
+		.dirty = strcmp(context, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0,
+		.size = size,
+		.block_size = block_size,
+		.l = l,
+	};
+	uint64_t off = 0;
+
+	while (off < size) {
+		uint64_t span = size - off < STATUS_SPAN ? size - off : STATUS_SPAN;
+
+		w.next = off;
+		if (nbd_block_status(h, span, off, (nbd_extent_callback){ .callback = on_extents, .user_data = &w },
+				     0) < 0) {
+			bk_error("%s: block status (%s) at %" PRIu64 ": %s", uri, context, off, nbd_get_error());
+			return -EIO;
+		}
+		if (w.err < 0) {
+			bk_error("%s: %s: %s", uri, context,
+				 w.err == -ENOMEM ? "out of memory" : "extents out of order");
+			return w.err;
+		}
+		if (w.next <= off) {
+			bk_error("%s: block status (%s) at %" PRIu64 " made no progress", uri, context, off);
+			return -EIO;
+		}
+		off = w.next;
+	}
+	return 0;
+}
