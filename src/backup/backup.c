@@ -4,11 +4,14 @@
  * the repository: all-zero blocks as index entries only, the others in the
  * data file with their checksums. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backup/backup.h"
@@ -17,25 +20,56 @@
 #include "backup/repo.h"
 #include "backup/source.h"
 
-/* What one worker reads in one request. */
-#define ITEM_BYTES (4u << 20)
+/* What one reader asks for in one request. */
+#define ITEM_BYTES (1u << 20)
+/* Requests a reader keeps in flight on its connection, so that the server
+ * always has the next one while the reader hashes the last. */
+#define READER_DEPTH 4
+/* Buffers per reader: its requests', and one the writer empties. */
+#define BUFFERS_PER_READER (READER_DEPTH + 1)
+/* What O_DIRECT needs of buffers, lengths and offsets. */
+#define DIRECT_ALIGN 4096u
+/* Smaller pieces go through the page cache: a direct write waits for the
+ * disk, and an incremental's scattered blocks would each pay that wait. */
+#define DIRECT_MIN (256u << 10)
 
 struct item {
 	uint64_t first, count; /* blocks */
 	uint64_t entry;        /* index of its first entry */
 };
 
+/* A buffer on its way from a reader to the writer: the blocks of ITEM that
+ * are not all zeros, packed, KEPT bytes. */
+struct filled {
+	char *buf;
+	size_t kept;
+	const struct item *item;
+};
+
+/* Readers (one per NBD connection) fill buffers; one writer appends them to
+ * the data file, so the file is written sequentially by one thread and the
+ * readers never wait on each other's writes. */
 struct copy {
 	const char *uri;
 	uint64_t size;
 	uint32_t block_size;
 	int datafd;
+	int directfd; /* the data file again, O_DIRECT; -1 where that is not possible */
 	struct item *items;
 	size_t n_items;
 	struct repo_entry *entries;
 	atomic_size_t next_item;
-	atomic_uint_fast64_t data_end, bytes_read, bytes_done, zero_blocks;
+	atomic_uint_fast64_t bytes_read, bytes_done, zero_blocks;
 	atomic_int err;
+	uint64_t data_end; /* the writer's */
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	char **free_bufs;
+	size_t n_free;
+	struct filled *queue; /* the writer's work, a ring */
+	size_t q_head, q_len, q_cap;
+	unsigned readers_left;
 };
 
 static bool all_zero(const char *p, size_t len)
@@ -64,24 +98,30 @@ static int pwrite_all(int fd, const char *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-/* Read ITEM, hash its blocks, append the ones that are not all zeros to the
- * data file in one write, at a place reserved for it. */
-static int copy_item(struct copy *c, struct nbd_handle *h, const struct item *it, char *buf)
+static void set_error(struct copy *c, int err)
+{
+	int zero = 0;
+
+	pthread_mutex_lock(&c->lock);
+	atomic_compare_exchange_strong(&c->err, &zero, err);
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static size_t item_bytes(const struct copy *c, const struct item *it)
 {
 	uint64_t start = it->first * c->block_size;
 	uint64_t end = (it->first + it->count) * c->block_size;
-	size_t len, kept = 0;
-	uint64_t at;
-	int r;
 
-	if (end > c->size)
-		end = c->size;
-	len = (size_t)(end - start);
-	if (nbd_pread(h, buf, len, start, 0) < 0) {
-		bk_error("%s: reading %zu bytes at %" PRIu64 ": %s", c->uri, len, start, nbd_get_error());
-		return -EIO;
-	}
-	atomic_fetch_add(&c->bytes_read, len);
+	return (size_t)((end > c->size ? c->size : end) - start);
+}
+
+/* ITEM has been read into BUF: hash its blocks, and pack the ones that are
+ * not all zeros at its start; their entries get offsets relative to BUF. */
+static void pack_item(struct copy *c, const struct item *it, char *buf, size_t *kept)
+{
+	atomic_fetch_add(&c->bytes_read, item_bytes(c, it));
+	*kept = 0;
 	for (uint64_t i = 0; i < it->count; i++) {
 		struct repo_entry *e = &c->entries[it->entry + i];
 		uint32_t blen = block_length(it->first + i, c->size, c->block_size);
@@ -94,53 +134,183 @@ static int copy_item(struct copy *c, struct nbd_handle *h, const struct item *it
 			atomic_fetch_add(&c->zero_blocks, 1);
 			continue;
 		}
-		if (buf + kept != p)
-			memmove(buf + kept, p, blen);
-		e->offset = kept; /* relative until the place is known */
-		kept += blen;
+		if (buf + *kept != p)
+			memmove(buf + *kept, p, blen);
+		e->offset = *kept;
+		*kept += blen;
 	}
-	at = atomic_fetch_add(&c->data_end, kept);
-	for (uint64_t i = 0; i < it->count; i++)
-		if (c->entries[it->entry + i].offset != REPO_ZERO_BLOCK)
-			c->entries[it->entry + i].offset += at;
-	r = kept ? pwrite_all(c->datafd, buf, kept, at) : 0;
-	if (r < 0) {
-		bk_error("writing the backup's data: %s", strerror(-r));
-		return r;
-	}
-	atomic_fetch_add(&c->bytes_done, len);
-	return 0;
 }
 
-struct worker {
+struct slot {
+	char *buf;
+	const struct item *item;
+	bool busy, done;
+	int err;
+};
+
+/* A reader's state outlives its thread: libnbd may complete a request of a
+ * dead connection (with an error) as late as nbd_close(). */
+struct reader {
 	struct copy *c;
 	struct nbd_handle *h;
 	pthread_t thread;
+	struct slot slots[READER_DEPTH];
 };
 
-static void *worker_run(void *opaque)
+static int on_read(void *opaque, int *error)
 {
-	struct worker *w = opaque;
-	struct copy *c = w->c;
-	char *buf = malloc(ITEM_BYTES > c->block_size ? ITEM_BYTES : c->block_size);
-	size_t i;
+	struct slot *s = opaque;
 
-	if (!buf) {
-		bk_error("out of memory");
-		atomic_store(&c->err, -ENOMEM);
-		return NULL;
-	}
-	while (atomic_load(&c->err) == 0 && (i = atomic_fetch_add(&c->next_item, 1)) < c->n_items) {
-		int r = copy_item(c, w->h, &c->items[i], buf);
+	s->err = *error;
+	s->done = true;
+	return 1; /* retire the command */
+}
 
-		if (r < 0) {
-			int zero = 0;
+/* A buffer from the pool; with WAIT, wait for one. */
+static char *get_buffer(struct copy *c, bool wait)
+{
+	char *buf = NULL;
 
-			atomic_compare_exchange_strong(&c->err, &zero, r);
+	pthread_mutex_lock(&c->lock);
+	while (wait && c->n_free == 0 && atomic_load(&c->err) == 0)
+		pthread_cond_wait(&c->cond, &c->lock);
+	if (c->n_free && atomic_load(&c->err) == 0)
+		buf = c->free_bufs[--c->n_free];
+	pthread_mutex_unlock(&c->lock);
+	return buf;
+}
+
+static void put_buffer(struct copy *c, char *buf)
+{
+	pthread_mutex_lock(&c->lock);
+	c->free_bufs[c->n_free++] = buf;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* A reader: up to READER_DEPTH reads in flight on its own connection; each
+ * one done is hashed, packed and handed to the writer. */
+static void *reader_run(void *opaque)
+{
+	struct reader *rd = opaque;
+	struct copy *c = rd->c;
+	struct slot *slots = rd->slots;
+	unsigned busy = 0;
+	bool more = true;
+
+	for (;;) {
+		/* Issue what the depth and the buffers allow. */
+		while (more && busy < READER_DEPTH && atomic_load(&c->err) == 0) {
+			struct slot *s = NULL;
+			char *buf = get_buffer(c, busy == 0);
+			size_t i;
+
+			if (!buf)
+				break;
+			if ((i = atomic_fetch_add(&c->next_item, 1)) >= c->n_items) {
+				put_buffer(c, buf);
+				more = false;
+				break;
+			}
+			for (unsigned k = 0; k < READER_DEPTH && !s; k++)
+				if (!slots[k].busy)
+					s = &slots[k];
+			*s = (struct slot){ .buf = buf, .item = &c->items[i], .busy = true };
+			if (nbd_aio_pread(rd->h, buf, item_bytes(c, s->item), s->item->first * c->block_size,
+					  (nbd_completion_callback){ .callback = on_read, .user_data = s }, 0) < 0) {
+				bk_error("%s: %s", c->uri, nbd_get_error());
+				s->busy = false;
+				put_buffer(c, buf);
+				set_error(c, -EIO);
+				break;
+			}
+			busy++;
+		}
+		if (busy == 0)
+			break;
+		if (nbd_poll(rd->h, -1) < 0) {
+			bk_error("%s: %s", c->uri, nbd_get_error());
+			set_error(c, -EIO);
+			break; /* dead: copy_blocks takes back what is still busy */
+		}
+		for (unsigned k = 0; k < READER_DEPTH; k++) {
+			struct slot *s = &slots[k];
+			size_t kept;
+
+			if (!s->busy || !s->done)
+				continue;
+			s->busy = false;
+			busy--;
+			if (s->err || atomic_load(&c->err)) {
+				if (s->err)
+					bk_error("%s: reading %zu bytes at %" PRIu64 ": %s", c->uri,
+						 item_bytes(c, s->item), s->item->first * c->block_size, strerror(s->err));
+				put_buffer(c, s->buf);
+				set_error(c, -EIO);
+				continue;
+			}
+			pack_item(c, s->item, s->buf, &kept);
+			pthread_mutex_lock(&c->lock);
+			c->queue[(c->q_head + c->q_len++) % c->q_cap] = (struct filled){ s->buf, kept, s->item };
+			pthread_cond_broadcast(&c->cond);
+			pthread_mutex_unlock(&c->lock);
 		}
 	}
-	free(buf);
+	pthread_mutex_lock(&c->lock);
+	c->readers_left--;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
 	return NULL;
+}
+
+/* The writer: append each filled buffer to the data file and make its
+ * entries' offsets absolute. Runs until the readers are done and the queue
+ * is empty. */
+static void *writer_run(void *opaque)
+{
+	struct copy *c = opaque;
+
+	for (;;) {
+		struct filled f;
+		int r;
+
+		pthread_mutex_lock(&c->lock);
+		while (c->q_len == 0 && c->readers_left > 0)
+			pthread_cond_wait(&c->cond, &c->lock);
+		if (c->q_len == 0) {
+			pthread_mutex_unlock(&c->lock);
+			return NULL;
+		}
+		f = c->queue[c->q_head];
+		c->q_head = (c->q_head + 1) % c->q_cap;
+		c->q_len--;
+		pthread_mutex_unlock(&c->lock);
+
+		/* O_DIRECT where the piece allows it: the backup does not pass
+		 * through (and push the machine's working set out of) the page
+		 * cache, and the copy into it, the writer's largest cost, is gone. */
+		if (atomic_load(&c->err) || f.kept == 0)
+			r = 0;
+		else if (c->directfd >= 0 && f.kept >= DIRECT_MIN && f.kept % DIRECT_ALIGN == 0 &&
+			 c->data_end % DIRECT_ALIGN == 0)
+			r = pwrite_all(c->directfd, f.buf, f.kept, c->data_end);
+		else
+			r = pwrite_all(c->datafd, f.buf, f.kept, c->data_end);
+		if (r < 0) {
+			bk_error("writing the backup's data: %s", strerror(-r));
+			set_error(c, r);
+		}
+		for (uint64_t i = 0; i < f.item->count; i++)
+			if (c->entries[f.item->entry + i].offset != REPO_ZERO_BLOCK)
+				c->entries[f.item->entry + i].offset += c->data_end;
+		c->data_end += f.kept;
+		atomic_fetch_add(&c->bytes_done, (f.item->count) * (uint64_t)c->block_size);
+
+		pthread_mutex_lock(&c->lock);
+		c->free_bufs[c->n_free++] = f.buf;
+		pthread_cond_broadcast(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+	}
 }
 
 /* Cut the runs into items of at most ITEM_BYTES. */
@@ -164,11 +334,31 @@ static int make_items(struct copy *c, const struct block_list *l)
 	return 0;
 }
 
-/* Read the blocks of L with CONNECTIONS workers (the first on H). */
+/* FD opened again with O_DIRECT, or -1 (tmpfs, say, has none). */
+static int open_direct(int fd)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+}
+
+static void free_buffers(struct copy *c, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(c->free_bufs[i]);
+	free(c->free_bufs);
+	free(c->queue);
+}
+
+/* Read the blocks of L with CONNECTIONS readers, the first on H, which it
+ * closes. */
 static int copy_blocks(struct copy *c, const struct block_list *l, struct nbd_handle *h, unsigned connections,
 		       struct progress *pg)
 {
-	struct worker *w;
+	struct reader *rd;
+	pthread_t writer;
+	size_t bufs, buf_bytes = ITEM_BYTES > c->block_size ? ITEM_BYTES : c->block_size;
 	unsigned n, started = 0;
 	int r;
 
@@ -177,41 +367,95 @@ static int copy_blocks(struct copy *c, const struct block_list *l, struct nbd_ha
 		return -ENOMEM;
 	}
 	n = connections < c->n_items ? connections : (unsigned)c->n_items;
-	if (n == 0)
+	if (n == 0) {
+		nbd_close(h);
 		return 0;
-	w = calloc(n, sizeof(*w));
-	if (!w) {
+	}
+	bufs = (size_t)n * BUFFERS_PER_READER;
+	rd = calloc(n, sizeof(*rd));
+	c->free_bufs = calloc(bufs, sizeof(*c->free_bufs));
+	c->queue = calloc(bufs, sizeof(*c->queue));
+	if (!rd || !c->free_bufs || !c->queue) {
+		nbd_close(h);
+		free(rd);
+		free_buffers(c, 0);
 		bk_error("out of memory");
 		return -ENOMEM;
 	}
-	for (unsigned i = 0; i < n; i++) {
-		w[i].c = c;
-		w[i].h = i == 0 ? h : source_connect(c->uri, NULL);
-		if (!w[i].h) {
-			atomic_store(&c->err, -EIO);
-			break;
+	c->q_cap = bufs;
+	for (; c->n_free < bufs; c->n_free++)
+		if (posix_memalign((void **)&c->free_bufs[c->n_free], DIRECT_ALIGN, buf_bytes) != 0) {
+			nbd_close(h);
+			free(rd);
+			free_buffers(c, c->n_free);
+			bk_error("out of memory");
+			return -ENOMEM;
 		}
-		if (pthread_create(&w[i].thread, NULL, worker_run, &w[i]) != 0) {
-			bk_error("cannot start a thread");
-			if (i > 0)
-				nbd_close(w[i].h);
-			atomic_store(&c->err, -EAGAIN);
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	c->readers_left = n;
+	c->directfd = open_direct(c->datafd);
+	rd[0].h = h;
+	if (pthread_create(&writer, NULL, writer_run, c) != 0) {
+		bk_error("cannot start a thread");
+		r = -EAGAIN;
+		goto out;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		rd[i].c = c;
+		if (i > 0)
+			rd[i].h = source_connect(c->uri, NULL);
+		if (!rd[i].h || pthread_create(&rd[i].thread, NULL, reader_run, &rd[i]) != 0) {
+			if (rd[i].h)
+				bk_error("cannot start a thread");
+			set_error(c, -EIO);
 			break;
 		}
 		started++;
 	}
-	while (atomic_load(&c->next_item) < c->n_items && atomic_load(&c->err) == 0 && started == n) {
+	/* Readers that never started are not waited for. */
+	pthread_mutex_lock(&c->lock);
+	c->readers_left -= n - started;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	/* Wake for the progress bar ten times a second, and at once when the
+	 * readers are done. */
+	pthread_mutex_lock(&c->lock);
+	while (c->readers_left > 0) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+		pthread_mutex_unlock(&c->lock);
 		progress_update(pg, atomic_load(&c->bytes_done));
-		usleep(100000);
+		pthread_mutex_lock(&c->lock);
 	}
-	for (unsigned i = 0; i < started; i++) {
-		pthread_join(w[i].thread, NULL);
-		if (i > 0)
-			nbd_close(w[i].h);
-	}
+	pthread_mutex_unlock(&c->lock);
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(rd[i].thread, NULL);
+	pthread_join(writer, NULL);
 	progress_update(pg, atomic_load(&c->bytes_done));
-	free(w);
-	return atomic_load(&c->err);
+	r = atomic_load(&c->err);
+out:
+	for (unsigned i = 0; i < n; i++) {
+		if (rd[i].h)
+			nbd_close(rd[i].h);
+		for (unsigned k = 0; k < READER_DEPTH; k++)
+			if (rd[i].slots[k].busy)
+				c->free_bufs[c->n_free++] = rd[i].slots[k].buf;
+	}
+	if (c->directfd >= 0)
+		close(c->directfd);
+	pthread_cond_destroy(&c->cond);
+	pthread_mutex_destroy(&c->lock);
+	free_buffers(c, c->n_free);
+	free(rd);
+	return r;
 }
 
 /* Which context an incremental reads, after checking that the image
@@ -322,6 +566,7 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 	pg = progress_new(o->show_progress, o->incremental ? "incremental" : "full",
 			  l.blocks * (uint64_t)r->block_size);
 	err = copy_blocks(&c, &l, h, o->connections, pg);
+	h = NULL; /* copy_blocks closed it */
 	progress_done(pg);
 	if (err < 0)
 		goto out;
@@ -335,7 +580,7 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 	info.changes_number = si.changes_number;
 	info.bitmap = ctx ? strdup(ctx) : NULL;
 	info.zero_blocks = atomic_load(&c.zero_blocks);
-	info.bytes_stored = atomic_load(&c.data_end);
+	info.bytes_stored = c.data_end;
 	if (!info.from || (si.generation && !info.generation) || (ctx && !info.bitmap)) {
 		bk_error("out of memory");
 		err = -ENOMEM;

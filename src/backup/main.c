@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -47,7 +48,8 @@ static void usage(FILE *f)
 		   "  --repo DIR          the repository (made by the first full backup)\n"
 		   "  --bitmap CONTEXT    the dirty bitmap to read (NAME or qemu:dirty-bitmap:NAME);\n"
 		   "                      from bdfilterd it is found from the chain's last backup\n"
-		   "  --connections N     NBD connections that read at once (1-%d, default 4)\n"
+		   "  --connections N     NBD connections that read at once (1-%d; default: the\n"
+		   "                      number of CPUs, at most 4)\n"
 		   "  --block-size BYTES  the repository's block, for a new one (default 65536;\n"
 		   "                      K and M suffixes)\n"
 		   "  --at N              the backup to restore (default: the last)\n"
@@ -160,7 +162,7 @@ int main(int argc, char **argv)
 	};
 	const char *cmd, *from = NULL, *repo = NULL, *bitmap = NULL, *to = NULL;
 	const struct command *c = NULL;
-	uint64_t connections = 4, block_size = REPO_BLOCK_SIZE_DEFAULT, at = 0;
+	uint64_t connections = 0, block_size = REPO_BLOCK_SIZE_DEFAULT, at = 0;
 	bool json = false, quiet = false, have_at = false, have_bs = false;
 	struct json_object *result = NULL;
 	int opt, r;
@@ -226,7 +228,7 @@ int main(int argc, char **argv)
 	bool backup = !strcmp(cmd, "full") || !strcmp(cmd, "incremental");
 	if (backup && !from)
 		return usage_error("%s needs --from URI", c->name);
-	if (!backup && (from || bitmap || connections != 4 || have_bs))
+	if (!backup && (from || bitmap || connections || have_bs))
 		return usage_error("%s takes no --from, --bitmap, --connections or --block-size", c->name);
 	if (have_bs && strcmp(cmd, "full"))
 		return usage_error("%s: the block size is the repository's, set by its first full backup", c->name);
@@ -237,6 +239,12 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "restore") && (to || have_at))
 		return usage_error("%s takes no --to or --at", c->name);
 
+	if (backup && !connections) {
+		/* More readers than CPUs only make them queue for the CPUs. */
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		connections = cpus < 1 ? 1 : cpus > 4 ? 4 : (uint64_t)cpus;
+	}
 	if (backup) {
 		struct backup_opts o = {
 			.uri = from, .repo = repo, .bitmap = bitmap, .connections = (unsigned)connections,

@@ -32,7 +32,9 @@ struct nbd_handle *source_connect(const char *uri, const char *context)
 		bk_error("%s", nbd_get_error());
 		return NULL;
 	}
-	if (nbd_set_full_info(h, true) < 0 || nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
+	/* Buffers are filled by the server before they are used: libnbd need
+	 * not zero them first. */
+	if (nbd_set_pread_initialize(h, false) < 0 || nbd_set_full_info(h, true) < 0 || nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
 	    (context && nbd_add_meta_context(h, context) < 0)) {
 		bk_error("%s", nbd_get_error());
 		goto fail;
