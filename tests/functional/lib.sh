@@ -91,3 +91,17 @@ io() {
 	qemu-io -f raw "$(uri "$1")" -c "$2" >"$T/io.out" 2>&1 || fail "qemu-io $1 '$2': $(cat "$T/io.out")"
 	! grep -q "verification failed\|error" "$T/io.out" || fail "qemu-io $1 '$2': $(cat "$T/io.out")"
 }
+
+# The backup client beside the daemon, and the snapshot steps its tests share.
+BACKUP="$(dirname "$BDFILTERD")/bdfilter-backup"
+# snap DEVICE STORAGE: create, give storage and take a snapshot of DEVICE;
+# prints its id.
+snap() {
+	_id=$(B snapshot_create -d "$1" | kv id)
+	[ -n "$_id" ] || fail "snapshot_create -d $1 printed no id"
+	B snapshot_appendstorage -i "$_id" -f "$2" >/dev/null || fail "snapshot_appendstorage $2"
+	B snapshot_take -i "$_id" >/dev/null || fail "snapshot_take $_id"
+	echo "$_id"
+}
+# jfield FILE KEY: a top-level field of a JSON file (null prints as None).
+jfield() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
