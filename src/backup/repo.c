@@ -431,7 +431,8 @@ static int scan(struct repo *r, bool exclusive)
 		bk_error("out of memory");
 		return e;
 	}
-	qsort(r->b, r->n, sizeof(*r->b), cmp_backup);
+	if (r->n > 1)
+		qsort(r->b, r->n, sizeof(*r->b), cmp_backup);
 	for (unsigned i = 0; i < r->n; i++)
 		if (r->b[i].num != i) {
 			bk_error("%s: backup %u is missing (the repository holds %06u)", r->dir, i, r->b[i].num);
