@@ -2,7 +2,8 @@
 # make bench: bdfilterd against nbdkit's file plugin and qemu-nbd, in one run, on
 # the same file, with fio's nbd engine. Prints MiB/s and IOPS per server and job,
 # and the ratios bdfilterd/nbdkit and bdfilterd/qemu-nbd; writes the figures as
-# JSON to BUILD/bench/results.json.
+# JSON to BUILD/bench/results.json. Then bench/backup.sh: the backup client
+# (full and incremental) on a 4 GiB device.
 #
 # The machine has 2 cores: fio and the server under test share them, so these are
 # figures for "client and server on one small box", the same for every server.
@@ -253,3 +254,8 @@ print("is held vs qemu-storage-daemon copy-before-write (goal >= 2); image: imag
 json.dump({"results": rows, "ratios": summary, "pairs": pairs}, open(sys.argv[2], "w"), indent=1)
 print("results: " + sys.argv[2])
 PY
+
+# The backup client on a 4 GiB device (issue 4): full against nbdcopy, and an
+# incremental of 1% of the blocks. Its own script, its own files.
+echo
+bash "$(dirname "$0")/backup.sh" "$build"
