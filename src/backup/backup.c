@@ -366,6 +366,10 @@ static int copy_blocks(struct copy *c, const struct block_list *l, struct nbd_ha
 		bk_error("out of memory");
 		return -ENOMEM;
 	}
+	/* More connections only where the server says they see the same data
+	 * (qemu-nbd, say, serves one client at a time unless told otherwise). */
+	if (nbd_can_multi_conn(h) != 1)
+		connections = 1;
 	n = connections < c->n_items ? connections : (unsigned)c->n_items;
 	if (n == 0) {
 		nbd_close(h);
@@ -404,7 +408,7 @@ static int copy_blocks(struct copy *c, const struct block_list *l, struct nbd_ha
 	for (unsigned i = 0; i < n; i++) {
 		rd[i].c = c;
 		if (i > 0)
-			rd[i].h = source_connect(c->uri, NULL);
+			rd[i].h = source_connect(c->uri);
 		if (!rd[i].h || pthread_create(&rd[i].thread, NULL, reader_run, &rd[i]) != 0) {
 			if (rd[i].h)
 				bk_error("cannot start a thread");
@@ -503,6 +507,20 @@ static char *incremental_context(const struct backup_opts *o, const struct backu
 	return ctx;
 }
 
+struct incremental {
+	const struct backup_opts *o;
+	const struct backup_info *last;
+};
+
+static char *choose_context(void *opaque, const struct source_info *si, int *err)
+{
+	struct incremental *ic = opaque;
+	char *ctx = incremental_context(ic->o, ic->last, si);
+
+	*err = ctx ? 0 : -EINVAL;
+	return ctx;
+}
+
 static double now_seconds(void)
 {
 	struct timespec ts;
@@ -522,6 +540,7 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 	struct backup_writer w = { .tmpfd = -1, .datafd = -1 };
 	struct copy c = { 0 };
 	struct progress *pg = NULL;
+	struct incremental ic;
 	char *ctx = NULL;
 	double t0 = now_seconds();
 	int err;
@@ -540,23 +559,12 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 			goto out;
 		}
 	}
-	/* A first connection tells what the export is; the context to ask for
-	 * depends on it, and must be asked for before the handshake ends. */
-	if (!(h = source_connect(o->uri, NULL)) || (err = source_info(h, &si)) < 0) {
-		err = -EIO;
+	/* The context an incremental reads depends on what the export says of
+	 * itself, and is asked for in the same handshake. */
+	ic = (struct incremental){ .o = o, .last = last };
+	h = source_open(o->uri, &si, o->incremental ? choose_context : NULL, &ic, &ctx, &err);
+	if (!h)
 		goto out;
-	}
-	if (o->incremental) {
-		if (!(ctx = incremental_context(o, last, &si))) {
-			err = -EINVAL;
-			goto out;
-		}
-		nbd_close(h);
-		if (!(h = source_connect(o->uri, ctx))) {
-			err = -ENOENT;
-			goto out;
-		}
-	}
 	err = source_blocks(h, o->uri, ctx ? ctx : LIBNBD_CONTEXT_BASE_ALLOCATION, si.size, r->block_size, &l);
 	if (err < 0)
 		goto out;

@@ -24,33 +24,31 @@ char *source_bitmap_context(const char *name)
 	return s;
 }
 
-struct nbd_handle *source_connect(const char *uri, const char *context)
+static struct nbd_handle *new_handle(void)
 {
 	struct nbd_handle *h = nbd_create();
 
-	if (!h) {
-		bk_error("%s", nbd_get_error());
-		return NULL;
-	}
 	/* Buffers are filled by the server before they are used: libnbd need
 	 * not zero them first. */
-	if (nbd_set_pread_initialize(h, false) < 0 || nbd_set_full_info(h, true) < 0 || nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
-	    (context && nbd_add_meta_context(h, context) < 0)) {
+	if (!h || nbd_set_pread_initialize(h, false) < 0 || nbd_set_full_info(h, true) < 0 ||
+	    nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0) {
 		bk_error("%s", nbd_get_error());
-		goto fail;
-	}
-	if (nbd_connect_uri(h, uri) < 0) {
-		bk_error("cannot connect to %s: %s", uri, nbd_get_error());
-		goto fail;
-	}
-	if (context && nbd_can_meta_context(h, context) != 1) {
-		bk_error("%s does not offer %s (no such bitmap, or one of another generation)", uri, context);
-		goto fail;
+		nbd_close(h);
+		return NULL;
 	}
 	return h;
-fail:
-	nbd_close(h);
-	return NULL;
+}
+
+struct nbd_handle *source_connect(const char *uri)
+{
+	struct nbd_handle *h = new_handle();
+
+	if (h && nbd_connect_uri(h, uri) < 0) {
+		bk_error("cannot connect to %s: %s", uri, nbd_get_error());
+		nbd_close(h);
+		return NULL;
+	}
+	return h;
 }
 
 /* bdfilterd describes a snapshot image as "snapshot image of NAME
@@ -68,14 +66,14 @@ static char *token(const char *desc, const char *key)
 	return NULL;
 }
 
-int source_info(struct nbd_handle *h, struct source_info *info)
+static int read_info(struct nbd_handle *h, const char *uri, struct source_info *info)
 {
 	int64_t size = nbd_get_size(h);
 	char *cn;
 
 	*info = (struct source_info){ .changes_number = -1 };
 	if (size < 0) {
-		bk_error("%s", nbd_get_error());
+		bk_error("%s: %s", uri, nbd_get_error());
 		return -EIO;
 	}
 	info->size = (uint64_t)size;
@@ -98,6 +96,58 @@ int source_info(struct nbd_handle *h, struct source_info *info)
 		info->changes_number = -1;
 	}
 	return 0;
+}
+
+struct nbd_handle *source_open(const char *uri, struct source_info *info, source_choose_fn choose, void *opaque,
+			       char **context, int *err)
+{
+	struct nbd_handle *h = new_handle();
+	char *ctx = NULL;
+
+	*context = NULL;
+	*info = (struct source_info){ .changes_number = -1 };
+	*err = -EIO;
+	if (!h)
+		return NULL;
+	if (nbd_set_opt_mode(h, true) < 0 || nbd_connect_uri(h, uri) < 0) {
+		bk_error("cannot connect to %s: %s", uri, nbd_get_error());
+		goto fail;
+	}
+	/* A server without NBD_OPT_INFO tells the size at GO, and no more. */
+	if (nbd_opt_info(h) < 0 && nbd_get_errno() != ENOTSUP) {
+		bk_error("cannot connect to %s: %s", uri, nbd_get_error());
+		goto fail;
+	}
+	if (nbd_get_size(h) >= 0 && (*err = read_info(h, uri, info)) < 0)
+		goto fail;
+	if (choose && !(ctx = choose(opaque, info, err)) && *err < 0)
+		goto fail;
+	if (ctx && nbd_add_meta_context(h, ctx) < 0) {
+		bk_error("%s", nbd_get_error());
+		*err = -EIO;
+		goto fail;
+	}
+	if (nbd_opt_go(h) < 0) {
+		bk_error("cannot connect to %s: %s", uri, nbd_get_error());
+		*err = -EIO;
+		goto fail;
+	}
+	if (!info->size && (*err = read_info(h, uri, info)) < 0)
+		goto fail;
+	if (ctx && nbd_can_meta_context(h, ctx) != 1) {
+		bk_error("%s does not offer %s (no such bitmap, or one of another generation)", uri, ctx);
+		*err = -ENOENT;
+		goto fail;
+	}
+	*context = ctx;
+	*err = 0;
+	return h;
+fail:
+	free(ctx);
+	source_info_free(info);
+	*info = (struct source_info){ .changes_number = -1 };
+	nbd_close(h);
+	return NULL;
 }
 
 void source_info_free(struct source_info *info)

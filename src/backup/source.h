@@ -18,11 +18,22 @@ struct source_info {
 	int64_t changes_number; /* bdfilterd's changes_number=, or -1 */
 };
 
-/* A connection to URI asking for CONTEXT (may be NULL) besides
- * base:allocation; errors printed, NULL returned. With CONTEXT, a server that
- * does not offer it is an error. */
-struct nbd_handle *source_connect(const char *uri, const char *context);
-int source_info(struct nbd_handle *h, struct source_info *info);
+/* A plain connection to URI, for reading; errors printed, NULL returned. */
+struct nbd_handle *source_connect(const char *uri);
+
+/* Which meta context to ask for besides base:allocation, once the export is
+ * known: a new string, or NULL with *ERR set (its message printed) or with
+ * *ERR 0 for none. */
+typedef char *(*source_choose_fn)(void *opaque, const struct source_info *info, int *err);
+
+/* One connection to URI that learns what the export is (NBD_OPT_INFO: its
+ * size, and bdfilterd's generation and changes_number in the description),
+ * lets CHOOSE (may be NULL) pick a context from that, and then asks for it:
+ * one connection, since some servers (qemu-nbd) serve one client at a time
+ * and go away after it. *CONTEXT gets the context chosen, or NULL. With a
+ * context, a server that does not offer it is an error. Errors printed. */
+struct nbd_handle *source_open(const char *uri, struct source_info *info, source_choose_fn choose, void *opaque,
+			       char **context, int *err);
 void source_info_free(struct source_info *info);
 
 /* Add to L the blocks of BLOCK_SIZE holding what CONTEXT marks: with
