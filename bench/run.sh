@@ -70,8 +70,8 @@ start_bdfilterd_snapshot() {
 	truncate -s "$((2 * size_mib))M" "$work/diff.img"
 	local id
 	id=$("$build/bdfilter" --control "$work/control.sock" snapshot_create -d disk | sed -n 's/^id=//p')
-	"$build/bdfilter" --control "$work/control.sock" snapshot_appendstorage -i "$id" -f "$work/diff.img"
-	"$build/bdfilter" --control "$work/control.sock" snapshot_take -i "$id"
+	"$build/bdfilter" --control "$work/control.sock" snapshot_appendstorage -i "$id" -f "$work/diff.img" >/dev/null
+	"$build/bdfilter" --control "$work/control.sock" snapshot_take -i "$id" >/dev/null
 }
 start_bdfilterd_image() {
 	start_bdfilterd_snapshot
