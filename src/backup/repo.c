@@ -236,22 +236,13 @@ static void set_error(struct backup_info *b, const char *fmt, ...)
 	b->error = msg ? msg : strdup("out of memory");
 }
 
-static void load_manifest(struct repo *r, struct backup_info *b)
+void repo_parse_manifest(uint32_t block_size, struct backup_info *b, const char *text, const char *name)
 {
-	char name[32], *text = NULL;
 	struct json_object *o;
 	const char *kind, *s;
 	int64_t v;
-	int e;
 
-	snprintf(name, sizeof(name), "%06u/manifest.json", b->num);
-	e = read_small(r->dirfd, name, 1 << 20, &text, NULL);
-	if (e < 0) {
-		set_error(b, "backup %u: %s: %s", b->num, name, strerror(-e));
-		return;
-	}
 	o = json_tokener_parse(text);
-	free(text);
 	if (!o || !json_object_is_type(o, json_type_object)) {
 		set_error(b, "backup %u: %s is not a JSON object", b->num, name);
 		json_object_put(o);
@@ -271,9 +262,9 @@ static void load_manifest(struct repo *r, struct backup_info *b)
 	if ((v = jint(o, "size")) <= 0)
 		BAD("\"size\"");
 	b->size = (uint64_t)v;
-	if (jint(o, "block_size") != r->block_size)
+	if (jint(o, "block_size") != block_size)
 		BAD("\"block_size\" (not the repository's)");
-	b->block_size = r->block_size;
+	b->block_size = block_size;
 	if (!(s = jstr(o, "from")) || !(b->from = strdup(s)))
 		BAD("\"from\"");
 	if (!(s = jstr(o, "time")) || !(b->time = strdup(s)))
@@ -300,6 +291,21 @@ static void load_manifest(struct repo *r, struct backup_info *b)
 #undef BAD
 out:
 	json_object_put(o);
+}
+
+static void load_manifest(struct repo *r, struct backup_info *b)
+{
+	char name[32], *text = NULL;
+	int e;
+
+	snprintf(name, sizeof(name), "%06u/manifest.json", b->num);
+	e = read_small(r->dirfd, name, 1 << 20, &text, NULL);
+	if (e < 0) {
+		set_error(b, "backup %u: %s: %s", b->num, name, strerror(-e));
+		return;
+	}
+	repo_parse_manifest(r->block_size, b, text, name);
+	free(text);
 }
 
 static int write_manifest(int dirfd, const struct backup_info *b)
@@ -540,31 +546,30 @@ const struct backup_info *repo_backup(struct repo *r, unsigned num)
 
 /* ---- index ---- */
 
-int repo_read_index(struct repo *r, unsigned num, char **why, struct repo_entry **out, uint64_t *n)
+int repo_parse_index(const struct backup_info *b, const char *buf, size_t len, const char *name, char **why,
+		     struct repo_entry **out, uint64_t *n)
 {
-	const struct backup_info *b = &r->b[num];
-	char name[32], *buf = NULL;
 	uint8_t h[REPO_HASH_LEN];
 	struct repo_entry *e = NULL;
-	uint64_t count, nblocks = b->size / b->block_size + (b->size % b->block_size != 0);
-	size_t len;
+	uint64_t count, nblocks = block_count(b->size, b->block_size);
+	uint32_t version;
+	unsigned num = b->num;
 	int err;
 
 #define FAIL(code, ...) do { report(why, __VA_ARGS__); err = (code); goto out; } while (0)
-	snprintf(name, sizeof(name), "%06u/index", num);
-	/* The index has an entry per block at most. */
-	err = read_small(r->dirfd, name, INDEX_HEADER + (nblocks + 1) * INDEX_ENTRY, &buf, &len);
-	if (err < 0)
-		FAIL(err, "backup %u: %s: %s", num, name, err == -EFBIG ? "too large" : strerror(-err));
 	repo_hash(buf, len, h);
 	if (memcmp(h, b->index_hash, REPO_HASH_LEN))
 		FAIL(-EIO, "backup %u: %s does not match its checksum in the manifest (damaged or truncated)", num,
 		     name);
-	if (len < INDEX_HEADER || memcmp(buf, INDEX_MAGIC, 8) || le32toh(*(uint32_t *)(buf + 8)) != INDEX_VERSION)
+	if (len < INDEX_HEADER || memcmp(buf, INDEX_MAGIC, 8))
+		FAIL(-EINVAL, "backup %u: %s: not a version %d index", num, name, INDEX_VERSION);
+	memcpy(&version, buf + 8, 4);
+	if (le32toh(version) != INDEX_VERSION)
 		FAIL(-EINVAL, "backup %u: %s: not a version %d index", num, name, INDEX_VERSION);
 	memcpy(&count, buf + 16, 8);
 	count = le64toh(count);
-	if (count != b->blocks || len != INDEX_HEADER + count * INDEX_ENTRY)
+	if (count != b->blocks || count > (len - INDEX_HEADER) / INDEX_ENTRY ||
+	    len != INDEX_HEADER + count * INDEX_ENTRY)
 		FAIL(-EINVAL, "backup %u: %s: %" PRIu64 " entries, the manifest says %" PRIu64, num, name, count,
 		     b->blocks);
 	e = calloc(count ? count : 1, sizeof(*e));
@@ -583,8 +588,8 @@ int repo_read_index(struct repo *r, unsigned num, char **why, struct repo_entry 
 			FAIL(-EINVAL, "backup %u: %s: entry %" PRIu64 " names block %" PRIu64 " (out of order or range)",
 			     num, name, i, e[i].block);
 		if (e[i].offset != REPO_ZERO_BLOCK &&
-		    (e[i].offset > b->data_size || b->data_size - e[i].offset <
-						       block_length(e[i].block, b->size, b->block_size)))
+		    (e[i].offset > b->data_size ||
+		     b->data_size - e[i].offset < block_length(e[i].block, b->size, b->block_size)))
 			FAIL(-EINVAL, "backup %u: %s: block %" PRIu64 " lies outside the data file", num, name,
 			     e[i].block);
 	}
@@ -595,6 +600,25 @@ int repo_read_index(struct repo *r, unsigned num, char **why, struct repo_entry 
 	err = 0;
 out:
 	free(e);
+	return err;
+}
+
+int repo_read_index(struct repo *r, unsigned num, char **why, struct repo_entry **out, uint64_t *n)
+{
+	const struct backup_info *b = &r->b[num];
+	uint64_t nblocks = block_count(b->size, b->block_size);
+	char name[32], *buf = NULL;
+	size_t len;
+	int err;
+
+	snprintf(name, sizeof(name), "%06u/index", num);
+	/* The index has an entry per block at most. */
+	err = read_small(r->dirfd, name, INDEX_HEADER + (nblocks + 1) * INDEX_ENTRY, &buf, &len);
+	if (err < 0) {
+		report(why, "backup %u: %s: %s", num, name, err == -EFBIG ? "too large" : strerror(-err));
+		return err;
+	}
+	err = repo_parse_index(b, buf, len, name, why, out, n);
 	free(buf);
 	return err;
 }

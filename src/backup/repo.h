@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <stdio.h>
 
 #define REPO_BLOCK_SIZE_DEFAULT 65536u
@@ -79,6 +80,13 @@ int repo_backup_begin(struct repo *r, struct backup_writer *w);
 int repo_backup_commit(struct backup_writer *w, struct backup_info *info, const struct repo_entry *e,
 		       uint64_t n);
 void repo_backup_abort(struct backup_writer *w);
+
+/* The parsers behind repo_open and repo_read_index, on bytes already read
+ * (for the unit tests and the fuzzer). NAME names the file in messages. A bad
+ * manifest sets B->error. */
+void repo_parse_manifest(uint32_t block_size, struct backup_info *b, const char *text, const char *name);
+int repo_parse_index(const struct backup_info *b, const char *buf, size_t len, const char *name, char **why,
+		     struct repo_entry **out, uint64_t *n);
 
 void repo_hash(const void *buf, size_t len, uint8_t out[REPO_HASH_LEN]);
 void repo_hash_hex(const uint8_t h[REPO_HASH_LEN], char out[2 * REPO_HASH_LEN + 1]);
