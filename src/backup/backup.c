@@ -18,6 +18,7 @@
 #include "backup/block_list.h"
 #include "backup/progress.h"
 #include "backup/repo.h"
+#include "backup/util.h"
 #include "backup/source.h"
 
 /* What one reader asks for in one request. */
@@ -521,14 +522,6 @@ static char *choose_context(void *opaque, const struct source_info *si, int *err
 	return ctx;
 }
 
-static double now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int backup_run(const struct backup_opts *o, struct json_object **result)
 {
 	struct repo *r = NULL;
@@ -542,7 +535,7 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 	struct progress *pg = NULL;
 	struct incremental ic;
 	char *ctx = NULL;
-	double t0 = now_seconds();
+	double t0 = bk_seconds();
 	int err;
 
 	err = repo_open(o->repo, o->incremental ? REPO_WRITE : REPO_CREATE, o->block_size, &r);
@@ -611,7 +604,7 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 	json_object_object_add(*result, "zero_blocks", json_object_new_int64((int64_t)info.zero_blocks));
 	json_object_object_add(*result, "bytes_read", json_object_new_int64((int64_t)atomic_load(&c.bytes_read)));
 	json_object_object_add(*result, "bytes_stored", json_object_new_int64((int64_t)info.bytes_stored));
-	json_object_object_add(*result, "seconds", json_object_new_double(now_seconds() - t0));
+	json_object_object_add(*result, "seconds", json_object_new_double(bk_seconds() - t0));
 out:
 	if (w.tmpfd >= 0)
 		repo_backup_abort(&w);

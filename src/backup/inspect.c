@@ -11,6 +11,7 @@
 #include "backup/backup.h"
 #include "backup/block_list.h"
 #include "backup/repo.h"
+#include "backup/util.h"
 
 /* Per backup, the checksum errors listed before "and N more". */
 #define ERRORS_PER_BACKUP 10
@@ -19,19 +20,6 @@ static void add_error(struct json_object *errors, char *msg)
 {
 	json_object_array_add(errors, json_object_new_string(msg ? msg : "out of memory"));
 	free(msg);
-}
-
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, f);
-	if (vasprintf(&s, f, ap) < 0)
-		s = NULL;
-	va_end(ap);
-	return s;
 }
 
 /* Check every block of backup NUM; the number of blocks checked. */
@@ -60,7 +48,7 @@ static uint64_t verify_backup(struct repo *r, unsigned num, char *buf, const cha
 
 		if (e[i].offset != REPO_ZERO_BLOCK) {
 			if (pread(fd, buf, len, (off_t)e[i].offset) != (ssize_t)len) {
-				add_error(errors, fmt("backup %u: block %" PRIu64 ": cannot read its data", num,
+				add_error(errors, bk_format("backup %u: block %" PRIu64 ": cannot read its data", num,
 						      e[i].block));
 				bad++;
 				continue;
@@ -71,12 +59,12 @@ static uint64_t verify_backup(struct repo *r, unsigned num, char *buf, const cha
 		if (memcmp(h, e[i].hash, REPO_HASH_LEN) == 0)
 			continue;
 		if (++bad <= ERRORS_PER_BACKUP)
-			add_error(errors, fmt("backup %u: block %" PRIu64 " (data offset %" PRIu64
+			add_error(errors, bk_format("backup %u: block %" PRIu64 " (data offset %" PRIu64
 					      "): checksum mismatch",
 					      num, e[i].block, e[i].offset == REPO_ZERO_BLOCK ? 0 : e[i].offset));
 	}
 	if (bad > ERRORS_PER_BACKUP)
-		add_error(errors, fmt("backup %u: and %" PRIu64 " more blocks that do not match", num,
+		add_error(errors, bk_format("backup %u: and %" PRIu64 " more blocks that do not match", num,
 				      bad - ERRORS_PER_BACKUP));
 	close(fd);
 	free(e);
@@ -112,7 +100,7 @@ int verify_run(const char *repo, struct json_object **result)
 			continue;
 		}
 		if (!r->b[k].full && broken[r->b[k].parent])
-			add_error(errors, fmt("backup %u: rests on backup %d, which is damaged", k, r->b[k].parent));
+			add_error(errors, bk_format("backup %u: rests on backup %d, which is damaged", k, r->b[k].parent));
 		blocks += verify_backup(r, k, buf, zeros, errors);
 		broken[k] = json_object_array_length(errors) != before;
 	}

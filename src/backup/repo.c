@@ -19,6 +19,7 @@
 
 #include "backup/block_list.h"
 #include "backup/repo.h"
+#include "backup/util.h"
 
 #define REPO_FORMAT "bdfilter-backup"
 #define REPO_VERSION 1
@@ -27,17 +28,6 @@
 #define INDEX_HEADER 24
 #define INDEX_ENTRY 32
 #define MAX_BLOCK_SIZE (64u << 20)
-
-void bk_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("bdfilter-backup: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
 
 /* An error: printed, or handed to the caller in *WHY (verify collects them). */
 static void report(char **why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -50,8 +40,8 @@ static void report(char **why, const char *fmt, ...)
 		fputs("bdfilter-backup: ", stderr);
 		vfprintf(stderr, fmt, ap);
 		fputc('\n', stderr);
-	} else if (vasprintf(why, fmt, ap) < 0) {
-		*why = NULL;
+	} else {
+		*why = bk_vformat(fmt, ap);
 	}
 	va_end(ap);
 }
@@ -229,8 +219,7 @@ static void set_error(struct backup_info *b, const char *fmt, ...)
 	char *msg;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		msg = NULL;
+	msg = bk_vformat(fmt, ap);
 	va_end(ap);
 	free(b->error);
 	b->error = msg ? msg : strdup("out of memory");

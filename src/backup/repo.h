@@ -91,7 +91,4 @@ int repo_parse_index(const struct backup_info *b, const char *buf, size_t len, c
 void repo_hash(const void *buf, size_t len, uint8_t out[REPO_HASH_LEN]);
 void repo_hash_hex(const uint8_t h[REPO_HASH_LEN], char out[2 * REPO_HASH_LEN + 1]);
 
-/* bdfilter-backup's one line on stderr for an error. */
-void bk_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
 #endif

@@ -19,6 +19,7 @@
 #include "backup/block_list.h"
 #include "backup/progress.h"
 #include "backup/repo.h"
+#include "backup/util.h"
 
 #define RUN_BYTES (4u << 20)
 #define DIRECT_ALIGN 4096u
@@ -250,14 +251,6 @@ static void chain_free(struct chain *ch)
 	free(ch);
 }
 
-static double now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int restore_run(const struct restore_opts *o, struct json_object **result)
 {
 	struct repo *r = NULL;
@@ -268,7 +261,7 @@ int restore_run(const struct restore_opts *o, struct json_object **result)
 	uint64_t *off = NULL, nblocks, written = 0, size;
 	struct progress *pg = NULL;
 	char *buf = NULL, *zeros = NULL;
-	double t0 = now_seconds();
+	double t0 = bk_seconds();
 	unsigned at;
 	int err;
 
@@ -401,7 +394,7 @@ int restore_run(const struct restore_opts *o, struct json_object **result)
 	json_object_object_add(*result, "to", json_object_new_string(o->to));
 	json_object_object_add(*result, "size", json_object_new_int64((int64_t)size));
 	json_object_object_add(*result, "bytes_written", json_object_new_int64((int64_t)written));
-	json_object_object_add(*result, "seconds", json_object_new_double(now_seconds() - t0));
+	json_object_object_add(*result, "seconds", json_object_new_double(bk_seconds() - t0));
 	goto out;
 nomem:
 	bk_error("out of memory");

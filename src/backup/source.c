@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backup/repo.h"
+#include "backup/util.h"
 #include "backup/source.h"
 
 #define DIRTY_PREFIX "qemu:dirty-bitmap:"
