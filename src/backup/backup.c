@@ -558,6 +558,12 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 	h = source_open(o->uri, &si, o->incremental ? choose_context : NULL, &ic, &ctx, &err);
 	if (!h)
 		goto out;
+	/* A snapshot image, or an export nobody can write, holds still while it
+	 * is read; a live device does not. */
+	if (!si.generation && nbd_is_read_only(h) == 0)
+		fprintf(stderr, "bdfilter-backup: warning: %s is writable and not a snapshot image: "
+				"what is written to it meanwhile may be in the backup in part\n",
+			o->uri);
 	err = source_blocks(h, o->uri, ctx ? ctx : LIBNBD_CONTEXT_BASE_ALLOCATION, si.size, r->block_size, &l);
 	if (err < 0)
 		goto out;

@@ -5,7 +5,8 @@
 # the images made with nbdcopy at the time. The full backup reads no hole; an
 # incremental reads exactly the 64 KiB blocks written since (a write of zeros,
 # a discard and an unaligned write across a block boundary among them). Then
-# verify, list, and a second full backup that starts a new chain.
+# verify, list, a warning for a backup of the live device, and a second full
+# backup that starts a new chain.
 . "$BDF_SRCDIR/tests/functional/lib.sh"
 need nbdcopy qemu-io
 [ -x "$BACKUP" ] || fail "$BACKUP was not built"
@@ -27,6 +28,7 @@ backup() {
 	_n=$1 _kind=$2; shift 2
 	"$BACKUP" "$_kind" --from "$IMG" --repo "$R" --json "$@" >"$T/b$_n.json" 2>"$T/err" ||
 		fail "$_kind backup $_n: $(cat "$T/err")"
+	[ ! -s "$T/err" ] || fail "$_kind backup $_n said: $(cat "$T/err")"
 	[ "$(jfield "$T/b$_n.json" backup)" = "$_n" ] || fail "$_kind backup is numbered $(jfield "$T/b$_n.json" backup), not $_n"
 	[ "$(jfield "$T/b$_n.json" kind)" = "$_kind" ] || fail "backup $_n is not $_kind"
 }
@@ -101,6 +103,11 @@ assert [b["changes_number"] for b in l["backups"]] == [1, 2, 3]
 assert l["block_size"] == 65536
 PYEOF
 "$BACKUP" list --repo "$R" | grep -q "^backup=2 kind=incremental" || fail "list's key=value lines"
+
+# a live device holds no still: the backup says so, and still works
+"$BACKUP" full --from "$(uri d)" --repo "$T/live" --quiet >/dev/null 2>"$T/err" || fail "full from the origin"
+grep -q "^bdfilter-backup: warning: .* is writable and not a snapshot image" "$T/err" ||
+	fail "no warning for a backup of a live device: $(cat "$T/err")"
 
 # a second full starts a new chain: backup 3
 id=$(snap d "$T/diff.img")
