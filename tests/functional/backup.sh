@@ -104,7 +104,7 @@ assert l["block_size"] == 65536
 PYEOF
 "$BACKUP" list --repo "$R" | grep -q "^backup=2 kind=incremental" || fail "list's key=value lines"
 
-# a live device holds no still: the backup says so, and still works
+# a live device does not hold still: the backup says so, and is made all the same
 "$BACKUP" full --from "$(uri d)" --repo "$T/live" --quiet >/dev/null 2>"$T/err" || fail "full from the origin"
 grep -q "^bdfilter-backup: warning: .* is writable and not a snapshot image" "$T/err" ||
 	fail "no warning for a backup of a live device: $(cat "$T/err")"
