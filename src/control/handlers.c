@@ -13,11 +13,11 @@
 #include "core/device.h"
 #include "core/io.h"
 #include "core/registry.h"
-#include "filters/blksnap.h"
-#include "filters/event_queue.h"
+#include "blksnap/blksnap.h"
+#include "blksnap/event_queue.h"
 #include "filters/filters.h"
-#include "filters/snapshot.h"
-#include "filters/tracker.h"
+#include "blksnap/snapshot.h"
+#include "blksnap/tracker.h"
 
 #define READCBTMAP_MAX (1u << 20) /* bytes of map per request */
 

@@ -25,10 +25,10 @@
 #include "core/registry.h"
 #include "daemon/listen.h"
 #include "daemon/options.h"
-#include "exports/fuse_export.h"
-#include "exports/nbd_server.h"
-#include "filters/blksnap.h"
-#include "filters/cbt_store.h"
+#include "fuse/fuse_export.h"
+#include "nbd/nbd_server.h"
+#include "blksnap/blksnap.h"
+#include "blksnap/cbt_store.h"
 #include "filters/filters.h"
 
 /* How long shutdown waits for a busy FUSE mount (loop devices still attached). */

@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 #include "common/log.h"
-#include "filters/params.h"
+#include "blksnap/params.h"
 
 #define MAX_DEVICE_FILTERS 8
 

@@ -12,7 +12,7 @@
 #include "control/handlers.h"
 #include "core/device.h"
 #include "core/registry.h"
-#include "filters/blksnap.h"
+#include "blksnap/blksnap.h"
 
 static struct control_ctx ctx;
 static struct blksnap bs;

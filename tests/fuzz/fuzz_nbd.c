@@ -19,8 +19,8 @@
 
 #include "common/log.h"
 #include "core/device.h"
-#include "exports/nbd_internal.h"
-#include "exports/nbd_proto.h"
+#include "nbd/nbd_internal.h"
+#include "nbd/nbd_proto.h"
 
 static struct nbd_server *srv;
 static struct device *dev;

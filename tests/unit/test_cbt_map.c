@@ -10,8 +10,8 @@
 #include <cmocka.h>
 
 #include "core/extents.h"
-#include "filters/cbt_map.h"
-#include "filters/params.h"
+#include "blksnap/cbt_map.h"
+#include "blksnap/params.h"
 
 #define KiB 1024ull
 #define MiB (1024 * KiB)

@@ -10,8 +10,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "filters/cbt_map.h"
-#include "filters/params.h"
+#include "blksnap/cbt_map.h"
+#include "blksnap/params.h"
 
 #define MIB (1024ull * 1024)
 #define GIB (1024ull * MIB)

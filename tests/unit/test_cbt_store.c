@@ -16,9 +16,9 @@
 #include <cmocka.h>
 
 #include "common/bytes.h"
-#include "filters/cbt_map.h"
-#include "filters/cbt_store.h"
-#include "filters/params.h"
+#include "blksnap/cbt_map.h"
+#include "blksnap/cbt_store.h"
+#include "blksnap/params.h"
 
 #define MiB (1024ull * 1024)
 #define CAP (4 * MiB) /* 64 blocks of 64 KiB */

@@ -1,0 +1,481 @@
+/* Snapshots (see snapshot.h): a UUID, a set of devices, a difference storage,
+ * an event queue; created -> taken -> destroyed.
+ *
+ * A snapshot is reference counted: the list in struct blksnap holds one, and
+ * each diff area holds one, so that images still open over NBD after destroy
+ * keep the storage and the queue alive until their last reader goes (their
+ * I/O fails with EIO from destroy on). */
+#include "blksnap/snapshot.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "core/device.h"
+#include "core/registry.h"
+#include "blksnap/blksnap.h"
+#include "blksnap/cbt_map.h"
+#include "blksnap/diff_area.h"
+#include "blksnap/diff_storage.h"
+#include "blksnap/event_queue.h"
+#include "blksnap/image.h"
+#include "blksnap/tracker.h"
+
+struct snapshot {
+	atomic_int refs;
+	uuid_t id;
+	struct blksnap *bs;
+	struct device **devs;
+	size_t n_devs;
+	struct diff_area **areas; /* once taken, one per device */
+	char **images;            /* their device names */
+	struct diff_storage *storage;
+	struct event_queue events;
+	bool taken;
+	struct snapshot *next;
+};
+
+void blksnap_init(struct blksnap *bs, const struct params *p, struct registry *reg)
+{
+	bs->params = *p;
+	bs->reg = reg;
+	pthread_mutex_init(&bs->lock, NULL);
+	bs->snapshots = NULL;
+	bs->state_dir = NULL;
+	atomic_init(&bs->stopping, false);
+}
+
+void blksnap_stopping(struct blksnap *bs)
+{
+	atomic_store(&bs->stopping, true);
+}
+
+static void snapshot_put(void *opaque)
+{
+	struct snapshot *s = opaque;
+
+	if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+		return;
+	diff_storage_free(s->storage);
+	event_queue_destroy(&s->events);
+	free(s);
+}
+
+static struct snapshot *find_locked(struct blksnap *bs, const uuid_t id)
+{
+	for (struct snapshot *s = bs->snapshots; s; s = s->next)
+		if (uuid_compare(s->id, id) == 0)
+			return s;
+	return NULL;
+}
+
+static struct snapshot *find_by_device_locked(struct blksnap *bs, struct device *dev, size_t *index)
+{
+	for (struct snapshot *s = bs->snapshots; s; s = s->next)
+		for (size_t i = 0; i < s->n_devs; i++)
+			if (s->devs[i] == dev) {
+				if (index)
+					*index = i;
+				return s;
+			}
+	return NULL;
+}
+
+static int no_snapshot(const uuid_t id, char *err, size_t errlen)
+{
+	char u[37];
+
+	uuid_unparse_lower(id, u);
+	snprintf(err, errlen, "no snapshot %s", u);
+	return -ESRCH;
+}
+
+/* Add device NAME to S (bs->lock held). */
+static int add_locked(struct blksnap *bs, struct snapshot *s, const char *name, char *err, size_t errlen)
+{
+	struct device *dev, **v;
+
+	if (s->taken) {
+		snprintf(err, errlen, "the snapshot is already taken");
+		return -EALREADY;
+	}
+	dev = registry_get(bs->reg, name);
+	if (!dev) {
+		snprintf(err, errlen, "no device '%.255s'", name);
+		return -ENODEV;
+	}
+	if (!device_has_filter(dev, "tracker")) {
+		snprintf(err, errlen, "no tracker is attached to %s", name);
+		device_put(dev);
+		return -ENOENT;
+	}
+	if (find_by_device_locked(bs, dev, NULL)) {
+		snprintf(err, errlen, "%s is already in a snapshot", name);
+		device_put(dev);
+		return -EBUSY;
+	}
+	v = realloc(s->devs, (s->n_devs + 1) * sizeof(*v));
+	if (!v) {
+		device_put(dev);
+		return -ENOMEM;
+	}
+	s->devs = v;
+	v[s->n_devs++] = dev;
+	return 0;
+}
+
+static void free_unlinked(struct snapshot *s)
+{
+	for (size_t i = 0; i < s->n_devs; i++)
+		device_put(s->devs[i]);
+	free(s->devs);
+	event_queue_close(&s->events);
+	snapshot_put(s);
+}
+
+int snapshot_create(struct blksnap *bs, const char *const *devs, size_t n, const char *grow_path,
+		    uint64_t grow_limit, uuid_t id, char *err, size_t errlen)
+{
+	struct snapshot *s = calloc(1, sizeof(*s));
+	int r = 0;
+
+	if (!s)
+		return -ENOMEM;
+	atomic_init(&s->refs, 1);
+	uuid_generate_random(s->id);
+	s->bs = bs;
+	event_queue_init(&s->events);
+	r = diff_storage_new(&bs->params, &s->events, &s->storage);
+	if (r == 0 && grow_path)
+		r = diff_storage_set_growing(s->storage, grow_path, grow_limit, err, errlen);
+	pthread_mutex_lock(&bs->lock);
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = add_locked(bs, s, devs[i], err, errlen);
+	if (r < 0) {
+		pthread_mutex_unlock(&bs->lock);
+		free_unlinked(s);
+		return r;
+	}
+	s->next = bs->snapshots;
+	bs->snapshots = s;
+	uuid_copy(id, s->id);
+	/* blksnap asks for storage as soon as the snapshot exists. */
+	diff_storage_start(s->storage);
+	pthread_mutex_unlock(&bs->lock);
+	return 0;
+}
+
+int snapshot_add(struct blksnap *bs, const uuid_t id, const char *dev, char *err, size_t errlen)
+{
+	struct snapshot *s;
+	int r;
+
+	pthread_mutex_lock(&bs->lock);
+	s = find_locked(bs, id);
+	r = s ? add_locked(bs, s, dev, err, errlen) : no_snapshot(id, err, errlen);
+	pthread_mutex_unlock(&bs->lock);
+	return r;
+}
+
+int snapshot_append_storage(struct blksnap *bs, const uuid_t id, const char *path,
+			    const struct sector_range *r, size_t n, char *err, size_t errlen)
+{
+	struct snapshot *s;
+	int ret;
+
+	pthread_mutex_lock(&bs->lock);
+	s = find_locked(bs, id);
+	ret = s ? diff_storage_append(s->storage, path, r, n, err, errlen) : no_snapshot(id, err, errlen);
+	pthread_mutex_unlock(&bs->lock);
+	return ret;
+}
+
+static int compare_devices(const void *a, const void *b)
+{
+	return strcmp(device_name(*(struct device *const *)a), device_name(*(struct device *const *)b));
+}
+
+/* The images get the device names "<origin>-image". */
+static int add_images_locked(struct blksnap *bs, struct snapshot *s, char *err, size_t errlen)
+{
+	s->images = calloc(s->n_devs, sizeof(*s->images));
+	if (!s->images)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->n_devs; i++) {
+		struct device *img;
+		char name[300];
+		int r;
+
+		snprintf(name, sizeof(name), "%s-image", device_name(s->devs[i]));
+		r = image_device_new(name, s->areas[i], &img);
+		if (r == 0) {
+			r = registry_add(bs->reg, img);
+			device_put(img);
+		}
+		if (r < 0) {
+			snprintf(err, errlen, "cannot add the image %s: %s", name, strerror(-r));
+			return r;
+		}
+		s->images[i] = strdup(name);
+	}
+	return 0;
+}
+
+/* A take that failed before its instant: the areas go, and a later take starts over. */
+static void drop_areas(struct snapshot *s)
+{
+	for (size_t i = 0; i < s->n_devs; i++)
+		diff_area_put(s->areas[i]); /* each drops its reference on S */
+	free(s->areas);
+	s->areas = NULL;
+}
+
+/* Each area was made for its device's size before the drain; a resize that
+ * came in between would leave chunks the area does not have. */
+static bool sizes_unchanged(struct snapshot *s)
+{
+	for (size_t i = 0; i < s->n_devs; i++)
+		if (diff_area_capacity(s->areas[i]) != device_size(s->devs[i]))
+			return false;
+	return true;
+}
+
+int snapshot_take(struct blksnap *bs, const uuid_t id, char *err, size_t errlen)
+{
+	struct device **order;
+	struct snapshot *s;
+	int r = 0;
+
+	pthread_mutex_lock(&bs->lock);
+	s = find_locked(bs, id);
+	if (!s) {
+		r = no_snapshot(id, err, errlen);
+		goto out;
+	}
+	if (s->taken) {
+		snprintf(err, errlen, "the snapshot is already taken");
+		r = -EALREADY;
+		goto out;
+	}
+	if (s->n_devs == 0) {
+		snprintf(err, errlen, "the snapshot has no device");
+		r = -ENODEV;
+		goto out;
+	}
+	s->areas = calloc(s->n_devs, sizeof(*s->areas));
+	order = malloc(s->n_devs * sizeof(*order));
+	if (!s->areas || !order) {
+		free(order);
+		free(s->areas);
+		s->areas = NULL;
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < s->n_devs && r == 0; i++) {
+		r = diff_area_new(s->devs[i], &bs->params, s->storage, &s->events, snapshot_put, s, &s->areas[i]);
+		if (r == 0)
+			atomic_fetch_add(&s->refs, 1); /* the area's reference */
+	}
+	if (r < 0) {
+		free(order);
+		drop_areas(s);
+		goto out;
+	}
+
+	/* The instant: drain every device (in name order, so that two takes
+	 * never wait on each other), switch, resume. */
+	memcpy(order, s->devs, s->n_devs * sizeof(*order));
+	qsort(order, s->n_devs, sizeof(*order), compare_devices);
+	for (size_t i = 0; i < s->n_devs; i++)
+		device_quiesce(order[i]);
+	if (!sizes_unchanged(s)) {
+		for (size_t i = s->n_devs; i-- > 0;)
+			device_resume(order[i]);
+		free(order);
+		drop_areas(s);
+		snprintf(err, errlen, "a device was resized during the take; take again");
+		r = -EBUSY;
+		goto out;
+	}
+	for (size_t i = 0; i < s->n_devs; i++) {
+		struct filter *f = device_filter_quiesced(s->devs[i], "tracker");
+
+		/* add_locked checked the tracker, and detach refuses while busy */
+		cbt_map_switch(tracker_cbt(f), device_size(s->devs[i]), &bs->params);
+		tracker_set_diff_area(f, s->areas[i]);
+	}
+	for (size_t i = s->n_devs; i-- > 0;)
+		device_resume(order[i]);
+	free(order);
+	s->taken = true;
+	r = add_images_locked(bs, s, err, errlen);
+out:
+	pthread_mutex_unlock(&bs->lock);
+	return r;
+}
+
+int snapshot_devices(struct blksnap *bs, const uuid_t id, struct device ***devs, size_t *n)
+{
+	struct snapshot *s;
+	int r = 0;
+
+	pthread_mutex_lock(&bs->lock);
+	s = find_locked(bs, id);
+	if (!s) {
+		r = -ESRCH;
+	} else if (!(*devs = malloc((s->n_devs ? s->n_devs : 1) * sizeof(**devs)))) {
+		r = -ENOMEM;
+	} else {
+		for (size_t i = 0; i < s->n_devs; i++)
+			(*devs)[i] = device_get(s->devs[i]);
+		*n = s->n_devs;
+	}
+	pthread_mutex_unlock(&bs->lock);
+	return r;
+}
+
+static void destroy_locked(struct blksnap *bs, struct snapshot *s)
+{
+	for (struct snapshot **pp = &bs->snapshots; *pp; pp = &(*pp)->next)
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	/* Images first: no new NBD clients; open ones now get EIO. */
+	for (size_t i = 0; s->images && i < s->n_devs; i++) {
+		if (s->images[i])
+			registry_remove(bs->reg, s->images[i]);
+		free(s->images[i]);
+	}
+	free(s->images);
+	for (size_t i = 0; s->areas && i < s->n_devs; i++) {
+		struct filter *f;
+
+		if (!s->areas[i])
+			continue;
+		diff_area_detach(s->areas[i]);
+		device_quiesce(s->devs[i]);
+		f = device_filter_quiesced(s->devs[i], "tracker");
+		if (f)
+			tracker_set_diff_area(f, NULL);
+		device_resume(s->devs[i]);
+		diff_area_put(s->areas[i]);
+	}
+	free(s->areas);
+	free_unlinked(s);
+}
+
+int snapshot_destroy(struct blksnap *bs, const uuid_t id, char *err, size_t errlen)
+{
+	struct snapshot *s;
+
+	pthread_mutex_lock(&bs->lock);
+	s = find_locked(bs, id);
+	if (!s) {
+		pthread_mutex_unlock(&bs->lock);
+		return no_snapshot(id, err, errlen);
+	}
+	destroy_locked(bs, s);
+	pthread_mutex_unlock(&bs->lock);
+	return 0;
+}
+
+void blksnap_fini(struct blksnap *bs)
+{
+	pthread_mutex_lock(&bs->lock);
+	while (bs->snapshots)
+		destroy_locked(bs, bs->snapshots);
+	pthread_mutex_unlock(&bs->lock);
+	pthread_mutex_destroy(&bs->lock);
+}
+
+int snapshot_collect(struct blksnap *bs, uuid_t **ids, size_t *n)
+{
+	size_t count = 0, i = 0;
+
+	pthread_mutex_lock(&bs->lock);
+	for (struct snapshot *s = bs->snapshots; s; s = s->next)
+		count++;
+	*ids = malloc((count ? count : 1) * sizeof(**ids));
+	if (!*ids) {
+		pthread_mutex_unlock(&bs->lock);
+		return -ENOMEM;
+	}
+	for (struct snapshot *s = bs->snapshots; s; s = s->next)
+		uuid_copy((*ids)[i++], s->id);
+	pthread_mutex_unlock(&bs->lock);
+	*n = count;
+	return 0;
+}
+
+int snapshot_wait_event(struct blksnap *bs, const uuid_t id, uint32_t timeout_ms, struct event *ev)
+{
+	struct snapshot *s;
+
+	pthread_mutex_lock(&bs->lock);
+	s = find_locked(bs, id);
+	if (s)
+		atomic_fetch_add(&s->refs, 1);
+	pthread_mutex_unlock(&bs->lock);
+	if (!s)
+		return -ESRCH;
+	/* Without the lock: destroy closes the queue, which wakes us. */
+	int r = event_queue_wait(&s->events, timeout_ms, ev);
+
+	snapshot_put(s);
+	return r;
+}
+
+int snapshot_device_info(struct blksnap *bs, const char *name, struct snapshot_info *info, char *err,
+			 size_t errlen)
+{
+	struct device *dev = registry_get(bs->reg, name);
+	struct snapshot *s;
+	size_t i;
+
+	memset(info, 0, sizeof(*info));
+	if (!dev) {
+		snprintf(err, errlen, "no device '%.255s'", name);
+		return -ENODEV;
+	}
+	if (!device_has_filter(dev, "tracker")) {
+		snprintf(err, errlen, "no tracker is attached to %s", name);
+		device_put(dev);
+		return -ENOENT;
+	}
+	pthread_mutex_lock(&bs->lock);
+	s = find_by_device_locked(bs, dev, &i);
+	if (s) {
+		struct diff_storage_stats st;
+
+		info->in_snapshot = true;
+		uuid_copy(info->id, s->id);
+		if (s->taken) {
+			info->error_code = diff_area_error(s->areas[i]);
+			info->chunks_copied = diff_area_copied(s->areas[i]);
+			snprintf(info->image, sizeof(info->image), "%s", s->images && s->images[i] ? s->images[i] : "");
+		}
+		diff_storage_stats(s->storage, &st);
+		info->storage_capacity = st.capacity;
+		info->storage_used = st.used;
+	}
+	pthread_mutex_unlock(&bs->lock);
+	device_put(dev);
+	return 0;
+}
+
+bool snapshot_device_busy(struct blksnap *bs, struct device *dev)
+{
+	bool busy;
+
+	pthread_mutex_lock(&bs->lock);
+	busy = find_by_device_locked(bs, dev, NULL) != NULL;
+	for (struct snapshot *s = bs->snapshots; s && !busy; s = s->next)
+		for (size_t i = 0; s->images && i < s->n_devs && !busy; i++)
+			busy = s->images[i] && strcmp(s->images[i], device_name(dev)) == 0;
+	pthread_mutex_unlock(&bs->lock);
+	return busy;
+}

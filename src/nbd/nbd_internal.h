@@ -1,0 +1,133 @@
+/* What the parts of the NBD server share: the server, its exports and connections,
+ * socket I/O, and the entry points of each phase (nbd-internal). */
+#ifndef BDF_NBD_INTERNAL_H
+#define BDF_NBD_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "nbd/nbd_server.h"
+
+struct extents;
+struct nbd_export;
+
+#define NBD_RECV_BUFFER (64u * 1024)
+
+/* A metadata context an export offers: base:allocation, and on snapshot images
+ * qemu:dirty-bitmap:GENERATION/N. Contexts are values: a connection keeps a
+ * copy of each one it selected. */
+#define NBD_META_NAME_MAX 96
+struct nbd_meta_context {
+	char name[NBD_META_NAME_MAX];
+	int (*extents)(struct nbd_export *exp, const struct nbd_meta_context *ctx, uint64_t count,
+		       uint64_t offset, uint32_t flags, struct extents *e);
+	uint8_t since; /* dirty bitmaps: changed after this snapshot */
+};
+
+struct nbd_export {
+	char *name;
+	char *description;
+	struct device *dev;
+	bool readonly;
+	atomic_int refs;
+};
+
+struct nbd_server {
+	struct nbd_server_config cfg;
+	pthread_mutex_t lock;
+	pthread_cond_t conns_gone;
+	struct nbd_export **exports; /* guarded by lock */
+	size_t n_exports;
+	struct nbd_conn *conns; /* guarded by lock */
+	size_t n_conns;
+	uint64_t next_conn_id;
+	bool shutting_down;
+};
+
+/* A context selected with NBD_OPT_SET_META_CONTEXT. */
+struct nbd_meta_selected {
+	uint32_t id;
+	struct nbd_meta_context ctx;
+};
+
+struct nbd_conn {
+	struct nbd_server *srv;
+	struct nbd_conn *next, *prev; /* srv->conns, guarded by srv->lock */
+	int fd;
+	uint64_t id;
+	char peer[64];
+	uint64_t deadline_ns; /* handshake deadline on CLOCK_MONOTONIC; 0: none */
+
+	/* negotiated in the handshake */
+	bool no_zeroes;
+	bool structured;
+	bool extended;
+	unsigned n_options;
+	char *meta_export; /* the export SET_META_CONTEXT named */
+	struct nbd_meta_selected *meta;
+	size_t n_meta;
+	struct nbd_export *exp; /* holds a reference in transmission */
+	uint16_t eflags;
+
+	/* Bytes received but not yet consumed: one recv() often brings several
+	 * small requests. Guarded by read_lock (the handshake is single-threaded). */
+	size_t rstart, rend;
+	bool no_readahead; /* the last request carried a large payload */
+	char rbuf[NBD_RECV_BUFFER];
+
+	/* transmission */
+	pthread_mutex_t read_lock;
+	pthread_mutex_t write_lock;
+	atomic_bool closing;
+};
+
+/* Socket I/O. 0 on success, -1 when the connection is done (EOF, error, timeout). */
+int conn_recv(struct nbd_conn *c, void *buf, size_t len);
+int conn_discard(struct nbd_conn *c, uint64_t len);
+int conn_sendv(struct nbd_conn *c, struct iovec *iov, int n);
+
+/* Exports: look up NAME ("" is the default) and take a reference; NULL if unknown. */
+struct nbd_export *nbd_export_get(struct nbd_server *srv, const char *name);
+void nbd_export_put(struct nbd_export *exp);
+/* Call FN for each export (for NBD_OPT_LIST); stops at the first nonzero return. */
+int nbd_export_foreach(struct nbd_server *srv, int (*fn)(struct nbd_export *, void *), void *opaque);
+
+/* Handshake: 0 and c->exp set when transmission should start, -1 to close. */
+int nbd_handshake(struct nbd_conn *c);
+/* The transmission flags of C's export, given what C negotiated. */
+uint16_t nbd_export_flags(const struct nbd_conn *c, const struct nbd_export *exp);
+
+/* Transmission: serve requests until the client or the server ends the session. */
+void nbd_transmission(struct nbd_conn *c);
+
+/* Metadata contexts. */
+/* Call FN with every context of EXP that QUERY names (LIST semantics: a query
+ * ending in ':' is a namespace or prefix wildcard; NULL matches all). */
+void nbd_meta_match(struct nbd_export *exp, const char *query, bool wildcards,
+		    void (*fn)(const struct nbd_meta_context *, void *), void *opaque);
+struct nbd_request;
+void nbd_block_status(struct nbd_conn *c, const struct nbd_request *req);
+
+/* A request as decoded from the wire. */
+struct nbd_request {
+	uint16_t flags;
+	uint16_t type;
+	uint64_t cookie;
+	uint64_t offset;
+	uint64_t length; /* effect length, or payload length with PAYLOAD_LEN */
+};
+
+/* Replies (transmission). Each takes the write lock; -1 if the connection broke. */
+int nbd_reply_ok(struct nbd_conn *c, const struct nbd_request *req);
+int nbd_reply_error(struct nbd_conn *c, const struct nbd_request *req, int err, const char *msg);
+/* One structured/extended chunk whose payload is IOV[1..n-1] (IOV[0] is filled in). */
+int nbd_reply_chunk(struct nbd_conn *c, const struct nbd_request *req, uint16_t flags, uint16_t type,
+		    struct iovec *iov, int n);
+/* Map a negative errno to an NBD error. */
+uint32_t nbd_errno(int err);
+
+#endif

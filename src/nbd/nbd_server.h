@@ -1,0 +1,37 @@
+/* The NBD server: exports (devices by name), connections, and shutdown.
+ * The daemon owns the listening sockets and hands each accepted one over. */
+#ifndef BDF_NBD_SERVER_H
+#define BDF_NBD_SERVER_H
+
+#include <stdbool.h>
+
+struct device;
+struct nbd_server;
+
+struct nbd_server_config {
+	unsigned threads;              /* request workers per connection */
+	unsigned handshake_timeout_ms; /* 0: none */
+};
+
+int nbd_server_new(const struct nbd_server_config *cfg, struct nbd_server **out);
+/* Waits for every connection to end (call nbd_server_shutdown first). */
+void nbd_server_free(struct nbd_server *srv);
+
+/* Serve DEV as export NAME (the export holds a reference on DEV). The first
+ * export added is also the default export "". -EEXIST if NAME is taken. */
+int nbd_server_add_export(struct nbd_server *srv, struct device *dev, const char *name,
+			  const char *description, bool readonly);
+
+/* Stop offering export NAME; clients already on it go on until they close.
+ * -ENOENT if there is none. */
+int nbd_server_remove_export(struct nbd_server *srv, const char *name);
+
+/* Take over an accepted connection: the server negotiates and serves it on its own
+ * threads and closes FD when done. */
+int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer);
+
+/* Stop taking requests: every connection stops reading, answers what is in flight
+ * and closes. Returns once all connections are gone. */
+void nbd_server_shutdown(struct nbd_server *srv);
+
+#endif

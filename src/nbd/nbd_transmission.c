@@ -1,0 +1,532 @@
+/* NBD transmission phase: decoding requests, checking them, running them on the
+ * device and sending the replies.
+ *
+ * Each connection has a few worker threads (nbdkit's model). A worker takes the
+ * read lock, reads one request with its payload, lets go, runs it, and sends the
+ * reply under the write lock; so requests run in parallel and replies go out in
+ * the order they finish. Nothing a client sends can make a worker allocate more
+ * than one maximum payload, and only a broken framing (bad magic, a payload too
+ * large to skip) ends the session. */
+#include <endian.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "common/bytes.h"
+#include "common/log.h"
+#include "core/device.h"
+#include "core/extents.h"
+#include "core/io.h"
+#include "nbd/nbd_internal.h"
+#include "nbd/nbd_proto.h"
+
+/* Most segments a READ is split into for holes; the rest goes as data. */
+#define READ_MAX_SEGMENTS 64
+
+struct worker {
+	struct nbd_conn *c;
+	char *buf;
+	size_t cap;
+	pthread_t thread;
+};
+
+uint32_t nbd_errno(int err)
+{
+	switch (-err) {
+	case 0:
+		return NBD_SUCCESS;
+	case EPERM:
+	case EROFS:
+		return NBD_EPERM;
+	case ENOMEM:
+		return NBD_ENOMEM;
+	case EINVAL:
+		return NBD_EINVAL;
+	case ENOSPC:
+	case EDQUOT:
+	case EFBIG:
+		return NBD_ENOSPC;
+	case EOVERFLOW:
+		return NBD_EOVERFLOW;
+	case ENOTSUP:
+		return NBD_ENOTSUP;
+	case ESHUTDOWN:
+		return NBD_ESHUTDOWN;
+	default:
+		return NBD_EIO;
+	}
+}
+
+static void conn_broken(struct nbd_conn *c)
+{
+	atomic_store(&c->closing, true);
+	/* Wake the worker blocked in recv() so the connection winds down. */
+	shutdown(c->fd, SHUT_RDWR);
+}
+
+static int send_locked(struct nbd_conn *c, struct iovec *iov, int n)
+{
+	int r;
+
+	pthread_mutex_lock(&c->write_lock);
+	r = conn_sendv(c, iov, n);
+	pthread_mutex_unlock(&c->write_lock);
+	if (r < 0)
+		conn_broken(c);
+	return r;
+}
+
+static int reply_simple(struct nbd_conn *c, const struct nbd_request *req, uint32_t err,
+			void *data, size_t len)
+{
+	struct {
+		uint32_t magic;
+		uint32_t error;
+		uint64_t cookie;
+	} __attribute__((packed)) h = {
+		.magic = htobe32(NBD_SIMPLE_REPLY_MAGIC),
+		.error = htobe32(err),
+		.cookie = req->cookie, /* opaque: echoed as sent */
+	};
+	struct iovec iov[2] = {
+		{ .iov_base = &h, .iov_len = sizeof(h) },
+		{ .iov_base = data, .iov_len = len },
+	};
+
+	return send_locked(c, iov, len ? 2 : 1);
+}
+
+int nbd_reply_chunk(struct nbd_conn *c, const struct nbd_request *req, uint16_t flags, uint16_t type,
+		    struct iovec *iov, int n)
+{
+	union {
+		struct {
+			uint32_t magic;
+			uint16_t flags;
+			uint16_t type;
+			uint64_t cookie;
+			uint32_t length;
+		} __attribute__((packed)) s;
+		struct {
+			uint32_t magic;
+			uint16_t flags;
+			uint16_t type;
+			uint64_t cookie;
+			uint64_t offset;
+			uint64_t length;
+		} __attribute__((packed)) x;
+	} h;
+	uint64_t len = 0;
+
+	for (int i = 1; i < n; i++)
+		len += iov[i].iov_len;
+	if (c->extended) {
+		h.x.magic = htobe32(NBD_EXTENDED_REPLY_MAGIC);
+		h.x.flags = htobe16(flags);
+		h.x.type = htobe16(type);
+		h.x.cookie = req->cookie;
+		h.x.offset = htobe64(req->offset);
+		h.x.length = htobe64(len);
+		iov[0].iov_len = sizeof(h.x);
+	} else {
+		h.s.magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC);
+		h.s.flags = htobe16(flags);
+		h.s.type = htobe16(type);
+		h.s.cookie = req->cookie;
+		h.s.length = htobe32((uint32_t)len);
+		iov[0].iov_len = sizeof(h.s);
+	}
+	iov[0].iov_base = &h;
+	return send_locked(c, iov, n);
+}
+
+int nbd_reply_ok(struct nbd_conn *c, const struct nbd_request *req)
+{
+	struct iovec iov[1];
+
+	if (c->extended)
+		return nbd_reply_chunk(c, req, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, iov, 1);
+	return reply_simple(c, req, 0, NULL, 0);
+}
+
+int nbd_reply_error(struct nbd_conn *c, const struct nbd_request *req, int err, const char *msg)
+{
+	uint32_t nerr = nbd_errno(err);
+	struct {
+		uint32_t error;
+		uint16_t msglen;
+	} __attribute__((packed)) e;
+	size_t mlen = msg ? strlen(msg) : 0;
+	struct iovec iov[3];
+
+	log_debug("%s: request type %u at %llu+%llu: error %u: %s", c->peer, req->type,
+		  (unsigned long long)req->offset, (unsigned long long)req->length, nerr, msg ? msg : "");
+	if (!c->structured && !c->extended)
+		return reply_simple(c, req, nerr, NULL, 0);
+	e.error = htobe32(nerr);
+	e.msglen = htobe16((uint16_t)mlen);
+	iov[1].iov_base = &e;
+	iov[1].iov_len = sizeof(e);
+	iov[2].iov_base = (void *)msg;
+	iov[2].iov_len = mlen;
+	return nbd_reply_chunk(c, req, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, iov, mlen ? 3 : 2);
+}
+
+static int reply_result(struct nbd_conn *c, const struct nbd_request *req, int r, const char *what)
+{
+	if (r < 0)
+		return nbd_reply_error(c, req, r, what);
+	return nbd_reply_ok(c, req);
+}
+
+static int send_data_chunk(struct nbd_conn *c, const struct nbd_request *req, uint64_t offset,
+			   void *data, uint64_t len, bool last)
+{
+	uint64_t be_off = htobe64(offset);
+	struct iovec iov[3] = {
+		[1] = { .iov_base = &be_off, .iov_len = sizeof(be_off) },
+		[2] = { .iov_base = data, .iov_len = len },
+	};
+
+	return nbd_reply_chunk(c, req, last ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_OFFSET_DATA, iov, 3);
+}
+
+static int send_hole_chunk(struct nbd_conn *c, const struct nbd_request *req, uint64_t offset,
+			   uint32_t len, bool last)
+{
+	struct {
+		uint64_t offset;
+		uint32_t length;
+	} __attribute__((packed)) p = { .offset = htobe64(offset), .length = htobe32(len) };
+	struct iovec iov[2] = { [1] = { .iov_base = &p, .iov_len = sizeof(p) } };
+
+	return nbd_reply_chunk(c, req, last ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_OFFSET_HOLE, iov, 2);
+}
+
+static void do_read(struct worker *w, const struct nbd_request *req)
+{
+	struct nbd_conn *c = w->c;
+	struct device *dev = c->exp->dev;
+	uint64_t end = req->offset + req->length, pos;
+	struct extents *e = NULL;
+	int r;
+
+	if (!c->structured && !c->extended) {
+		r = device_pread(dev, w->buf, req->length, req->offset, 0);
+		if (r < 0)
+			reply_simple(c, req, nbd_errno(r), NULL, 0);
+		else
+			reply_simple(c, req, 0, w->buf, req->length);
+		return;
+	}
+
+	/* Find the holes, to send them as OFFSET_HOLE chunks; if we cannot, it is
+	 * all data, which is always a correct answer. */
+	if (!(req->flags & NBD_CMD_FLAG_DF)) {
+		e = extents_new(req->offset, end, READ_MAX_SEGMENTS);
+		if (e && device_extents(dev, req->length, req->offset, 0, e) < 0) {
+			extents_free(e);
+			e = NULL;
+		}
+	}
+
+	pos = req->offset;
+	for (size_t i = 0; pos < end; i++) {
+		const struct extent *x = e ? extents_get(e, i) : NULL;
+		uint64_t len = x ? x->length : end - pos;
+		bool last = pos + len >= end;
+
+		if (x && (x->type & EXTENT_ZERO)) {
+			r = send_hole_chunk(c, req, pos, (uint32_t)len, last);
+		} else {
+			char *p = w->buf + (pos - req->offset);
+
+			r = device_pread(dev, p, len, pos, 0);
+			if (r < 0) {
+				nbd_reply_error(c, req, r, "read failed");
+				break;
+			}
+			r = send_data_chunk(c, req, pos, p, len, last);
+		}
+		if (r < 0)
+			break;
+		pos += len;
+	}
+	extents_free(e);
+}
+
+static void do_zero(struct nbd_conn *c, const struct nbd_request *req)
+{
+	uint32_t flags = 0;
+	int r;
+
+	if (req->flags & NBD_CMD_FLAG_FUA)
+		flags |= BDF_FUA;
+	if (!(req->flags & NBD_CMD_FLAG_NO_HOLE))
+		flags |= BDF_MAY_TRIM;
+	if (req->flags & NBD_CMD_FLAG_FAST_ZERO)
+		flags |= BDF_FAST_ZERO;
+	r = device_zero(c->exp->dev, req->length, req->offset, flags);
+	if (r == -ENOTSUP)
+		nbd_reply_error(c, req, r, "no fast way to write zeroes here");
+	else
+		reply_result(c, req, r, "write zeroes failed");
+}
+
+/* The flags each command accepts (FUA is valid on every command). */
+static uint16_t allowed_flags(const struct nbd_conn *c, uint16_t type)
+{
+	uint16_t f = NBD_CMD_FLAG_FUA;
+
+	switch (type) {
+	case NBD_CMD_READ:
+		return f | ((c->eflags & NBD_FLAG_SEND_DF) ? NBD_CMD_FLAG_DF : 0);
+	case NBD_CMD_WRITE:
+		return f | (c->extended ? NBD_CMD_FLAG_PAYLOAD_LEN : 0);
+	case NBD_CMD_WRITE_ZEROES:
+		return f | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
+	case NBD_CMD_BLOCK_STATUS:
+		return f | NBD_CMD_FLAG_REQ_ONE;
+	default:
+		return f;
+	}
+}
+
+/* Check REQ; 0 if it may run, else the negative errno to answer with (and MSG). */
+static int check_request(struct nbd_conn *c, const struct nbd_request *req, const char **msg)
+{
+	struct device *dev = c->exp->dev;
+	bool write = false;
+	int r;
+
+	switch (req->type) {
+	case NBD_CMD_READ:
+	case NBD_CMD_CACHE:
+	case NBD_CMD_BLOCK_STATUS:
+		break;
+	case NBD_CMD_WRITE:
+	case NBD_CMD_TRIM:
+	case NBD_CMD_WRITE_ZEROES:
+		write = true;
+		break;
+	case NBD_CMD_FLUSH:
+		break;
+	default:
+		*msg = "unknown command";
+		return -EINVAL;
+	}
+	if (req->flags & ~allowed_flags(c, req->type)) {
+		*msg = "flag not valid for this command";
+		return -EINVAL;
+	}
+	if (req->type == NBD_CMD_FLUSH) {
+		*msg = "FLUSH takes no offset or length";
+		return req->offset || req->length ? -EINVAL : 0;
+	}
+	if (c->extended && req->type == NBD_CMD_WRITE && !(req->flags & NBD_CMD_FLAG_PAYLOAD_LEN)) {
+		*msg = "WRITE needs NBD_CMD_FLAG_PAYLOAD_LEN with extended headers";
+		return -EINVAL;
+	}
+	if (req->type == NBD_CMD_WRITE_ZEROES && (req->flags & NBD_CMD_FLAG_FAST_ZERO) &&
+	    !(c->eflags & NBD_FLAG_SEND_FAST_ZERO)) {
+		*msg = "FAST_ZERO was not offered";
+		return -EINVAL;
+	}
+	if (write && c->exp->readonly) {
+		*msg = "export is read-only";
+		return -EPERM;
+	}
+	if (req->length == 0) {
+		*msg = "zero-length request";
+		return -EINVAL;
+	}
+	/* The spec answers ENOSPC for writes past the end, EINVAL for reads
+	 * and trims; read-only was refused above. */
+	r = device_check_range(dev, req->length, req->offset,
+			       write && req->type != NBD_CMD_TRIM);
+	if (r < 0) {
+		*msg = "request beyond the end of the export";
+		return r;
+	}
+	if (req->type == NBD_CMD_READ && req->length > NBD_MAX_PAYLOAD) {
+		*msg = "read larger than the maximum payload";
+		return -EINVAL;
+	}
+	if (req->type == NBD_CMD_BLOCK_STATUS && c->n_meta == 0) {
+		*msg = "no metadata context was negotiated";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void handle_request(struct worker *w, const struct nbd_request *req)
+{
+	struct nbd_conn *c = w->c;
+	struct device *dev = c->exp->dev;
+	uint32_t fua = (req->flags & NBD_CMD_FLAG_FUA) ? BDF_FUA : 0;
+	const char *msg = NULL;
+	int r = check_request(c, req, &msg);
+
+	if (r < 0) {
+		nbd_reply_error(c, req, r, msg);
+		return;
+	}
+	switch (req->type) {
+	case NBD_CMD_READ:
+		do_read(w, req);
+		break;
+	case NBD_CMD_WRITE:
+		reply_result(c, req, device_pwrite(dev, w->buf, req->length, req->offset, fua), "write failed");
+		break;
+	case NBD_CMD_FLUSH:
+		reply_result(c, req, device_flush(dev, 0), "flush failed");
+		break;
+	case NBD_CMD_TRIM:
+		reply_result(c, req, device_trim(dev, req->length, req->offset, fua), "trim failed");
+		break;
+	case NBD_CMD_CACHE:
+		reply_result(c, req, device_cache(dev, req->length, req->offset, 0), "cache failed");
+		break;
+	case NBD_CMD_WRITE_ZEROES:
+		do_zero(c, req);
+		break;
+	case NBD_CMD_BLOCK_STATUS:
+		nbd_block_status(c, req);
+		break;
+	}
+}
+
+static int grow_buffer(struct worker *w, size_t len)
+{
+	char *nb;
+
+	if (len <= w->cap)
+		return 0;
+	nb = realloc(w->buf, len);
+	if (!nb)
+		return -ENOMEM;
+	w->buf = nb;
+	w->cap = len;
+	return 0;
+}
+
+/* Read one request header. 0, or -1 when the session is over. */
+static int read_request(struct nbd_conn *c, struct nbd_request *req)
+{
+	unsigned char h[NBD_EXTENDED_REQUEST_SIZE];
+	uint32_t magic;
+
+	if (conn_recv(c, h, c->extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE) < 0)
+		return -1;
+	magic = get_be32(h);
+	if (magic != (c->extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC)) {
+		log_info("%s: bad request magic 0x%08x; closing", c->peer, magic);
+		return -1;
+	}
+	req->flags = get_be16(h + 4);
+	req->type = get_be16(h + 6);
+	memcpy(&req->cookie, h + 8, 8);
+	req->offset = get_be64(h + 16);
+	req->length = c->extended ? get_be64(h + 24) : get_be32(h + 24);
+	return 0;
+}
+
+/* Under the read lock: read REQ's payload, if it has one, into the worker's
+ * buffer. Returns 0 (payload read), a negative errno for a request that must
+ * fail but leaves the stream in sync (payload skipped), or 1 to close. */
+static int read_payload(struct worker *w, const struct nbd_request *req)
+{
+	struct nbd_conn *c = w->c;
+	bool has_payload = c->extended ? (req->flags & NBD_CMD_FLAG_PAYLOAD_LEN) : req->type == NBD_CMD_WRITE;
+
+	c->no_readahead = has_payload && req->length >= NBD_RECV_BUFFER;
+	if (!has_payload)
+		return 0;
+	if (req->length > NBD_MAX_PAYLOAD || req->type != NBD_CMD_WRITE) {
+		/* Skipping keeps the session usable; beyond 4 GiB it is an attack. */
+		if (req->length > UINT32_MAX) {
+			log_info("%s: payload of %llu bytes; closing", c->peer, (unsigned long long)req->length);
+			return 1;
+		}
+		if (conn_discard(c, req->length) < 0)
+			return 1;
+		return -EINVAL;
+	}
+	if (grow_buffer(w, req->length) < 0) {
+		if (conn_discard(c, req->length) < 0)
+			return 1;
+		return -ENOMEM;
+	}
+	return conn_recv(c, w->buf, req->length) < 0 ? 1 : 0;
+}
+
+static void *worker_loop(void *arg)
+{
+	struct worker *w = arg;
+	struct nbd_conn *c = w->c;
+
+	for (;;) {
+		struct nbd_request req;
+		int r;
+
+		pthread_mutex_lock(&c->read_lock);
+		if (atomic_load(&c->closing) || read_request(c, &req) < 0) {
+			atomic_store(&c->closing, true);
+			pthread_mutex_unlock(&c->read_lock);
+			break;
+		}
+		if (req.type == NBD_CMD_DISC) {
+			/* No reply; what is in flight is still answered. */
+			log_debug("%s: client disconnected", c->peer);
+			atomic_store(&c->closing, true);
+			pthread_mutex_unlock(&c->read_lock);
+			break;
+		}
+		r = read_payload(w, &req);
+		if (r > 0)
+			atomic_store(&c->closing, true);
+		pthread_mutex_unlock(&c->read_lock);
+		if (r > 0)
+			break;
+
+		if (r < 0)
+			nbd_reply_error(c, &req, r,
+					r == -ENOMEM ? "out of memory" :
+					req.type == NBD_CMD_WRITE ? "write larger than the maximum payload"
+								  : "this command takes no payload");
+		else if (req.type == NBD_CMD_READ && grow_buffer(w, req.length <= NBD_MAX_PAYLOAD ? req.length : 0) < 0)
+			nbd_reply_error(c, &req, -ENOMEM, "out of memory");
+		else
+			handle_request(w, &req);
+	}
+	return NULL;
+}
+
+void nbd_transmission(struct nbd_conn *c)
+{
+	unsigned n = c->srv->cfg.threads;
+	struct worker *w = calloc(n, sizeof(*w));
+	unsigned started = 1;
+
+	if (!w) {
+		log_error("%s: out of memory", c->peer);
+		return;
+	}
+	for (unsigned i = 0; i < n; i++)
+		w[i].c = c;
+	/* This thread is worker 0; the others share the connection with it. */
+	for (unsigned i = 1; i < n; i++) {
+		if (pthread_create(&w[i].thread, NULL, worker_loop, &w[i]) != 0) {
+			log_warn("%s: only %u worker threads", c->peer, started);
+			break;
+		}
+		started++;
+	}
+	worker_loop(&w[0]);
+	for (unsigned i = 1; i < started; i++)
+		pthread_join(w[i].thread, NULL);
+	for (unsigned i = 0; i < n; i++)
+		free(w[i].buf);
+	free(w);
+}
