@@ -150,25 +150,33 @@ void cbt_map_set_corrupted(struct cbt_map *m)
 	__atomic_store_n(&m->is_corrupted, true, __ATOMIC_RELAXED);
 }
 
-void cbt_map_switch(struct cbt_map *m, uint64_t capacity, const struct params *p)
+/* The numbers are bytes: the take that would make active 256 starts a new
+ * generation instead, as a reset does. blksnap wraps in place (previous 255,
+ * active 1 with the new generation), which leaves the first snapshot of the
+ * new generation numbered above every later one, so no backup taken from it
+ * could ever be followed by an incremental. Here the first snapshot of every
+ * generation is number 1, whatever started the generation, and the blocks
+ * changed after it are numbered 2 and up. */
+int cbt_map_switch(struct cbt_map *m, uint64_t capacity, const struct params *p)
 {
+	int r = 0;
+
 	pthread_mutex_lock(&m->lock);
-	if ((m->is_corrupted || m->device_capacity != capacity) && reset_locked(m, capacity, p) < 0) {
-		/* Stays (or becomes) corrupted; the next take tries again. */
-		__atomic_store_n(&m->is_corrupted, true, __ATOMIC_RELAXED);
-		pthread_mutex_unlock(&m->lock);
-		return;
+	if (m->is_corrupted || m->device_capacity != capacity || m->snap_number_active == UINT8_MAX) {
+		r = reset_locked(m, capacity, p);
+		if (r < 0) {
+			/* Stays (or becomes) corrupted, which its images see; the
+			 * next take tries again. */
+			__atomic_store_n(&m->is_corrupted, true, __ATOMIC_RELAXED);
+			pthread_mutex_unlock(&m->lock);
+			return r;
+		}
 	}
 	m->snap_number_previous = m->snap_number_active;
 	m->snap_number_active++;
-	if (m->snap_number_active == 0) { /* the 256th take */
-		m->snap_number_active = 1;
-		memset(m->write_map, 0, m->blk_count);
-		uuid_generate_random(m->generation_id);
-	} else {
-		memcpy(m->read_map, m->write_map, m->blk_count);
-	}
+	memcpy(m->read_map, m->write_map, m->blk_count);
 	pthread_mutex_unlock(&m->lock);
+	return 0;
 }
 
 uint64_t cbt_map_read(struct cbt_map *m, uint64_t offset, uint64_t len, uint8_t *buf)

@@ -1,7 +1,8 @@
 /* The change-block tracking map, with blksnap's semantics kept exactly:
  * two maps of one byte per block; a write sets write_map[i] = active where it is
- * lower; a take copies the write map to the read map and moves the numbers on;
- * the 256th take restarts at 1 with a zeroed write map and a new generation. */
+ * lower; a take copies the write map to the read map and moves the numbers on.
+ * Where we differ: the 255th take starts a new generation numbered from 1 (see
+ * cbt_map_switch). */
 #ifndef BDF_BLKSNAP_CBT_MAP_H
 #define BDF_BLKSNAP_CBT_MAP_H
 
@@ -45,8 +46,10 @@ int cbt_map_mark_both(struct cbt_map *m, uint64_t offset, uint64_t count);
 void cbt_map_set_corrupted(struct cbt_map *m);
 /* Snapshot take; the caller has drained the device's writes. CAPACITY is the
  * device's size now: as in blksnap, a corrupted map, or one made for another
- * capacity, is reset first for CAPACITY (new generation). */
-void cbt_map_switch(struct cbt_map *m, uint64_t capacity, const struct params *p);
+ * capacity, is reset first for CAPACITY (new generation); so is a map whose
+ * active number would pass 255 (see cbt_map.c). -ENOMEM if a reset could not
+ * allocate: the map is then corrupted, and the next take tries again. */
+int cbt_map_switch(struct cbt_map *m, uint64_t capacity, const struct params *p);
 
 /* Append to E the blocks of [offset, offset+count) changed after snapshot
  * SINCE (read map above SINCE) as EXTENT_DIRTY, the others as 0. A block that

@@ -170,7 +170,7 @@ B snapshot_destroy -i "$s"
 expect EINVAL snapshot_create -d a -f "$T/x.img"        # -f needs -l
 expect ENOENT snapshot_create -d a -f /nonexistent/dir/x -l 1M
 
-# the 255 wrap: numbering restarts at 1 with a new generation
+# the 255 wrap: a new generation, whose first take is number 1
 gen=$(B cbtinfo -d b | kv generation_id)
 n=$(B cbtinfo -d b | kv changes_number)
 for i in $(seq $((254 - n))); do
@@ -188,6 +188,7 @@ B snapshot_take -i "$s"
 B snapshot_destroy -i "$s"
 info=$(B cbtinfo -d b)
 [ "$(kv generation_id <<<"$info")" != "$gen" ] || fail "no new generation at the 255th take: $info"
+[ "$(kv changes_number <<<"$info")" = 1 ] || fail "the first take of a generation is not number 1: $info"
 note "after the wrap: $(tr '\n' ' ' <<<"$info")"
 
 # a client waiting for events does not hold the daemon's shutdown

@@ -1,5 +1,5 @@
 /* Unit tests: the CBT map (filters/cbt_map.c): blksnap's block-size formula,
- * marks, the take switch, the wrap at the 256th take, corruption and reset,
+ * marks, the take switch, the new generation at the 255th take, corruption and reset,
  * and the changed extents served as qemu:dirty-bitmap. */
 #include <errno.h>
 #include <setjmp.h>
@@ -102,9 +102,10 @@ static void mark_both_uses_active_and_previous(void **state)
 	cbt_map_destroy(m);
 }
 
-/* blksnap: the take that makes active 256 (the 255th) restarts at 1 with a
- * zeroed write map and a new generation. */
-static void wraps_at_the_255th_take(void **state)
+/* The take that would make active 256 (the 255th) starts a new generation
+ * numbered like any other: its snapshot is number 1, the blocks written after
+ * it get 2, and a backup taken from it is followed by incrementals. */
+static void the_255th_take_starts_a_new_generation_at_1(void **state)
 {
 	struct params p = defaults();
 	struct cbt_map *m;
@@ -114,20 +115,26 @@ static void wraps_at_the_255th_take(void **state)
 	uuid_copy(g, m->generation_id);
 	for (int i = 1; i < 255; i++) {
 		assert_int_equal(cbt_map_mark(m, 0, 1), 0);
-		cbt_map_switch(m, 1 * MiB, &p);
+		assert_int_equal(cbt_map_switch(m, 1 * MiB, &p), 0);
 		assert_int_equal(m->snap_number_previous, i);
 		assert_int_equal(m->snap_number_active, i + 1);
 		assert_int_equal(uuid_compare(g, m->generation_id), 0);
 	}
+	assert_int_equal(m->snap_number_active, 255);
 	assert_int_equal(cbt_map_mark(m, 0, 1), 0);
-	cbt_map_switch(m, 1 * MiB, &p);
-	assert_int_equal(m->snap_number_previous, 255);
-	assert_int_equal(m->snap_number_active, 1);
-	assert_int_not_equal(uuid_compare(g, m->generation_id), 0);
-	assert_int_equal(m->write_map[0], 0);
-	cbt_map_switch(m, 1 * MiB, &p);
+	assert_int_equal(cbt_map_switch(m, 1 * MiB, &p), 0);
 	assert_int_equal(m->snap_number_previous, 1);
 	assert_int_equal(m->snap_number_active, 2);
+	assert_int_not_equal(uuid_compare(g, m->generation_id), 0);
+	/* nothing is known to have changed since the new generation began */
+	assert_int_equal(m->write_map[0], 0);
+	assert_int_equal(m->read_map[0], 0);
+	/* a write after it is "changed since snapshot 1" at the next take */
+	assert_int_equal(cbt_map_mark(m, 65536, 1), 0);
+	assert_int_equal(cbt_map_switch(m, 1 * MiB, &p), 0);
+	assert_int_equal(m->snap_number_previous, 2);
+	assert_true(m->read_map[1] > 1);
+	assert_int_equal(m->read_map[0], 0);
 	cbt_map_destroy(m);
 }
 
@@ -219,7 +226,7 @@ int main(void)
 		cmocka_unit_test(block_size_follows_blksnap),
 		cmocka_unit_test(marks_switch_and_numbers),
 		cmocka_unit_test(mark_both_uses_active_and_previous),
-		cmocka_unit_test(wraps_at_the_255th_take),
+		cmocka_unit_test(the_255th_take_starts_a_new_generation_at_1),
 		cmocka_unit_test(out_of_range_corrupts_and_take_resets),
 		cmocka_unit_test(changed_extents_since_n),
 	};
