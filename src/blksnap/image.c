@@ -8,9 +8,11 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/backing.h"
 #include "core/device.h"
+#include "core/filter.h"
 #include "core/io.h"
 #include "blksnap/cbt_map.h"
 #include "blksnap/diff_area.h"
@@ -42,7 +44,7 @@ static int image_io_on_tracker(struct filter *f, void *opaque)
 
 static int image_run(struct image_io *io)
 {
-	int r = device_with_filter(diff_area_origin(io->da), "tracker", image_io_on_tracker, io);
+	int r = tracker_with(diff_area_origin(io->da), image_io_on_tracker, io);
 
 	return r == -ENOENT ? -EIO : r;
 }
@@ -100,47 +102,110 @@ static int image_zero(void *priv, uint64_t count, uint64_t offset, uint32_t flag
 }
 
 /* The changes: the origin's read map, which the take made the map of this
- * image and which only image writes and markdirtyblock raise while it lives. */
+ * image and which only image writes and markdirtyblock raise while it lives.
+ * They are published as the contexts "qemu:dirty-bitmap:G/N", N below the
+ * image's number: the blocks changed after snapshot N of generation G. A map
+ * that is corrupted (a reset at take that could not allocate) publishes
+ * nothing, and answers nothing: it would under-report. */
+#define DIRTY_BITMAP_NS "qemu:dirty-bitmap:"
+
 struct image_changes {
 	struct diff_area *da;
-	struct backing_changes *info;
-	uint8_t since;
+	/* listing */
+	meta_context_fn fn;
+	void *opaque;
+	/* extents */
+	const char *name;
 	uint64_t count, offset;
 	struct extents *e;
 };
+
+/* SINCE from NAME if NAME is a context of map M, else -ENOENT (M locked). */
+static int parse_context(struct cbt_map *m, const char *name, uint8_t *since)
+{
+	size_t ns = strlen(DIRTY_BITMAP_NS);
+	char gen[37], *end;
+	unsigned long n;
+
+	if (strncmp(name, DIRTY_BITMAP_NS, ns) != 0)
+		return -ENOENT;
+	name += ns;
+	uuid_unparse_lower(m->generation_id, gen);
+	if (strncmp(name, gen, 36) != 0 || name[36] != '/')
+		return -ENOENT;
+	name += 37;
+	if (name[0] < '0' || name[0] > '9' || (name[0] == '0' && name[1] != '\0'))
+		return -ENOENT;
+	errno = 0;
+	n = strtoul(name, &end, 10);
+	if (errno || *end || n >= m->snap_number_previous)
+		return -ENOENT;
+	*since = (uint8_t)n;
+	return 0;
+}
 
 static int image_changes_on_tracker(struct filter *f, void *opaque)
 {
 	struct image_changes *ic = opaque;
 	struct cbt_map *m = tracker_cbt(f);
+	char name[META_CONTEXT_NAME_MAX], desc[160], gen[37];
+	uint8_t since, number;
+	int r = 0;
 
 	if (tracker_diff_area(f) != ic->da || diff_area_detached(ic->da))
-		return -EIO;
-	if (ic->e)
-		return cbt_map_changed(m, ic->since, ic->offset, ic->count, ic->e);
+		return ic->fn ? 0 : -EIO;
+	if (ic->e) {
+		pthread_mutex_lock(&m->lock);
+		r = parse_context(m, ic->name, &since);
+		if (r == 0 && m->is_corrupted)
+			r = -EIO;
+		pthread_mutex_unlock(&m->lock);
+		return r < 0 ? r : cbt_map_changed(m, since, ic->offset, ic->count, ic->e);
+	}
 	pthread_mutex_lock(&m->lock);
-	uuid_unparse_lower(m->generation_id, ic->info->generation);
-	ic->info->number = m->snap_number_previous;
-	ic->info->block_size = 1u << m->blk_size_shift;
+	uuid_unparse_lower(m->generation_id, gen);
+	number = m->is_corrupted ? 0 : m->snap_number_previous;
+	pthread_mutex_unlock(&m->lock);
+	for (unsigned n = 0; n < number && r == 0; n++) {
+		snprintf(name, sizeof(name), DIRTY_BITMAP_NS "%s/%u", gen, n);
+		snprintf(desc, sizeof(desc), "blocks changed after snapshot %u of generation %s", n, gen);
+		r = ic->fn(name, desc, ic->opaque);
+	}
+	return r;
+}
+
+static int image_list_contexts(void *priv, meta_context_fn fn, void *opaque)
+{
+	struct image_changes ic = { .da = priv, .fn = fn, .opaque = opaque };
+	int r = tracker_with(diff_area_origin(ic.da), image_changes_on_tracker, &ic);
+
+	return r == -ENOENT ? 0 : r;
+}
+
+static int image_context_extents(void *priv, const char *name, uint64_t count, uint64_t offset,
+				 uint32_t flags, struct extents *e)
+{
+	struct image_changes ic = { .da = priv, .name = name, .count = count, .offset = offset, .e = e };
+	int r = tracker_with(diff_area_origin(ic.da), image_changes_on_tracker, &ic);
+
+	return r == -ENOENT ? -EIO : r;
+}
+
+/* The image's description: what a backup client needs to name the changes it
+ * wants (see bdfilter-backup). */
+static int describe_on_tracker(struct filter *f, void *opaque)
+{
+	char *desc = opaque;
+	struct cbt_map *m = tracker_cbt(f);
+	char gen[37];
+
+	pthread_mutex_lock(&m->lock);
+	uuid_unparse_lower(m->generation_id, gen);
+	if (!m->is_corrupted)
+		snprintf(desc, 400, "snapshot image of %s generation=%s changes_number=%u",
+			 device_name(f->dev), gen, m->snap_number_previous);
 	pthread_mutex_unlock(&m->lock);
 	return 0;
-}
-
-static int image_changes(void *priv, struct backing_changes *out)
-{
-	struct image_changes ic = { .da = priv, .info = out };
-	int r = device_with_filter(diff_area_origin(ic.da), "tracker", image_changes_on_tracker, &ic);
-
-	return r == -ENOENT ? -EIO : r;
-}
-
-static int image_changed_extents(void *priv, uint8_t since, uint64_t count, uint64_t offset,
-				 struct extents *e)
-{
-	struct image_changes ic = { .da = priv, .since = since, .count = count, .offset = offset, .e = e };
-	int r = device_with_filter(diff_area_origin(ic.da), "tracker", image_changes_on_tracker, &ic);
-
-	return r == -ENOENT ? -EIO : r;
 }
 
 static void image_close(void *priv)
@@ -155,31 +220,28 @@ static const struct backing_ops image_ops = {
 	.zero = image_zero,
 	.close = image_close,
 	.extents = image_extents,
-	.changes = image_changes,
-	.changed_extents = image_changed_extents,
+	.list_contexts = image_list_contexts,
+	.context_extents = image_context_extents,
 };
 
 int image_device_new(const char *name, struct diff_area *da, struct device **out)
 {
 	struct backing *b;
-	struct backing_changes ch;
 	char desc[400];
 	int r;
 
-	/* The description carries what a backup client needs to name the
-	 * changes it wants (see nbd_block_status.c). */
-	if (image_changes(da, &ch) == 0)
-		snprintf(desc, sizeof(desc), "snapshot image of %s generation=%s changes_number=%u",
-			 device_name(diff_area_origin(da)), ch.generation, ch.number);
-	else
-		snprintf(desc, sizeof(desc), "snapshot image of %s", device_name(diff_area_origin(da)));
+	snprintf(desc, sizeof(desc), "snapshot image of %s", device_name(diff_area_origin(da)));
+	tracker_with(diff_area_origin(da), describe_on_tracker, desc);
 	r = backing_new_custom(&image_ops, diff_area_get(da), diff_area_capacity(da), desc, &b);
 	if (r < 0) {
 		diff_area_put(da);
 		return r;
 	}
 	r = device_new(name, b, false, out);
-	if (r < 0)
+	if (r < 0) {
 		backing_close(b);
-	return r;
+		return r;
+	}
+	device_set_removable(*out, false);
+	return 0;
 }

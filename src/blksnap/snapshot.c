@@ -31,7 +31,7 @@ struct snapshot {
 	struct device **devs;
 	size_t n_devs;
 	struct diff_area **areas; /* once taken, one per device */
-	char **images;            /* their device names */
+	struct device **images;   /* and its image */
 	struct diff_storage *storage;
 	struct event_queue events;
 	bool taken;
@@ -97,6 +97,7 @@ static int no_snapshot(const uuid_t id, char *err, size_t errlen)
 static int add_locked(struct blksnap *bs, struct snapshot *s, const char *name, char *err, size_t errlen)
 {
 	struct device *dev, **v;
+	int r;
 
 	if (s->taken) {
 		snprintf(err, errlen, "the snapshot is already taken");
@@ -106,11 +107,6 @@ static int add_locked(struct blksnap *bs, struct snapshot *s, const char *name, 
 	if (!dev) {
 		snprintf(err, errlen, "no device '%.255s'", name);
 		return -ENODEV;
-	}
-	if (!device_has_filter(dev, "tracker")) {
-		snprintf(err, errlen, "no tracker is attached to %s", name);
-		device_put(dev);
-		return -ENOENT;
 	}
 	if (find_by_device_locked(bs, dev, NULL)) {
 		snprintf(err, errlen, "%s is already in a snapshot", name);
@@ -123,14 +119,26 @@ static int add_locked(struct blksnap *bs, struct snapshot *s, const char *name, 
 		return -ENOMEM;
 	}
 	s->devs = v;
+	/* The tracker stays until destroy: detach and device_remove refuse. */
+	r = tracker_hold(dev);
+	if (r < 0) {
+		if (r == -ENOENT)
+			snprintf(err, errlen, "no tracker is attached to %s", name);
+		else
+			snprintf(err, errlen, "no device '%.255s'", name);
+		device_put(dev);
+		return r;
+	}
 	v[s->n_devs++] = dev;
 	return 0;
 }
 
 static void free_unlinked(struct snapshot *s)
 {
-	for (size_t i = 0; i < s->n_devs; i++)
+	for (size_t i = 0; i < s->n_devs; i++) {
+		tracker_release(s->devs[i]);
 		device_put(s->devs[i]);
+	}
 	free(s->devs);
 	event_queue_close(&s->events);
 	snapshot_put(s);
@@ -213,13 +221,15 @@ static int add_images_locked(struct blksnap *bs, struct snapshot *s, char *err, 
 		r = image_device_new(name, s->areas[i], &img);
 		if (r == 0) {
 			r = registry_add(bs->reg, img);
-			device_put(img);
+			if (r == 0)
+				s->images[i] = img;
+			else
+				device_put(img);
 		}
 		if (r < 0) {
 			snprintf(err, errlen, "cannot add the image %s: %s", name, strerror(-r));
 			return r;
 		}
-		s->images[i] = strdup(name);
 	}
 	return 0;
 }
@@ -301,9 +311,9 @@ int snapshot_take(struct blksnap *bs, const uuid_t id, char *err, size_t errlen)
 		goto out;
 	}
 	for (size_t i = 0; i < s->n_devs; i++) {
-		struct filter *f = device_filter_quiesced(s->devs[i], "tracker");
+		struct filter *f = tracker_of_quiesced(s->devs[i]);
 
-		/* add_locked checked the tracker, and detach refuses while busy */
+		/* held since add_locked: it is there */
 		cbt_map_switch(tracker_cbt(f), device_size(s->devs[i]), &bs->params);
 		tracker_set_diff_area(f, s->areas[i]);
 	}
@@ -344,11 +354,12 @@ static void destroy_locked(struct blksnap *bs, struct snapshot *s)
 			*pp = s->next;
 			break;
 		}
-	/* Images first: no new NBD clients; open ones now get EIO. */
+	/* Images first: no new NBD clients; open ones now get errors. */
 	for (size_t i = 0; s->images && i < s->n_devs; i++) {
-		if (s->images[i])
-			registry_remove(bs->reg, s->images[i]);
-		free(s->images[i]);
+		if (!s->images[i])
+			continue;
+		registry_remove_device(bs->reg, s->images[i]);
+		device_put(s->images[i]);
 	}
 	free(s->images);
 	for (size_t i = 0; s->areas && i < s->n_devs; i++) {
@@ -358,7 +369,7 @@ static void destroy_locked(struct blksnap *bs, struct snapshot *s)
 			continue;
 		diff_area_detach(s->areas[i]);
 		device_quiesce(s->devs[i]);
-		f = device_filter_quiesced(s->devs[i], "tracker");
+		f = tracker_of_quiesced(s->devs[i]);
 		if (f)
 			tracker_set_diff_area(f, NULL);
 		device_resume(s->devs[i]);
@@ -441,7 +452,7 @@ int snapshot_device_info(struct blksnap *bs, const char *name, struct snapshot_i
 		snprintf(err, errlen, "no device '%.255s'", name);
 		return -ENODEV;
 	}
-	if (!device_has_filter(dev, "tracker")) {
+	if (!device_has_filter(dev, &tracker_filter_ops)) {
 		snprintf(err, errlen, "no tracker is attached to %s", name);
 		device_put(dev);
 		return -ENOENT;
@@ -456,7 +467,8 @@ int snapshot_device_info(struct blksnap *bs, const char *name, struct snapshot_i
 		if (s->taken) {
 			info->error_code = diff_area_error(s->areas[i]);
 			info->chunks_copied = diff_area_copied(s->areas[i]);
-			snprintf(info->image, sizeof(info->image), "%s", s->images && s->images[i] ? s->images[i] : "");
+			snprintf(info->image, sizeof(info->image), "%s",
+				 s->images && s->images[i] ? device_name(s->images[i]) : "");
 		}
 		diff_storage_stats(s->storage, &st);
 		info->storage_capacity = st.capacity;
@@ -465,17 +477,4 @@ int snapshot_device_info(struct blksnap *bs, const char *name, struct snapshot_i
 	pthread_mutex_unlock(&bs->lock);
 	device_put(dev);
 	return 0;
-}
-
-bool snapshot_device_busy(struct blksnap *bs, struct device *dev)
-{
-	bool busy;
-
-	pthread_mutex_lock(&bs->lock);
-	busy = find_by_device_locked(bs, dev, NULL) != NULL;
-	for (struct snapshot *s = bs->snapshots; s && !busy; s = s->next)
-		for (size_t i = 0; s->images && i < s->n_devs && !busy; i++)
-			busy = s->images[i] && strcmp(s->images[i], device_name(dev)) == 0;
-	pthread_mutex_unlock(&bs->lock);
-	return busy;
 }

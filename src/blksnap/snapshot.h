@@ -44,7 +44,5 @@ struct snapshot_info {
 };
 int snapshot_device_info(struct blksnap *bs, const char *dev, struct snapshot_info *info, char *err,
 			 size_t errlen);
-/* Is DEV (or an image of it) part of a snapshot? Detach and remove refuse then. */
-bool snapshot_device_busy(struct blksnap *bs, struct device *dev);
 
 #endif

@@ -23,7 +23,6 @@ struct tracker {
 	struct cbt_map *cbt;
 	struct diff_area *da; /* while a snapshot is taken; changed only drained */
 	char *state_path; /* DIR/NAME.cbt with --state-dir, else NULL */
-	atomic_bool dropped; /* device_remove removed the file: never save it again */
 };
 
 /* The map saved in T's state file if it passes every check, else a new one
@@ -87,7 +86,6 @@ static int tr_attach(struct filter *f, void *ctx)
 	if (!t)
 		return -ENOMEM;
 	t->bs = bs;
-	atomic_init(&t->dropped, false);
 	if (bs->state_dir) {
 		t->state_path = cbt_store_path(bs->state_dir, device_name(f->dev));
 		r = t->state_path ? load_state(t, f->dev) : -ENOMEM;
@@ -105,13 +103,17 @@ static int tr_attach(struct filter *f, void *ctx)
 
 /* Detached with the device drained, so no write follows: at a clean stop the
  * map is saved CLEAN; otherwise (bdfilter detach, device_remove) it is dropped
- * as in blksnap, and so is its file, since writes from now on go untracked. */
-static void tr_detach(struct filter *f)
+ * as in blksnap, and so is its file, since writes from now on go untracked.
+ * A snapshot holds its devices' trackers (core refuses to detach them), so a
+ * diff area is never here; if one were, detaching would leave its image
+ * reading a device no longer copied before writes. */
+static int tr_detach(struct filter *f)
 {
 	struct tracker *t = f->priv;
 
-	diff_area_put(t->da); /* the control plane refuses this while in a snapshot */
-	if (t->state_path && !atomic_load(&t->dropped)) {
+	if (t->da)
+		return -EBUSY;
+	if (t->state_path) {
 		if (atomic_load(&t->bs->stopping)) {
 			char gen[37];
 
@@ -130,6 +132,7 @@ static void tr_detach(struct filter *f)
 	free(t->state_path);
 	free(t);
 	f->priv = NULL;
+	return 0;
 }
 
 /* Before any change reaches the layers below: the CBT is marked (a crash in
@@ -180,20 +183,24 @@ static int tr_resize(struct filter *f, uint64_t new_size)
 	return 0;
 }
 
-static int drop_state(struct filter *f, void *opaque)
+int tracker_with(struct device *dev, int (*fn)(struct filter *f, void *opaque), void *opaque)
 {
-	struct tracker *t = f->priv;
-
-	if (t->state_path && !atomic_exchange(&t->dropped, true))
-		cbt_store_remove(t->state_path);
-	return 0;
+	return device_with_filter(dev, &tracker_filter_ops, fn, opaque);
 }
 
-int tracker_drop_state(struct device *dev)
+struct filter *tracker_of_quiesced(struct device *dev)
 {
-	int r = device_with_filter(dev, "tracker", drop_state, NULL);
+	return device_filter_quiesced(dev, &tracker_filter_ops);
+}
 
-	return r == -ENOENT ? 0 : r;
+int tracker_hold(struct device *dev)
+{
+	return device_filter_hold(dev, &tracker_filter_ops);
+}
+
+void tracker_release(struct device *dev)
+{
+	device_filter_release(dev, &tracker_filter_ops);
 }
 
 struct cbt_map *tracker_cbt(struct filter *f)
@@ -243,7 +250,7 @@ static int get_info(struct filter *f, void *opaque)
 
 int tracker_cbtinfo(struct device *dev, struct cbt_info *out)
 {
-	return device_with_filter(dev, "tracker", get_info, out);
+	return tracker_with(dev, get_info, out);
 }
 
 struct read_req {
@@ -265,7 +272,7 @@ static int read_map(struct filter *f, void *opaque)
 int tracker_read_cbtmap(struct device *dev, uint64_t offset, uint64_t len, uint8_t *buf, uint64_t *got)
 {
 	struct read_req rq = { .offset = offset, .len = len, .buf = buf };
-	int r = device_with_filter(dev, "tracker", read_map, &rq);
+	int r = tracker_with(dev, read_map, &rq);
 
 	*got = rq.got;
 	return r;
@@ -301,5 +308,5 @@ int tracker_mark_dirty(struct device *dev, const struct sector_range *r, size_t 
 {
 	struct dirty_req dq = { .r = r, .n = n };
 
-	return device_with_filter(dev, "tracker", mark_dirty, &dq);
+	return tracker_with(dev, mark_dirty, &dq);
 }

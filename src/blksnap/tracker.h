@@ -31,16 +31,22 @@ int tracker_read_cbtmap(struct device *dev, uint64_t offset, uint64_t len, uint8
 /* Mark sector ranges changed in both maps; -EINVAL if one is beyond the device. */
 int tracker_mark_dirty(struct device *dev, const struct sector_range *r, size_t n);
 
-/* device_remove: the device leaves the daemon, though a client may hold it
- * open a while longer. Its tracker's state file (with --state-dir) goes now,
- * and is not saved at a stop even if the device only closes then. 0 also
- * without a tracker. */
-int tracker_drop_state(struct device *dev);
+/* The tracker filter type, for device_attach and the filter table. */
+extern const struct filter_ops tracker_filter_ops;
 
 /* For the snapshot code, on the tracker filter F of a device. */
 struct cbt_map;
 struct diff_area;
 struct filter;
+/* Run FN on DEV's tracker while it cannot be detached; -ENOENT without one. */
+int tracker_with(struct device *dev, int (*fn)(struct filter *f, void *opaque), void *opaque);
+/* DEV's tracker, with DEV quiesced (device_quiesce), or NULL. */
+struct filter *tracker_of_quiesced(struct device *dev);
+/* Keep DEV's tracker attached (detach and device_remove refuse with EBUSY)
+ * until tracker_release(): a snapshot holds its devices' trackers. -ENOENT
+ * without a tracker, -ENODEV if the device was removed. */
+int tracker_hold(struct device *dev);
+void tracker_release(struct device *dev);
 struct cbt_map *tracker_cbt(struct filter *f);
 struct diff_area *tracker_diff_area(struct filter *f);
 /* Only with the device drained (device_quiesce). */

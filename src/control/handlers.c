@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/base64.h"
@@ -78,7 +79,8 @@ static int h_device_add(void *opaque, json_object *args, json_object *res, char 
 {
 	struct control_ctx *ctx = opaque;
 	const char *name = arg_str(args, "device", ""), *path = arg_str(args, "file", "");
-	struct device *dev;
+	struct device *dev, *other;
+	struct stat st;
 	int r;
 
 	if (!device_name_valid(name)) {
@@ -97,9 +99,14 @@ static int h_device_add(void *opaque, json_object *args, json_object *res, char 
 		return r;
 	}
 	r = registry_add(ctx->reg, dev);
-	if (r < 0)
+	if (r == -EBUSY && stat(path, &st) == 0 && (other = registry_find_store(ctx->reg, &st))) {
+		snprintf(msg, msglen, "%.255s is the store of device %s already", path, device_name(other));
+		device_put(other);
+	} else if (r == -EBUSY) {
+		snprintf(msg, msglen, "%.255s is the store of another device already", path);
+	} else if (r < 0) {
 		snprintf(msg, msglen, "cannot add device '%s': %s", name, strerror(-r));
-	else {
+	} else {
 		add_str(res, "device", name);
 		add_u64(res, "size", device_size(dev));
 	}
@@ -107,6 +114,9 @@ static int h_device_add(void *opaque, json_object *args, json_object *res, char 
 	return r;
 }
 
+/* The map goes with the device, as in blksnap: the removal detaches its
+ * filters (the tracker deletes its state file), and clients still connected
+ * get errors from then on. */
 static int h_device_remove(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
 {
 	struct control_ctx *ctx = opaque;
@@ -114,22 +124,22 @@ static int h_device_remove(void *opaque, json_object *args, json_object *res, ch
 	struct device *dev = registry_get(ctx->reg, name);
 	int r;
 
-	if (dev && snapshot_device_busy(ctx->bs, dev)) {
-		snprintf(msg, msglen, "%s is part of a snapshot; destroy the snapshot first", name);
-		device_put(dev);
-		return -EBUSY;
-	}
-	/* The map goes with the device, as in blksnap. A client may hold the
-	 * device open a while longer: its state file goes now, so that a stop in
-	 * between cannot save it CLEAN. */
-	if (dev)
-		tracker_drop_state(dev);
-	device_put(dev);
-	r = registry_remove(ctx->reg, name);
-	if (r == -ENOENT) {
+	if (!dev) {
 		snprintf(msg, msglen, "no device '%.255s'", name);
 		return -ENODEV;
 	}
+	r = registry_remove(ctx->reg, name);
+	if (r == -ENOENT) {
+		snprintf(msg, msglen, "no device '%.255s'", name);
+		r = -ENODEV;
+	} else if (r == -EBUSY && !device_removable(dev)) {
+		snprintf(msg, msglen, "%s is a snapshot image; destroy its snapshot instead", name);
+	} else if (r == -EBUSY) {
+		snprintf(msg, msglen, "%s is part of a snapshot; destroy the snapshot first", name);
+	} else if (r < 0) {
+		snprintf(msg, msglen, "removing %s: %s", name, strerror(-r));
+	}
+	device_put(dev);
 	return r;
 }
 
@@ -144,14 +154,13 @@ static int h_device_resize(void *opaque, json_object *args, json_object *res, ch
 
 	if (!dev)
 		return -ENODEV;
-	/* Before the device is drained, for a clear answer; the tracker refuses
-	 * too, under the drain, so a take cannot slip in between. */
-	if (snapshot_device_busy(ctx->bs, dev)) {
-		snprintf(msg, msglen, "%s is part of a snapshot; destroy the snapshot first", device_name(dev));
+	if (!device_removable(dev)) {
+		snprintf(msg, msglen, "%s is a snapshot image: its size is its origin's at the take", device_name(dev));
 		device_put(dev);
 		return -EBUSY;
 	}
-	/* DEVICE_SIZE_PROBE is not a size anyone can ask for. */
+	/* DEVICE_SIZE_PROBE is not a size anyone can ask for. A device whose
+	 * tracker a snapshot holds is refused, under the drain. */
 	r = set && size > INT64_MAX ? -EINVAL : device_resize(dev, size, &old);
 	switch (r) {
 	case 0:
@@ -176,6 +185,9 @@ static int h_device_resize(void *opaque, json_object *args, json_object *res, ch
 		break;
 	case -EBUSY:
 		snprintf(msg, msglen, "%s is part of a snapshot; destroy the snapshot first", device_name(dev));
+		break;
+	case -ENODEV:
+		snprintf(msg, msglen, "%s was removed", device_name(dev));
 		break;
 	default:
 		snprintf(msg, msglen, "resizing %s: %s", device_name(dev), strerror(-r));
@@ -243,19 +255,18 @@ static int h_detach(void *opaque, json_object *args, json_object *res, char *msg
 {
 	struct control_ctx *ctx = opaque;
 	const char *fname = arg_str(args, "filter", "tracker");
+	const struct filter_ops *ops = filter_lookup(fname);
 	struct device *dev = lookup_device(ctx, args, msg, msglen);
 	int r;
 
 	if (!dev)
 		return -ENODEV;
-	if (strcmp(fname, "tracker") == 0 && snapshot_device_busy(ctx->bs, dev)) {
-		snprintf(msg, msglen, "%s is part of a snapshot; destroy the snapshot first", device_name(dev));
-		device_put(dev);
-		return -EBUSY;
-	}
-	r = device_detach(dev, fname);
+	/* Whether it may go is decided under the drain, with the detach. */
+	r = ops ? device_detach(dev, ops) : -ENOENT;
 	if (r == -ENOENT)
 		snprintf(msg, msglen, "%.64s is not attached to %s", fname, device_name(dev));
+	else if (r == -EBUSY)
+		snprintf(msg, msglen, "%s is part of a snapshot; destroy the snapshot first", device_name(dev));
 	device_put(dev);
 	return r;
 }

@@ -28,6 +28,8 @@ struct backing {
 	int fd;
 	bool blockdev;
 	bool readonly;
+	dev_t st_dev, st_rdev; /* identity: the file, or the block device */
+	ino_t st_ino;
 	uint64_t size;
 	uint32_t lbs;
 	atomic_bool maybe_sparse;
@@ -102,6 +104,9 @@ int backing_open(const char *path, bool readonly, struct backing **out)
 	}
 	b->fd = fd;
 	b->blockdev = S_ISBLK(st.st_mode);
+	b->st_dev = st.st_dev;
+	b->st_ino = st.st_ino;
+	b->st_rdev = st.st_rdev;
 	b->readonly = readonly;
 	b->size = size;
 	b->lbs = (uint32_t)lbs;
@@ -459,17 +464,74 @@ int backing_extents(struct backing *b, uint64_t count, uint64_t offset, uint32_t
 	return 0;
 }
 
-int backing_changes(struct backing *b, struct backing_changes *out)
+int backing_can_write(const struct backing *b)
 {
-	if (!b->ops || !b->ops->changes)
-		return -EOPNOTSUPP;
-	return b->ops->changes(b->priv, out);
+	return b->ops ? b->ops->pwrite != NULL : !b->readonly;
 }
 
-int backing_changed_extents(struct backing *b, uint8_t since, uint64_t count, uint64_t offset,
-			    struct extents *e)
+/* A custom store has no trim: its trim is a no-op, and a no-op is not worth
+ * advertising. */
+int backing_can_trim(const struct backing *b)
 {
-	if (!b->ops || !b->ops->changed_extents)
-		return -EOPNOTSUPP;
-	return b->ops->changed_extents(b->priv, since, count, offset, e);
+	return b->ops ? 0 : !b->readonly;
+}
+
+int backing_can_zero(const struct backing *b)
+{
+	return b->ops ? b->ops->zero != NULL : !b->readonly;
+}
+
+/* FUA on a read-only store has nothing to persist: a success. */
+int backing_can_fua(const struct backing *b)
+{
+	return b->ops ? b->ops->pwrite != NULL : 1;
+}
+
+int backing_can_cache(const struct backing *b)
+{
+	return 1;
+}
+
+/* Every store here is one object under one lock-free page cache or one
+ * custom store's own locks: what one connection flushed, another sees. */
+int backing_can_multi_conn(const struct backing *b)
+{
+	return 1;
+}
+
+int backing_list_contexts(struct backing *b, meta_context_fn fn, void *opaque)
+{
+	if (!b->ops || !b->ops->list_contexts)
+		return 0;
+	return b->ops->list_contexts(b->priv, fn, opaque);
+}
+
+int backing_context_extents(struct backing *b, const char *name, uint64_t count, uint64_t offset,
+			    uint32_t flags, struct extents *e)
+{
+	if (!b->ops || !b->ops->context_extents)
+		return -ENOENT;
+	return b->ops->context_extents(b->priv, name, count, offset, flags, e);
+}
+
+bool backing_is_store_of(const struct backing *b, const struct stat *st)
+{
+	if (b->ops)
+		return false;
+	if (b->blockdev)
+		return S_ISBLK(st->st_mode) && st->st_rdev == b->st_rdev;
+	return S_ISREG(st->st_mode) && st->st_dev == b->st_dev && st->st_ino == b->st_ino;
+}
+
+bool backing_same_store(const struct backing *a, const struct backing *b)
+{
+	struct stat st = { 0 };
+
+	if (a->ops || b->ops)
+		return false;
+	st.st_mode = b->blockdev ? S_IFBLK : S_IFREG;
+	st.st_dev = b->st_dev;
+	st.st_ino = b->st_ino;
+	st.st_rdev = b->st_rdev;
+	return backing_is_store_of(a, &st);
 }

@@ -5,17 +5,12 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
+
+#include "core/meta_context.h"
 
 struct extents;
 struct backing;
-
-/* Which changes a store can describe: blocks changed since snapshot N of
- * GENERATION, for 0 <= N < number (see device_changes()). */
-struct backing_changes {
-	char generation[37]; /* a UUID in text */
-	uint8_t number;      /* the snapshot this store is */
-	uint32_t block_size; /* the granularity of the changes */
-};
 
 /* A backing store that is not a file: a snapshot image, say. Every op gets
  * PRIV; a missing op is a no-op success (flush, trim, cache) or -EOPNOTSUPP. */
@@ -27,9 +22,9 @@ struct backing_ops {
 	void (*close)(void *priv);
 	/* Optional: the allocation map; without it, everything is data. */
 	int (*extents)(void *priv, uint64_t count, uint64_t offset, uint32_t flags, struct extents *e);
-	/* Optional: the changes behind the store (a snapshot image's CBT). */
-	int (*changes)(void *priv, struct backing_changes *out);
-	int (*changed_extents)(void *priv, uint8_t since, uint64_t count, uint64_t offset,
+	/* Optional: metadata contexts the store publishes (see filter.h). */
+	int (*list_contexts)(void *priv, meta_context_fn fn, void *opaque);
+	int (*context_extents)(void *priv, const char *name, uint64_t count, uint64_t offset, uint32_t flags,
 			       struct extents *e);
 };
 
@@ -67,9 +62,24 @@ int backing_zero(struct backing *b, uint64_t count, uint64_t offset, uint32_t fl
 int backing_cache(struct backing *b, uint64_t count, uint64_t offset);
 int backing_extents(struct backing *b, uint64_t count, uint64_t offset, uint32_t flags,
 		    struct extents *e);
-/* -EOPNOTSUPP for a store that keeps no changes. */
-int backing_changes(struct backing *b, struct backing_changes *out);
-int backing_changed_extents(struct backing *b, uint8_t since, uint64_t count, uint64_t offset,
-			    struct extents *e);
+/* What the store supports (1 or 0): the filter_ops can_* questions, at the bottom. */
+int backing_can_write(const struct backing *b);
+int backing_can_trim(const struct backing *b);
+int backing_can_zero(const struct backing *b);
+int backing_can_fua(const struct backing *b);
+int backing_can_cache(const struct backing *b);
+int backing_can_multi_conn(const struct backing *b);
+
+/* A custom store's metadata contexts (none for a file or block device). */
+int backing_list_contexts(struct backing *b, meta_context_fn fn, void *opaque);
+int backing_context_extents(struct backing *b, const char *name, uint64_t count, uint64_t offset,
+			    uint32_t flags, struct extents *e);
+
+/* Do A and B store their bytes in the same place: the same file (st_dev and
+ * st_ino), or the same block device (st_rdev)? Never for a custom store. */
+bool backing_same_store(const struct backing *a, const struct backing *b);
+/* Does the file or block device described by ST (as fstat returns it) hold
+ * B's bytes? */
+bool backing_is_store_of(const struct backing *b, const struct stat *st);
 
 #endif

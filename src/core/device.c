@@ -25,15 +25,25 @@
 #include "core/filter_stack.h"
 #include "core/io.h"
 
+/* A description set by the device's maker; replaced ones are kept until
+ * the device goes, since an export may be sending one. */
+struct description {
+	struct description *older;
+	char text[];
+};
+
 struct device {
 	char *name;
 	struct backing *backing;
 	bool readonly;
+	bool removable;
 	_Atomic uint64_t size;
 	pthread_rwlock_t io_lock;
 	struct filter *top; /* guarded by io_lock (exclusive to change) */
+	bool killed;        /* guarded by io_lock (exclusive to change) */
 	atomic_int refs;
 	atomic_bool written; /* a change has gone down the stack since open */
+	_Atomic(struct description *) description;
 };
 
 int device_open(const char *name, const char *path, bool readonly, struct device **out)
@@ -62,6 +72,8 @@ int device_new(const char *name, struct backing *b, bool readonly, struct device
 	}
 	dev->backing = b;
 	dev->readonly = readonly;
+	dev->removable = true;
+	atomic_init(&dev->description, NULL);
 	atomic_init(&dev->size, backing_size(dev->backing));
 	atomic_init(&dev->refs, 1);
 	atomic_init(&dev->written, false);
@@ -79,14 +91,42 @@ struct device *device_get(struct device *dev)
 	return dev;
 }
 
+/* Detach F (its device drained). A held filter, or one whose detach op says
+ * no, stays. */
+static int detach_locked(struct device *dev, struct filter **pp)
+{
+	struct filter *f = *pp;
+	int r;
+
+	if (f->holds)
+		return -EBUSY;
+	if (f->ops->detach) {
+		r = f->ops->detach(f);
+		if (r < 0)
+			return r;
+	}
+	*pp = f->below;
+	log_info("%s: filter %s detached", dev->name, f->ops->name);
+	free(f);
+	return 0;
+}
+
 void device_put(struct device *dev)
 {
+	struct description *d;
 	int r;
 
 	if (!dev || atomic_fetch_sub(&dev->refs, 1) != 1)
 		return;
-	while (dev->top)
-		device_detach(dev, dev->top->ops->name);
+	/* Nothing else holds the device: no filter is held, no request runs. */
+	while (dev->top) {
+		r = detach_locked(dev, &dev->top);
+		if (r < 0) {
+			log_error("%s: filter %s refused to detach at close (%s): a bug; leaking it",
+				  dev->name, dev->top->ops->name, strerror(-r));
+			dev->top = dev->top->below;
+		}
+	}
 	if (!dev->readonly) {
 		r = backing_flush(dev->backing);
 		if (r < 0)
@@ -94,6 +134,12 @@ void device_put(struct device *dev)
 	}
 	backing_close(dev->backing);
 	pthread_rwlock_destroy(&dev->io_lock);
+	for (d = atomic_load(&dev->description); d;) {
+		struct description *older = d->older;
+
+		free(d);
+		d = older;
+	}
 	free(dev->name);
 	free(dev);
 }
@@ -152,12 +198,14 @@ static void log_io_error(struct device *dev, const char *what, uint64_t count, u
 }
 
 /* The range is checked under the drain lock: checked before it, a request could
- * wait out a shrink and then write past the new end (growing the file again). */
+ * wait out a shrink and then write past the new end (growing the file again).
+ * A killed device refuses everything (-ENODEV, not logged: its clients are
+ * told, the log was told once at the kill). */
 #define DEVICE_IO(dev, what, count, offset, write, call)                        \
 	do {                                                                     \
 		int r_;                                                          \
 		pthread_rwlock_rdlock(&(dev)->io_lock);                          \
-		r_ = device_check_range((dev), (count), (offset), (write));      \
+		r_ = (dev)->killed ? -ENODEV : device_check_range((dev), (count), (offset), (write)); \
 		if (r_ < 0 || (count) == 0) {                                    \
 			pthread_rwlock_unlock(&(dev)->io_lock);                  \
 			return r_;                                               \
@@ -166,7 +214,7 @@ static void log_io_error(struct device *dev, const char *what, uint64_t count, u
 			atomic_store(&(dev)->written, true);                    \
 		r_ = (call);                                                     \
 		pthread_rwlock_unlock(&(dev)->io_lock);                          \
-		if (r_ < 0 && r_ != -ENOTSUP)                                    \
+		if (r_ < 0 && r_ != -ENOTSUP && r_ != -ENODEV)                   \
 			log_io_error((dev), (what), (count), (offset), r_);      \
 		return r_;                                                       \
 	} while (0)
@@ -207,17 +255,148 @@ int device_extents(struct device *dev, uint64_t count, uint64_t offset, uint32_t
 		  stack_extents(dev->backing, dev->top, count, offset, flags, e));
 }
 
-int device_changes(struct device *dev, struct backing_changes *out)
+int device_list_contexts(struct device *dev, meta_context_fn fn, void *opaque)
 {
-	return backing_changes(dev->backing, out);
+	int r = 0;
+
+	pthread_rwlock_rdlock(&dev->io_lock);
+	if (!dev->killed)
+		r = stack_list_contexts(dev->backing, dev->top, fn, opaque);
+	pthread_rwlock_unlock(&dev->io_lock);
+	return r;
 }
 
-int device_changed_extents(struct device *dev, uint8_t since, uint64_t count, uint64_t offset,
-			   struct extents *e)
+int device_context_extents(struct device *dev, const char *name, uint64_t count, uint64_t offset,
+			   uint32_t flags, struct extents *e)
 {
-	int r = device_check_range(dev, count, offset, false);
+	int r;
 
-	return r < 0 ? r : backing_changed_extents(dev->backing, since, count, offset, e);
+	pthread_rwlock_rdlock(&dev->io_lock);
+	r = dev->killed ? -ENODEV : device_check_range(dev, count, offset, false);
+	if (r == 0 && count > 0)
+		r = stack_context_extents(dev->backing, dev->top, name, count, offset, flags, e);
+	pthread_rwlock_unlock(&dev->io_lock);
+	return r;
+}
+
+static bool device_can(struct device *dev, enum stack_cap cap)
+{
+	int r;
+
+	if (dev->readonly && (cap == CAP_WRITE || cap == CAP_TRIM || cap == CAP_ZERO))
+		return false;
+	pthread_rwlock_rdlock(&dev->io_lock);
+	r = stack_can(dev->backing, dev->top, cap);
+	pthread_rwlock_unlock(&dev->io_lock);
+	return r > 0;
+}
+
+bool device_can_write(struct device *dev)
+{
+	return device_can(dev, CAP_WRITE);
+}
+
+bool device_can_trim(struct device *dev)
+{
+	return device_can(dev, CAP_TRIM);
+}
+
+bool device_can_zero(struct device *dev)
+{
+	return device_can(dev, CAP_ZERO);
+}
+
+bool device_can_fua(struct device *dev)
+{
+	return device_can(dev, CAP_FUA);
+}
+
+bool device_can_cache(struct device *dev)
+{
+	return device_can(dev, CAP_CACHE);
+}
+
+bool device_can_multi_conn(struct device *dev)
+{
+	return device_can(dev, CAP_MULTI_CONN);
+}
+
+const char *device_description(struct device *dev)
+{
+	struct description *d = atomic_load(&dev->description);
+
+	return d ? d->text : backing_path(dev->backing);
+}
+
+int device_set_description(struct device *dev, const char *desc)
+{
+	size_t len = strlen(desc);
+	struct description *d = malloc(sizeof(*d) + len + 1);
+
+	if (!d)
+		return -ENOMEM;
+	memcpy(d->text, desc, len + 1);
+	d->older = atomic_load(&dev->description);
+	while (!atomic_compare_exchange_weak(&dev->description, &d->older, d))
+		;
+	return 0;
+}
+
+bool device_same_store(const struct device *a, const struct device *b)
+{
+	return backing_same_store(a->backing, b->backing);
+}
+
+bool device_is_store(const struct device *dev, const struct stat *st)
+{
+	return backing_is_store_of(dev->backing, st);
+}
+
+void device_set_removable(struct device *dev, bool removable)
+{
+	dev->removable = removable;
+}
+
+bool device_removable(const struct device *dev)
+{
+	return dev->removable;
+}
+
+int device_kill(struct device *dev)
+{
+	int r = 0;
+
+	pthread_rwlock_wrlock(&dev->io_lock);
+	if (dev->killed) {
+		r = -ENODEV;
+		goto out;
+	}
+	for (struct filter *f = dev->top; f; f = f->below)
+		if (f->holds) {
+			r = -EBUSY;
+			goto out;
+		}
+	while (dev->top) {
+		r = detach_locked(dev, &dev->top);
+		if (r < 0)
+			goto out; /* a filter said no: the device stays in service */
+	}
+	dev->killed = true;
+out:
+	pthread_rwlock_unlock(&dev->io_lock);
+	if (r == 0)
+		log_debug("%s: out of service; its requests fail from now on", dev->name);
+	return r;
+}
+
+bool device_killed(struct device *dev)
+{
+	bool k;
+
+	pthread_rwlock_rdlock(&dev->io_lock);
+	k = dev->killed;
+	pthread_rwlock_unlock(&dev->io_lock);
+	return k;
 }
 
 int device_flush(struct device *dev, uint32_t flags)
@@ -227,19 +406,19 @@ int device_flush(struct device *dev, uint32_t flags)
 	if (dev->readonly)
 		return 0;
 	pthread_rwlock_rdlock(&dev->io_lock);
-	r = stack_flush(dev->backing, dev->top, flags);
+	r = dev->killed ? -ENODEV : stack_flush(dev->backing, dev->top, flags);
 	pthread_rwlock_unlock(&dev->io_lock);
-	if (r < 0)
+	if (r < 0 && r != -ENODEV)
 		log_warn("%s: flush failed: %s", dev->name, strerror(-r));
 	return r;
 }
 
-static struct filter **find_filter(struct device *dev, const char *name)
+static struct filter **find_filter(struct device *dev, const struct filter_ops *ops)
 {
 	struct filter **pp;
 
 	for (pp = &dev->top; *pp; pp = &(*pp)->below)
-		if (strcmp((*pp)->ops->name, name) == 0)
+		if ((*pp)->ops == ops)
 			return pp;
 	return NULL;
 }
@@ -256,7 +435,9 @@ int device_attach(struct device *dev, const struct filter_ops *ops, void *ctx)
 	f->dev = dev;
 
 	pthread_rwlock_wrlock(&dev->io_lock);
-	if (find_filter(dev, ops->name)) {
+	if (dev->killed) {
+		r = -ENODEV;
+	} else if (find_filter(dev, ops)) {
 		r = -EALREADY;
 	} else {
 		f->below = dev->top;
@@ -269,7 +450,7 @@ int device_attach(struct device *dev, const struct filter_ops *ops, void *ctx)
 
 	if (r < 0) {
 		free(f);
-		if (r != -EALREADY)
+		if (r != -EALREADY && r != -ENODEV)
 			log_error("%s: attaching filter %s failed: %s", dev->name, ops->name, strerror(-r));
 		return r;
 	}
@@ -277,37 +458,61 @@ int device_attach(struct device *dev, const struct filter_ops *ops, void *ctx)
 	return 0;
 }
 
-int device_detach(struct device *dev, const char *filter_name)
+int device_detach(struct device *dev, const struct filter_ops *ops)
 {
-	struct filter **pp, *f;
+	struct filter **pp;
+	int r;
 
 	pthread_rwlock_wrlock(&dev->io_lock);
-	pp = find_filter(dev, filter_name);
-	if (!pp) {
-		pthread_rwlock_unlock(&dev->io_lock);
-		return -ENOENT;
-	}
-	f = *pp;
-	*pp = f->below;
-	if (f->ops->detach)
-		f->ops->detach(f);
+	pp = find_filter(dev, ops);
+	r = pp ? detach_locked(dev, pp) : -ENOENT;
 	pthread_rwlock_unlock(&dev->io_lock);
-	free(f);
-	log_info("%s: filter %s detached", dev->name, filter_name);
-	return 0;
+	return r;
 }
 
-int device_with_filter(struct device *dev, const char *filter_name,
+int device_with_filter(struct device *dev, const struct filter_ops *ops,
 		       int (*fn)(struct filter *f, void *opaque), void *opaque)
 {
 	struct filter **pp;
 	int r;
 
 	pthread_rwlock_rdlock(&dev->io_lock);
-	pp = find_filter(dev, filter_name);
+	pp = find_filter(dev, ops);
 	r = pp ? fn(*pp, opaque) : -ENOENT;
 	pthread_rwlock_unlock(&dev->io_lock);
 	return r;
+}
+
+/* Holds change under the drain lock held exclusive, like the stack: a
+ * detach, which checks them under it, cannot interleave with a hold. */
+int device_filter_hold(struct device *dev, const struct filter_ops *ops)
+{
+	struct filter **pp;
+	int r = 0;
+
+	pthread_rwlock_wrlock(&dev->io_lock);
+	pp = find_filter(dev, ops);
+	if (dev->killed)
+		r = -ENODEV;
+	else if (!pp)
+		r = -ENOENT;
+	else
+		(*pp)->holds++;
+	pthread_rwlock_unlock(&dev->io_lock);
+	return r;
+}
+
+void device_filter_release(struct device *dev, const struct filter_ops *ops)
+{
+	struct filter **pp;
+
+	pthread_rwlock_wrlock(&dev->io_lock);
+	pp = find_filter(dev, ops);
+	if (pp && (*pp)->holds > 0)
+		(*pp)->holds--;
+	else
+		log_error("%s: filter %s released more than held: a bug", dev->name, ops->name);
+	pthread_rwlock_unlock(&dev->io_lock);
 }
 
 int device_resize(struct device *dev, uint64_t size, uint64_t *old_size)
@@ -331,6 +536,16 @@ int device_resize(struct device *dev, uint64_t size, uint64_t *old_size)
 	old = atomic_load(&dev->size);
 	if (old_size)
 		*old_size = old;
+	if (dev->killed) {
+		r = -ENODEV;
+		goto out;
+	}
+	/* A held filter (a tracker in a snapshot) relies on the size it has. */
+	for (f = dev->top; f; f = f->below)
+		if (f->holds) {
+			r = -EBUSY;
+			goto out;
+		}
 	if (probe) {
 		r = backing_probe_size(dev->backing, &size);
 		if (r < 0 || size == old)
@@ -372,9 +587,9 @@ void device_resume(struct device *dev)
 	pthread_rwlock_unlock(&dev->io_lock);
 }
 
-struct filter *device_filter_quiesced(struct device *dev, const char *filter_name)
+struct filter *device_filter_quiesced(struct device *dev, const struct filter_ops *ops)
 {
-	struct filter **pp = find_filter(dev, filter_name);
+	struct filter **pp = find_filter(dev, ops);
 
 	return pp ? *pp : NULL;
 }
@@ -402,12 +617,12 @@ size_t device_filter_names(struct device *dev, const char **names, size_t max)
 	return n;
 }
 
-bool device_has_filter(struct device *dev, const char *filter_name)
+bool device_has_filter(struct device *dev, const struct filter_ops *ops)
 {
 	bool found;
 
 	pthread_rwlock_rdlock(&dev->io_lock);
-	found = find_filter(dev, filter_name) != NULL;
+	found = find_filter(dev, ops) != NULL;
 	pthread_rwlock_unlock(&dev->io_lock);
 	return found;
 }

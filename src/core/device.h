@@ -7,6 +7,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
+
+#include "core/meta_context.h"
 
 struct device;
 struct extents;
@@ -46,14 +49,48 @@ int device_cache(struct device *dev, uint64_t count, uint64_t offset, uint32_t f
 /* Fills E (made for [offset, offset+count)) with the allocation map. */
 int device_extents(struct device *dev, uint64_t count, uint64_t offset, uint32_t flags, struct extents *e);
 
-/* The changes a device can describe (a snapshot image: the origin's CBT as it
- * was at take); -EOPNOTSUPP if none. */
-struct backing_changes;
-int device_changes(struct device *dev, struct backing_changes *out);
-/* Fills E (made for [offset, offset+count)) with EXTENT_DIRTY where a block
- * changed after snapshot SINCE (SINCE < number). */
-int device_changed_extents(struct device *dev, uint8_t since, uint64_t count, uint64_t offset,
-			   struct extents *e);
+/* The metadata contexts the device's stack publishes (filters top down, then
+ * the store), FN called for each; and the extents of context NAME over
+ * [offset, offset+count), answered by the layer that publishes it (range
+ * checked, under the drain lock; -ENOENT if no layer knows NAME now). */
+int device_list_contexts(struct device *dev, meta_context_fn fn, void *opaque);
+int device_context_extents(struct device *dev, const char *name, uint64_t count, uint64_t offset,
+			   uint32_t flags, struct extents *e);
+
+/* What the stack supports now (see the filter_ops can_* ops); a read-only
+ * device cannot write, trim or zero. */
+bool device_can_write(struct device *dev);
+bool device_can_trim(struct device *dev);
+bool device_can_zero(struct device *dev);
+bool device_can_fua(struct device *dev);
+bool device_can_cache(struct device *dev);
+bool device_can_multi_conn(struct device *dev);
+
+/* What exports show as the device's description: set by whoever made the
+ * device (a snapshot image names its origin and CBT), else the store's path.
+ * The string is copied; a description handed out stays valid for the
+ * device's life. */
+const char *device_description(struct device *dev);
+int device_set_description(struct device *dev, const char *desc);
+
+/* Do A and B store their bytes in the same file or block device? */
+bool device_same_store(const struct device *a, const struct device *b);
+/* Is the file or block device ST (from fstat) this device's store? */
+bool device_is_store(const struct device *dev, const struct stat *st);
+
+/* A device made by a module for its own ends (a snapshot image) is not
+ * removable by users: registry_remove() refuses it; its maker removes it with
+ * registry_remove_device(). Set before the device is added. */
+void device_set_removable(struct device *dev, bool removable);
+bool device_removable(const struct device *dev);
+
+/* The device leaves service: with its requests drained, every filter is
+ * detached (a held one refuses first, -EBUSY, and nothing changes), and from
+ * then on every request fails with -ENODEV, though references to the device
+ * may live on (an NBD client still connected); the store is flushed and
+ * closed when the last one goes. -ENODEV if it was killed already. */
+int device_kill(struct device *dev);
+bool device_killed(struct device *dev);
 
 /* Resize to SIZE bytes, a whole number of sectors, at least one: a regular file
  * is grown or shrunk to it. With SIZE = DEVICE_SIZE_PROBE, take the backing
@@ -71,10 +108,12 @@ int device_resize(struct device *dev, uint64_t size, uint64_t *old_size);
 
 struct filter_ops;
 /* Attach a filter on top of the stack, live: in-flight requests drain first.
- * CTX goes to the filter's attach op. -EALREADY: one of that name is attached. */
+ * CTX goes to the filter's attach op. -EALREADY: one of that type is attached;
+ * -ENODEV: the device was killed. */
 int device_attach(struct device *dev, const struct filter_ops *ops, void *ctx);
-/* Detach filter NAME, live. -ENOENT if it is not attached. */
-int device_detach(struct device *dev, const char *filter_name);
+/* Detach the filter of type OPS, live. -ENOENT if none is attached; -EBUSY if
+ * it is held (device_filter_hold) or its detach op refuses. */
+int device_detach(struct device *dev, const struct filter_ops *ops);
 /* A name fit for a device: 1 to 255 printable bytes, none of ' ' ',' '=' '/'
  * (names travel in NBD export names, URIs, logs and the --device syntax). */
 bool device_name_valid(const char *name);
@@ -86,16 +125,25 @@ size_t device_filter_names(struct device *dev, const char **names, size_t max);
  * device_resume(). A snapshot take drains all its devices for one instant. */
 void device_quiesce(struct device *dev);
 void device_resume(struct device *dev);
-/* Filter NAME of a quiesced device (only between quiesce and resume), or NULL. */
-struct filter *device_filter_quiesced(struct device *dev, const char *filter_name);
+/* The filter of type OPS of a quiesced device (only between quiesce and
+ * resume), or NULL. */
+struct filter *device_filter_quiesced(struct device *dev, const struct filter_ops *ops);
 
-/* Is filter NAME attached? */
-bool device_has_filter(struct device *dev, const char *filter_name);
+/* Is a filter of type OPS attached? */
+bool device_has_filter(struct device *dev, const struct filter_ops *ops);
 
 struct filter;
-/* Run FN on filter NAME of DEV while it cannot be detached (FN must not do I/O
- * on DEV's stack from another thread and wait for it). -ENOENT if not attached. */
-int device_with_filter(struct device *dev, const char *filter_name,
+/* Run FN on the filter of type OPS while it cannot be detached (FN must not
+ * do I/O on DEV's stack from another thread and wait for it). -ENOENT if
+ * none is attached. */
+int device_with_filter(struct device *dev, const struct filter_ops *ops,
 		       int (*fn)(struct filter *f, void *opaque), void *opaque);
+
+/* Hold the filter of type OPS attached: until as many releases, detach and
+ * device_kill refuse with -EBUSY (a snapshot holds its devices' trackers
+ * from snapshot_add to destroy). -ENOENT if none is attached, -ENODEV if the
+ * device was killed. */
+int device_filter_hold(struct device *dev, const struct filter_ops *ops);
+void device_filter_release(struct device *dev, const struct filter_ops *ops);
 
 #endif

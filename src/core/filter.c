@@ -1,6 +1,8 @@
-/* The filter stack: walking a request down to the first layer that implements it. */
+/* The filter stack: walking a request (or a capability or metadata-context
+ * question) down to the first layer that implements it. */
 #include "core/filter.h"
 
+#include <errno.h>
 #include <stddef.h>
 
 #include "core/backing.h"
@@ -64,6 +66,74 @@ int stack_extents(struct backing *b, struct filter *l, uint64_t count, uint64_t 
 	return backing_extents(b, count, offset, flags, e);
 }
 
+typedef int (*cap_op)(struct filter *f);
+
+static cap_op cap_of(const struct filter_ops *ops, enum stack_cap cap)
+{
+	switch (cap) {
+	case CAP_WRITE:
+		return ops->can_write;
+	case CAP_TRIM:
+		return ops->can_trim;
+	case CAP_ZERO:
+		return ops->can_zero;
+	case CAP_FUA:
+		return ops->can_fua;
+	case CAP_CACHE:
+		return ops->can_cache;
+	case CAP_MULTI_CONN:
+		return ops->can_multi_conn;
+	}
+	return NULL;
+}
+
+int stack_can(struct backing *b, struct filter *l, enum stack_cap cap)
+{
+	for (; l; l = l->below) {
+		cap_op op = cap_of(l->ops, cap);
+
+		if (op)
+			return op(l);
+	}
+	switch (cap) {
+	case CAP_WRITE:
+		return backing_can_write(b);
+	case CAP_TRIM:
+		return backing_can_trim(b);
+	case CAP_ZERO:
+		return backing_can_zero(b);
+	case CAP_FUA:
+		return backing_can_fua(b);
+	case CAP_CACHE:
+		return backing_can_cache(b);
+	case CAP_MULTI_CONN:
+		return backing_can_multi_conn(b);
+	}
+	return 0;
+}
+
+int stack_list_contexts(struct backing *b, struct filter *l, meta_context_fn fn, void *opaque)
+{
+	int r;
+
+	for (; l; l = l->below)
+		if (l->ops->list_contexts && (r = l->ops->list_contexts(l, fn, opaque)) != 0)
+			return r;
+	return backing_list_contexts(b, fn, opaque);
+}
+
+int stack_context_extents(struct backing *b, struct filter *l, const char *name, uint64_t count,
+			  uint64_t offset, uint32_t flags, struct extents *e)
+{
+	int r;
+
+	for (; l; l = l->below)
+		if (l->ops->context_extents &&
+		    (r = l->ops->context_extents(l, name, count, offset, flags, e)) != -ENOENT)
+			return r;
+	return backing_context_extents(b, name, count, offset, flags, e);
+}
+
 int filter_next_pread(struct filter *f, void *buf, uint64_t count, uint64_t offset, uint32_t flags)
 {
 	return stack_pread(device_backing(f->dev), f->below, buf, count, offset, flags);
@@ -98,4 +168,34 @@ int filter_next_extents(struct filter *f, uint64_t count, uint64_t offset, uint3
 			struct extents *e)
 {
 	return stack_extents(device_backing(f->dev), f->below, count, offset, flags, e);
+}
+
+int filter_next_can_write(struct filter *f)
+{
+	return stack_can(device_backing(f->dev), f->below, CAP_WRITE);
+}
+
+int filter_next_can_trim(struct filter *f)
+{
+	return stack_can(device_backing(f->dev), f->below, CAP_TRIM);
+}
+
+int filter_next_can_zero(struct filter *f)
+{
+	return stack_can(device_backing(f->dev), f->below, CAP_ZERO);
+}
+
+int filter_next_can_fua(struct filter *f)
+{
+	return stack_can(device_backing(f->dev), f->below, CAP_FUA);
+}
+
+int filter_next_can_cache(struct filter *f)
+{
+	return stack_can(device_backing(f->dev), f->below, CAP_CACHE);
+}
+
+int filter_next_can_multi_conn(struct filter *f)
+{
+	return stack_can(device_backing(f->dev), f->below, CAP_MULTI_CONN);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "core/device.h"
 
 #define MAX_OBSERVERS 4
@@ -29,12 +30,20 @@ int registry_new(struct registry **out)
 	return 0;
 }
 
+static int remove_device(struct registry *reg, struct device *dev, bool force);
+
 void registry_free(struct registry *reg)
 {
 	if (!reg)
 		return;
-	while (reg->n > 0)
-		registry_remove(reg, device_name(reg->devs[reg->n - 1]));
+	while (reg->n > 0) {
+		struct device *dev = reg->devs[reg->n - 1];
+
+		/* At a stop nothing holds a filter any more (the snapshots are
+		 * gone); if something does, the device leaves all the same. */
+		if (remove_device(reg, dev, true) < 0)
+			log_error("%s: removed without a clean detach of its filters", device_name(dev));
+	}
 	free(reg->devs);
 	pthread_mutex_destroy(&reg->lock);
 	free(reg);
@@ -69,6 +78,11 @@ int registry_add(struct registry *reg, struct device *dev)
 		r = -EEXIST;
 		goto out;
 	}
+	for (i = 0; i < reg->n; i++)
+		if (device_same_store(reg->devs[i], dev)) {
+			r = -EBUSY;
+			goto out;
+		}
 	v = realloc(reg->devs, (reg->n + 1) * sizeof(*v));
 	if (!v) {
 		r = -ENOMEM;
@@ -90,18 +104,38 @@ out:
 	return r;
 }
 
-int registry_remove(struct registry *reg, const char *name)
+struct device *registry_find_store(struct registry *reg, const struct stat *st)
 {
-	struct device *dev;
-	ssize_t i;
+	struct device *dev = NULL;
 
 	pthread_mutex_lock(&reg->lock);
-	i = find(reg, name);
-	if (i < 0) {
+	for (size_t i = 0; i < reg->n && !dev; i++)
+		if (device_is_store(reg->devs[i], st))
+			dev = device_get(reg->devs[i]);
+	pthread_mutex_unlock(&reg->lock);
+	return dev;
+}
+
+/* Kill DEV (FORCE: even if that fails), then take it out of the table and
+ * tell the observers. The kill runs without the table lock: it drains the
+ * device, which may wait for requests that look devices up. */
+static int remove_device(struct registry *reg, struct device *dev, bool force)
+{
+	ssize_t i;
+	int r;
+
+	r = device_kill(dev);
+	if (r == -ENODEV)
+		r = 0; /* killed by a remove that is taking it out right now */
+	if (r < 0 && !force)
+		return r;
+	pthread_mutex_lock(&reg->lock);
+	for (i = 0; i < (ssize_t)reg->n && reg->devs[i] != dev; i++)
+		;
+	if (i == (ssize_t)reg->n) {
 		pthread_mutex_unlock(&reg->lock);
 		return -ENOENT;
 	}
-	dev = reg->devs[i];
 	memmove(&reg->devs[i], &reg->devs[i + 1], (reg->n - (size_t)i - 1) * sizeof(*reg->devs));
 	reg->n--;
 	for (size_t k = reg->n_obs; k > 0; k--)
@@ -109,7 +143,24 @@ int registry_remove(struct registry *reg, const char *name)
 			reg->obs[k - 1].removed(reg->obs[k - 1].opaque, dev);
 	pthread_mutex_unlock(&reg->lock);
 	device_put(dev);
-	return 0;
+	return r;
+}
+
+int registry_remove(struct registry *reg, const char *name)
+{
+	struct device *dev = registry_get(reg, name);
+	int r;
+
+	if (!dev)
+		return -ENOENT;
+	r = device_removable(dev) ? remove_device(reg, dev, false) : -EBUSY;
+	device_put(dev);
+	return r;
+}
+
+int registry_remove_device(struct registry *reg, struct device *dev)
+{
+	return remove_device(reg, dev, false);
 }
 
 struct device *registry_get(struct registry *reg, const char *name)

@@ -56,7 +56,7 @@ static int nbd_device_added(void *opaque, struct device *dev)
 {
 	struct nbd_server *srv = opaque;
 
-	return nbd_server_add_export(srv, dev, device_name(dev), device_path(dev), device_readonly(dev));
+	return nbd_server_add_export(srv, dev, device_name(dev), device_description(dev), device_readonly(dev));
 }
 
 static void nbd_device_removed(void *opaque, struct device *dev)
@@ -96,6 +96,17 @@ static int open_devices(struct daemon *d)
 			}
 		r = registry_add(d->reg, dev);
 		device_put(dev);
+		if (r == -EBUSY) {
+			struct device *other = NULL;
+			struct stat st;
+
+			if (stat(s->path, &st) == 0)
+				other = registry_find_store(d->reg, &st);
+			log_error("%s: %s is the store of device %s already", s->name, s->path,
+				  other ? device_name(other) : "?");
+			device_put(other);
+			return -1;
+		}
 		if (r < 0) {
 			log_error("%s: %s", s->name, strerror(-r));
 			return -1;

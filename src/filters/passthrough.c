@@ -26,7 +26,7 @@ static int pt_attach(struct filter *f, void *ctx)
 	return 0;
 }
 
-static void pt_detach(struct filter *f)
+static int pt_detach(struct filter *f)
 {
 	struct passthrough *pt = f->priv;
 
@@ -34,6 +34,7 @@ static void pt_detach(struct filter *f)
 		 (unsigned long long)atomic_load(&pt->requests));
 	free(pt);
 	f->priv = NULL;
+	return 0;
 }
 
 static void pt_count(struct filter *f)
@@ -86,10 +87,46 @@ static int pt_extents(struct filter *f, uint64_t count, uint64_t offset, uint32_
 	return filter_next_extents(f, count, offset, flags, e);
 }
 
+static int pt_can_write(struct filter *f)
+{
+	return filter_next_can_write(f);
+}
+
+static int pt_can_trim(struct filter *f)
+{
+	return filter_next_can_trim(f);
+}
+
+static int pt_can_zero(struct filter *f)
+{
+	return filter_next_can_zero(f);
+}
+
+static int pt_can_fua(struct filter *f)
+{
+	return filter_next_can_fua(f);
+}
+
+static int pt_can_cache(struct filter *f)
+{
+	return filter_next_can_cache(f);
+}
+
+static int pt_can_multi_conn(struct filter *f)
+{
+	return filter_next_can_multi_conn(f);
+}
+
 const struct filter_ops passthrough_filter_ops = {
 	.name = "passthrough",
 	.attach = pt_attach,
 	.detach = pt_detach,
+	.can_write = pt_can_write,
+	.can_trim = pt_can_trim,
+	.can_zero = pt_can_zero,
+	.can_fua = pt_can_fua,
+	.can_cache = pt_can_cache,
+	.can_multi_conn = pt_can_multi_conn,
 	.pread = pt_pread,
 	.pwrite = pt_pwrite,
 	.flush = pt_flush,

@@ -1,10 +1,10 @@
 /* Metadata contexts and NBD_CMD_BLOCK_STATUS.
  *
- * Each export offers a list of contexts; base:allocation (holes and zeroes of the
- * device, through its filter stack) is offered by every export; snapshot images
- * offer their CBT as qemu:dirty-bitmap:GENERATION/N too. A context is a
- * name plus a function that fills an extent list, so the negotiation and the
- * reply code do not know what a context means. */
+ * Each export offers a list of contexts: base:allocation (holes and zeroes of
+ * the device, through its filter stack) on every export, and the contexts the
+ * device's stack publishes (a snapshot image's CBT as
+ * qemu:dirty-bitmap:GENERATION/N). The negotiation and the reply code do not
+ * know what a published context means: they list names and ask for extents. */
 #include <endian.h>
 #include <errno.h>
 #include <stdio.h>
@@ -12,33 +12,11 @@
 #include <string.h>
 
 #include "common/bytes.h"
-#include "core/backing.h"
 #include "core/device.h"
 #include "core/extents.h"
 #include "core/io.h"
 #include "nbd/nbd_internal.h"
 #include "nbd/nbd_proto.h"
-
-static int base_allocation(struct nbd_export *exp, const struct nbd_meta_context *ctx, uint64_t count,
-			   uint64_t offset, uint32_t flags, struct extents *e)
-{
-	(void)ctx;
-	return device_extents(exp->dev, count, offset, flags, e);
-}
-
-/* A snapshot image's CBT: "qemu:dirty-bitmap:G/N" is the blocks changed after
- * snapshot N of generation G. Naming G means a client that kept G from an
- * earlier backup cannot mistake a new generation (a wrap or a reset) for a
- * small increment: a stale G matches no context. G cannot change while the
- * image exists, since its origin cannot be taken again before it is gone. */
-static int dirty_bitmap(struct nbd_export *exp, const struct nbd_meta_context *ctx, uint64_t count,
-			uint64_t offset, uint32_t flags, struct extents *e)
-{
-	(void)flags;
-	return device_changed_extents(exp->dev, ctx->since, count, offset, e);
-}
-
-#define DIRTY_BITMAP_NS "qemu:dirty-bitmap:"
 
 /* LIST: "ns:" (an empty leaf) matches the namespace, a query ending in ':'
  * matches names it prefixes; otherwise (and always for SET) names match exactly.
@@ -55,26 +33,34 @@ static bool meta_matches(const char *name, const char *query, bool wildcards)
 	return strcmp(name, query) == 0;
 }
 
+struct match {
+	const char *query;
+	bool wildcards;
+	void (*fn)(const struct nbd_meta_context *, void *);
+	void *opaque;
+};
+
+static int match_published(const char *name, const char *description, void *opaque)
+{
+	struct match *m = opaque;
+	struct nbd_meta_context ctx = { .base_allocation = false };
+
+	if (strlen(name) >= sizeof(ctx.name) || !meta_matches(name, m->query, m->wildcards))
+		return 0;
+	strcpy(ctx.name, name);
+	m->fn(&ctx, m->opaque);
+	return 0;
+}
+
 void nbd_meta_match(struct nbd_export *exp, const char *query, bool wildcards,
 		    void (*fn)(const struct nbd_meta_context *, void *), void *opaque)
 {
-	struct nbd_meta_context ctx = { .name = "base:allocation", .extents = base_allocation };
-	struct backing_changes ch;
+	struct nbd_meta_context ctx = { .name = "base:allocation", .base_allocation = true };
+	struct match m = { .query = query, .wildcards = wildcards, .fn = fn, .opaque = opaque };
 
 	if (meta_matches(ctx.name, query, wildcards))
 		fn(&ctx, opaque);
-	if (device_changes(exp->dev, &ch) < 0)
-		return;
-	/* Not a listing of every name when the query names one. */
-	if (query && !wildcards && strncmp(query, DIRTY_BITMAP_NS, strlen(DIRTY_BITMAP_NS)) != 0)
-		return;
-	ctx.extents = dirty_bitmap;
-	for (unsigned n = 0; n < ch.number; n++) {
-		snprintf(ctx.name, sizeof(ctx.name), DIRTY_BITMAP_NS "%s/%u", ch.generation, n);
-		ctx.since = (uint8_t)n;
-		if (meta_matches(ctx.name, query, wildcards))
-			fn(&ctx, opaque);
-	}
+	device_list_contexts(exp->dev, match_published, &m);
 }
 
 /* Encode E as one status chunk for context ID. */
@@ -140,7 +126,11 @@ void nbd_block_status(struct nbd_conn *c, const struct nbd_request *req)
 			r = -ENOMEM;
 			break;
 		}
-		r = c->meta[i].ctx.extents(c->exp, &c->meta[i].ctx, req->length, req->offset, flags, all[i]);
+		if (c->meta[i].ctx.base_allocation)
+			r = device_extents(c->exp->dev, req->length, req->offset, flags, all[i]);
+		else
+			r = device_context_extents(c->exp->dev, c->meta[i].ctx.name, req->length, req->offset,
+						   flags, all[i]);
 		if (r == 0 && extents_count(all[i]) == 0)
 			r = -EIO; /* a context must describe at least one extent */
 	}

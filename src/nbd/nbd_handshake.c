@@ -67,15 +67,26 @@ static bool valid_string(const char *s, uint32_t len)
 	return len <= NBD_MAX_STRING && memchr(s, '\0', len) == NULL;
 }
 
+/* What the device's filter stack supports, as it is at this handshake. */
 uint16_t nbd_export_flags(const struct nbd_conn *c, const struct nbd_export *exp)
 {
-	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
-		     NBD_FLAG_SEND_CACHE | NBD_FLAG_CAN_MULTI_CONN;
+	struct device *dev = exp->dev;
+	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH;
 
-	if (exp->readonly)
+	if (exp->readonly || !device_can_write(dev)) {
 		f |= NBD_FLAG_READ_ONLY;
-	else
-		f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+	} else {
+		if (device_can_trim(dev))
+			f |= NBD_FLAG_SEND_TRIM;
+		if (device_can_zero(dev))
+			f |= NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+	}
+	if (device_can_fua(dev))
+		f |= NBD_FLAG_SEND_FUA;
+	if (device_can_cache(dev))
+		f |= NBD_FLAG_SEND_CACHE;
+	if (device_can_multi_conn(dev))
+		f |= NBD_FLAG_CAN_MULTI_CONN;
 	if (c->structured || c->extended)
 		f |= NBD_FLAG_SEND_DF;
 	return f;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "core/meta_context.h"
 #include "nbd/nbd_server.h"
 
 struct extents;
@@ -17,15 +18,14 @@ struct nbd_export;
 
 #define NBD_RECV_BUFFER (64u * 1024)
 
-/* A metadata context an export offers: base:allocation, and on snapshot images
- * qemu:dirty-bitmap:GENERATION/N. Contexts are values: a connection keeps a
- * copy of each one it selected. */
-#define NBD_META_NAME_MAX 96
+/* A metadata context an export offers: base:allocation (the device's holes
+ * and zeroes), and whatever the device's stack publishes (a snapshot image's
+ * qemu:dirty-bitmap:GENERATION/N). Contexts are values: a connection keeps a
+ * copy of each one it selected, and a published one is found again by name
+ * at each request, so a filter detached meanwhile answers nothing. */
 struct nbd_meta_context {
-	char name[NBD_META_NAME_MAX];
-	int (*extents)(struct nbd_export *exp, const struct nbd_meta_context *ctx, uint64_t count,
-		       uint64_t offset, uint32_t flags, struct extents *e);
-	uint8_t since; /* dirty bitmaps: changed after this snapshot */
+	char name[META_CONTEXT_NAME_MAX];
+	bool base_allocation;
 };
 
 struct nbd_export {

@@ -274,10 +274,10 @@ static void do_zero(struct nbd_conn *c, const struct nbd_request *req)
 		reply_result(c, req, r, "write zeroes failed");
 }
 
-/* The flags each command accepts (FUA is valid on every command). */
+/* The flags each command accepts (FUA, where offered, on every command). */
 static uint16_t allowed_flags(const struct nbd_conn *c, uint16_t type)
 {
-	uint16_t f = NBD_CMD_FLAG_FUA;
+	uint16_t f = (c->eflags & NBD_FLAG_SEND_FUA) ? NBD_CMD_FLAG_FUA : 0;
 
 	switch (type) {
 	case NBD_CMD_READ:
@@ -333,9 +333,15 @@ static int check_request(struct nbd_conn *c, const struct nbd_request *req, cons
 		*msg = "FAST_ZERO was not offered";
 		return -EINVAL;
 	}
-	if (write && c->exp->readonly) {
+	if (write && (c->eflags & NBD_FLAG_READ_ONLY)) {
 		*msg = "export is read-only";
 		return -EPERM;
+	}
+	if ((req->type == NBD_CMD_TRIM && !(c->eflags & NBD_FLAG_SEND_TRIM)) ||
+	    (req->type == NBD_CMD_WRITE_ZEROES && !(c->eflags & NBD_FLAG_SEND_WRITE_ZEROES)) ||
+	    (req->type == NBD_CMD_CACHE && !(c->eflags & NBD_FLAG_SEND_CACHE))) {
+		*msg = "this command was not offered for this export";
+		return -EINVAL;
 	}
 	if (req->length == 0) {
 		*msg = "zero-length request";

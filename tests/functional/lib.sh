@@ -84,7 +84,7 @@ expect() {
 	rc=0; B "$@" >"$T/out" 2>"$T/err" || rc=$?
 	[ $rc -ne 0 ] || fail "'$*' succeeded, expected $want"
 	grep -q ": $want: " "$T/err" || fail "'$*': expected $want, got: $(cat "$T/err")"
-	[ "$(wc -l <"$T/err")" -eq 1 ] || fail "'$*': more than one line on stderr"
+	[ "$(wc -l <"$T/err")" -eq 1 ] || fail "'$*': more than one line on stderr: $(cat "$T/err")"
 }
 # io EXPORT QEMU-IO-COMMAND: run it on the export; any error or mismatch fails.
 io() {

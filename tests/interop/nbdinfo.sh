@@ -9,8 +9,9 @@ dd if=/dev/urandom of="$T/sparse.img" bs=1M seek=4 count=2 conv=notrunc status=n
 dd if=/dev/urandom of="$T/sparse.img" bs=1M seek=32 count=1 conv=notrunc status=none
 truncate -s 20G "$T/huge.img"
 for g in 1 7 19; do dd if=/dev/urandom of="$T/huge.img" bs=1M seek=$((g * 1024)) count=1 conv=notrunc status=none; done
+cp "$T/a.img" "$T/ro.img"
 bdf_start --device "a=$T/a.img" --device "sparse=$T/sparse.img" --device "huge=$T/huge.img" \
-	--device "ro=$T/a.img,ro"
+	--device "ro=$T/ro.img,ro"
 
 list=$(nbdinfo --list --json "nbd+unix://?socket=$SOCK")
 names=$($PY -c 'import json,sys; print(" ".join(e["export-name"] for e in json.load(sys.stdin)["exports"]))' <<<"$list")

@@ -6,7 +6,8 @@ need nbdsh
 
 truncate -s 32M "$T/disk.img"
 dd if=/dev/urandom of="$T/disk.img" bs=1M seek=8 count=8 conv=notrunc status=none
-bdf_start --device "disk=$T/disk.img" --device "ro=$T/disk.img,ro"
+cp --sparse=always "$T/disk.img" "$T/ro.img"
+bdf_start --device "disk=$T/disk.img" --device "ro=$T/ro.img,ro"
 
 /usr/bin/nbdsh --base-allocation -u "$(uri disk)" -c '
 import nbd, errno

@@ -7,7 +7,7 @@ need qemu-io od
 
 mkimage "$T/disk.img" 16
 cp "$T/disk.img" "$T/expect.img"
-bdf_start --device "disk=$T/disk.img" --device "via=$T/disk.img,filter=passthrough,ro"
+bdf_start --device "disk=$T/disk.img"
 
 # expect OFF LEN BYTE: what the backing file must hold now
 expect() {
@@ -38,7 +38,11 @@ done
 qemu-io -f raw "$(uri disk)" -c "read -v 65530 16" | grep -q "^0000fffa:  .. .. .. .. .. 5c 5c 5c" ||
 	fail "read -v across 64 KiB: $(qemu-io -f raw "$(uri disk)" -c "read -v 65530 16")"
 qemu-img compare -q -f raw -F raw "$T/expect.img" "$(uri disk)" || fail "export differs from the expected image"
-# the same bytes through a filtered read-only export of the same file
+# the same bytes through a filtered read-only export of a copy (one file is
+# one device's store: a second device on it is refused)
+cp "$T/disk.img" "$T/via.img"
+B device_add -d via -f "$T/via.img" --ro >/dev/null
+B attach -d via -n passthrough
 qemu-img compare -q -f raw -F raw "$T/expect.img" "$(uri via)" || fail "filtered export differs from the expected image"
 # qemu refuses to open a read-only export for writing
 rc=0; qemu-io -f raw "$(uri via)" -c "write -P 1 0 512" >"$T/out" 2>&1 || rc=$?

@@ -190,13 +190,13 @@ static void attach_detach_rules(void **state)
 	struct fixture *f = *state;
 
 	assert_null(filter_lookup("no-such-filter"));
-	assert_int_equal(device_detach(f->dev, "passthrough"), -ENOENT);
+	assert_int_equal(device_detach(f->dev, filter_lookup("passthrough")), -ENOENT);
 	assert_int_equal(device_attach(f->dev, filter_lookup("passthrough"), NULL), 0);
-	assert_true(device_has_filter(f->dev, "passthrough"));
+	assert_true(device_has_filter(f->dev, filter_lookup("passthrough")));
 	assert_int_equal(device_attach(f->dev, filter_lookup("passthrough"), NULL), -EALREADY);
-	assert_int_equal(device_detach(f->dev, "passthrough"), 0);
-	assert_false(device_has_filter(f->dev, "passthrough"));
-	assert_int_equal(device_detach(f->dev, "passthrough"), -ENOENT);
+	assert_int_equal(device_detach(f->dev, filter_lookup("passthrough")), 0);
+	assert_false(device_has_filter(f->dev, filter_lookup("passthrough")));
+	assert_int_equal(device_detach(f->dev, filter_lookup("passthrough")), -ENOENT);
 }
 
 struct io_thread {
@@ -239,7 +239,7 @@ static void attach_detach_live_under_load(void **state)
 	for (int i = 0; i < 300; i++) {
 		assert_int_equal(device_attach(f->dev, filter_lookup("passthrough"), NULL), 0);
 		usleep(200);
-		assert_int_equal(device_detach(f->dev, "passthrough"), 0);
+		assert_int_equal(device_detach(f->dev, filter_lookup("passthrough")), 0);
 	}
 	stop = 1;
 	for (int i = 0; i < 4; i++) {
@@ -370,8 +370,8 @@ static void resize_asks_the_filters(void **state)
 	assert_int_equal(seen.calls, 2);
 	assert_int_equal(device_size(f->dev), 2 * MIB);
 	assert_int_equal(file_size(f->path), 2 * MIB);
-	assert_int_equal(device_detach(f->dev, "passthrough"), 0);
-	assert_int_equal(device_detach(f->dev, "resize-test"), 0);
+	assert_int_equal(device_detach(f->dev, filter_lookup("passthrough")), 0);
+	assert_int_equal(device_detach(f->dev, &resize_filter), 0);
 }
 
 static void *resize_io_loop(void *arg)
