@@ -144,7 +144,8 @@ static int write_file_atomic(int dirfd, const char *name, const void *buf, size_
 	int fd, r;
 
 	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* Not through a symlink someone left by that name. */
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
 	r = write_all(fd, buf, len);
@@ -160,24 +161,103 @@ static int write_file_atomic(int dirfd, const char *name, const void *buf, size_
 	return r;
 }
 
-static int remove_tree_at(int dirfd, const char *name)
-{
-	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d;
-	struct dirent *de;
+/* ---- leftovers of interrupted backups ---- */
 
-	if (fd < 0)
-		return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
+/* The files a backup writes into its .tmp-NNNNNN (repo_backup_begin and
+ * repo_backup_commit, through write_file_atomic's temporary names): all a
+ * leftover may hold. */
+static const char *const backup_files[] = { "data", "index", ".index.tmp", "manifest.json", ".manifest.json.tmp" };
+
+/* .tmp-NNNNNN, the name repo_backup_begin gives. */
+static bool is_tmp_name(const char *name)
+{
+	if (strncmp(name, ".tmp-", 5) || strlen(name) != 11)
+		return false;
+	for (int i = 5; i < 11; i++)
+		if (name[i] < '0' || name[i] > '9')
+			return false;
+	return true;
+}
+
+/* NAME in the directory FD is a regular file of backup_files (a symlink or a
+ * directory by that name is not); else why not, in WHY. */
+static bool is_backup_file(int fd, const char *name, char *why, size_t len)
+{
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < sizeof(backup_files) / sizeof(backup_files[0]); i++)
+		if (!strcmp(name, backup_files[i]))
+			break;
+	if (i == sizeof(backup_files) / sizeof(backup_files[0])) {
+		snprintf(why, len, "it holds '%s', which no backup writes", name);
+		return false;
+	}
+	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(why, len, "its '%s' is not a regular file", name);
+		return false;
+	}
+	return true;
+}
+
+/* Remove NAME, a .tmp-* of the repository, if it is what an interrupted
+ * backup leaves: a directory .tmp-NNNNNN of backup_files. The command often
+ * runs as root, and a name in the repository may be anything someone put
+ * there: it is opened without following a symlink and emptied through that
+ * fd, so nothing outside the repository is reached. Anything else is left
+ * alone for a person to look at, with a warning; the command goes on. */
+static void remove_leftover(struct repo *r, const char *name)
+{
+	char why[160];
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	if (!is_tmp_name(name)) {
+		snprintf(why, sizeof(why), "not named .tmp-NNNNNN");
+		goto foreign;
+	}
+	fd = openat(r->dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		struct stat st;
+
+		if (errno == ENOENT)
+			return;
+		if (errno != ELOOP && errno != ENOTDIR)
+			snprintf(why, sizeof(why), "%s", strerror(errno));
+		else /* (lstat for the message only: what was opened is what counts) */
+			snprintf(why, sizeof(why), "%s",
+				 fstatat(r->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode) ?
+					 "a symbolic link" : "not a directory");
+		goto foreign;
+	}
 	d = fdopendir(fd);
 	if (!d) {
+		snprintf(why, sizeof(why), "%s", strerror(errno));
 		close(fd);
-		return -errno;
+		goto foreign;
 	}
+	/* Look at everything first: a directory with one foreign thing in it
+	 * is kept whole. */
 	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+		    !is_backup_file(fd, de->d_name, why, sizeof(why))) {
+			closedir(d);
+			goto foreign;
+		}
+	rewinddir(d);
+	/* Checked again per file: what appeared since stays, and so does the
+	 * directory then. */
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+		    is_backup_file(fd, de->d_name, why, sizeof(why)))
 			unlinkat(fd, de->d_name, 0);
 	closedir(d);
-	return unlinkat(dirfd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+	if (unlinkat(r->dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+		bk_error("warning: %s/%s: cannot remove it: %s", r->dir, name, strerror(errno));
+	return;
+foreign:
+	bk_error("warning: %s/%s is not a leftover of bdfilter-backup (%s): left alone", r->dir, name, why);
 }
 
 /* ---- manifests ---- */
@@ -381,8 +461,9 @@ static int cmp_backup(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Scan the directory: remove .tmp-* leftovers (only with the exclusive lock),
- * collect the backup directories. */
+/* Scan the directory: remove the .tmp-* interrupted backups left (only with
+ * the exclusive lock: a backup being written holds it), collect the backup
+ * directories. */
 static int scan(struct repo *r, bool exclusive)
 {
 	int fd = dup(r->dirfd);
@@ -402,7 +483,7 @@ static int scan(struct repo *r, bool exclusive)
 
 		if (strncmp(de->d_name, ".tmp-", 5) == 0) {
 			if (exclusive)
-				remove_tree_at(r->dirfd, de->d_name);
+				remove_leftover(r, de->d_name);
 			continue;
 		}
 		if (strlen(de->d_name) != 6)
@@ -643,9 +724,18 @@ int repo_backup_begin(struct repo *r, struct backup_writer *w)
 
 	*w = (struct backup_writer){ .r = r, .num = r->n, .tmpfd = -1, .datafd = -1 };
 	snprintf(w->tmpname, sizeof(w->tmpname), ".tmp-%06u", w->num);
-	remove_tree_at(r->dirfd, w->tmpname);
-	if (mkdirat(r->dirfd, w->tmpname, 0755) < 0 ||
-	    (w->tmpfd = openat(r->dirfd, w->tmpname, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	/* A leftover of this name is gone (scan); what is still there is not
+	 * ours, and is not touched. */
+	if (mkdirat(r->dirfd, w->tmpname, 0755) < 0) {
+		e = -errno;
+		if (e == -EEXIST)
+			bk_error("%s/%s exists and is not a leftover of bdfilter-backup: move it away", r->dir,
+				 w->tmpname);
+		else
+			bk_error("%s/%s: %s", r->dir, w->tmpname, strerror(-e));
+		return e;
+	}
+	if ((w->tmpfd = openat(r->dirfd, w->tmpname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
 	    (w->datafd = openat(w->tmpfd, "data", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) < 0) {
 		e = -errno;
 		bk_error("%s/%s: %s", r->dir, w->tmpname, strerror(-e));
@@ -729,5 +819,5 @@ void repo_backup_abort(struct backup_writer *w)
 		close(w->tmpfd);
 	w->datafd = w->tmpfd = -1;
 	if (w->r)
-		remove_tree_at(w->r->dirfd, w->tmpname);
+		remove_leftover(w->r, w->tmpname);
 }
