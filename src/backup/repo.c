@@ -307,8 +307,9 @@ static void set_error(struct backup_info *b, const char *fmt, ...)
 
 void repo_parse_manifest(uint32_t block_size, struct backup_info *b, const char *text, const char *name)
 {
-	struct json_object *o;
+	struct json_object *o, *p;
 	const char *kind, *s;
+	bool has_parent;
 	int64_t v;
 
 	o = json_tokener_parse(text);
@@ -324,9 +325,26 @@ void repo_parse_manifest(uint32_t block_size, struct backup_info *b, const char 
 	if (!kind || (strcmp(kind, "full") && strcmp(kind, "incremental")))
 		BAD("\"kind\"");
 	b->full = strcmp(kind, "full") == 0;
-	v = jint(o, "parent");
-	if (b->full ? v != -1 : v != (int64_t)b->num - 1)
-		BAD("\"parent\"");
+	/* The chain rules one manifest shows (repo_check_chain has those
+	 * between manifests): restore and verify index the backups by parent. */
+#define RULE(...) do { set_error(b, __VA_ARGS__); goto out; } while (0)
+	has_parent = json_object_object_get_ex(o, "parent", &p) && !json_object_is_type(p, json_type_null);
+	v = has_parent && json_object_is_type(p, json_type_int) ? json_object_get_int64(p) : -1;
+	if (b->full && has_parent)
+		RULE("backup %u: %s: a full backup has no parent, this one names %s", b->num, name,
+		     json_object_to_json_string_ext(p, JSON_C_TO_STRING_PLAIN));
+	if (!b->full && b->num == 0)
+		RULE("backup 0: %s: an incremental, but backup 0 must be a full backup", name);
+	if (!b->full && (!has_parent || !json_object_is_type(p, json_type_int)))
+		RULE("backup %u: %s: an incremental needs a parent (bad or missing \"parent\")", b->num, name);
+	if (!b->full && (v < 0 || v >= b->num))
+		RULE("backup %u: %s: \"parent\" %" PRId64 " is not an earlier backup", b->num, name, v);
+	/* An incremental holds the changes since the backup before it: on
+	 * any other it would restore, checksums and all, a wrong image. */
+	if (!b->full && v != (int64_t)b->num - 1)
+		RULE("backup %u: %s: \"parent\" %" PRId64 " is not backup %u, the one before it", b->num, name, v,
+		     b->num - 1);
+#undef RULE
 	b->parent = (int)v;
 	if ((v = jint(o, "size")) <= 0)
 		BAD("\"size\"");
@@ -516,6 +534,7 @@ static int scan(struct repo *r, bool exclusive)
 		}
 	for (unsigned i = 0; i < r->n; i++)
 		load_manifest(r, &r->b[i]);
+	repo_check_chain(r->b, r->n);
 	return 0;
 }
 
@@ -612,6 +631,63 @@ const struct backup_info *repo_backup(struct repo *r, unsigned num)
 		return NULL;
 	}
 	return &r->b[num];
+}
+
+/* The chain rules between manifests, in backup order so that a parent's
+ * verdict is known before its children's: an incremental rests on a usable
+ * backup of its size and block size. The parent's range, which
+ * repo_parse_manifest checked, is checked again: B is indexed by it. */
+void repo_check_chain(struct backup_info *b, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		const struct backup_info *p;
+
+		if (b[i].error || b[i].full)
+			continue;
+		if (b[i].parent < 0 || (unsigned)b[i].parent >= i) {
+			set_error(&b[i], "backup %u: its parent %d is not an earlier backup", i, b[i].parent);
+			continue;
+		}
+		p = &b[b[i].parent];
+		if (p->error)
+			set_error(&b[i], "backup %u: rests on backup %u, which is unusable", i, p->num);
+		else if (p->size != b[i].size)
+			set_error(&b[i], "backup %u: its size (%" PRIu64 ") differs from backup %u's (%" PRIu64
+					 "), its parent",
+				  i, b[i].size, p->num, p->size);
+		else if (p->block_size != b[i].block_size)
+			set_error(&b[i], "backup %u: its block size (%" PRIu32 ") differs from backup %u's (%" PRIu32
+					 "), its parent",
+				  i, b[i].block_size, p->num, p->block_size);
+	}
+}
+
+int repo_chain(struct repo *r, unsigned num, unsigned *out)
+{
+	unsigned n = 0;
+
+	if (!repo_backup(r, num))
+		return -EINVAL;
+	/* repo_check_chain made every step back one to a usable, earlier
+	 * backup; the walk relies on nothing else. */
+	for (unsigned k = num;; k = (unsigned)r->b[k].parent) {
+		const struct backup_info *b = &r->b[k];
+
+		if (b->error || (!b->full && (b->parent < 0 || (unsigned)b->parent >= k))) {
+			bk_error("backup %u: its chain is broken at backup %u", num, k);
+			return -EINVAL;
+		}
+		out[n++] = k;
+		if (b->full)
+			break;
+	}
+	for (unsigned i = 0; i < n / 2; i++) {
+		unsigned x = out[i];
+
+		out[i] = out[n - 1 - i];
+		out[n - 1 - i] = x;
+	}
+	return (int)n;
 }
 
 /* ---- index ---- */
