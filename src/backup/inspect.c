@@ -99,6 +99,7 @@ int verify_run(const char *repo, struct json_object **result)
 			broken[k] = true;
 			continue;
 		}
+		/* (a usable incremental's parent is an earlier backup: repo_check_chain) */
 		if (!r->b[k].full && broken[r->b[k].parent])
 			add_error(errors, bk_format("backup %u: rests on backup %d, which is damaged", k, r->b[k].parent));
 		blocks += verify_backup(r, k, buf, zeros, errors);

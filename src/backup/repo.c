@@ -144,7 +144,8 @@ static int write_file_atomic(int dirfd, const char *name, const void *buf, size_
 	int fd, r;
 
 	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* Not through a symlink someone left by that name. */
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
 	r = write_all(fd, buf, len);
@@ -160,24 +161,103 @@ static int write_file_atomic(int dirfd, const char *name, const void *buf, size_
 	return r;
 }
 
-static int remove_tree_at(int dirfd, const char *name)
-{
-	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d;
-	struct dirent *de;
+/* ---- leftovers of interrupted backups ---- */
 
-	if (fd < 0)
-		return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
+/* The files a backup writes into its .tmp-NNNNNN (repo_backup_begin and
+ * repo_backup_commit, through write_file_atomic's temporary names): all a
+ * leftover may hold. */
+static const char *const backup_files[] = { "data", "index", ".index.tmp", "manifest.json", ".manifest.json.tmp" };
+
+/* .tmp-NNNNNN, the name repo_backup_begin gives. */
+static bool is_tmp_name(const char *name)
+{
+	if (strncmp(name, ".tmp-", 5) || strlen(name) != 11)
+		return false;
+	for (int i = 5; i < 11; i++)
+		if (name[i] < '0' || name[i] > '9')
+			return false;
+	return true;
+}
+
+/* NAME in the directory FD is a regular file of backup_files (a symlink or a
+ * directory by that name is not); else why not, in WHY. */
+static bool is_backup_file(int fd, const char *name, char *why, size_t len)
+{
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < sizeof(backup_files) / sizeof(backup_files[0]); i++)
+		if (!strcmp(name, backup_files[i]))
+			break;
+	if (i == sizeof(backup_files) / sizeof(backup_files[0])) {
+		snprintf(why, len, "it holds '%s', which no backup writes", name);
+		return false;
+	}
+	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(why, len, "its '%s' is not a regular file", name);
+		return false;
+	}
+	return true;
+}
+
+/* Remove NAME, a .tmp-* of the repository, if it is what an interrupted
+ * backup leaves: a directory .tmp-NNNNNN of backup_files. The command often
+ * runs as root, and a name in the repository may be anything someone put
+ * there: it is opened without following a symlink and emptied through that
+ * fd, so nothing outside the repository is reached. Anything else is left
+ * alone for a person to look at, with a warning; the command goes on. */
+static void remove_leftover(struct repo *r, const char *name)
+{
+	char why[160];
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	if (!is_tmp_name(name)) {
+		snprintf(why, sizeof(why), "not named .tmp-NNNNNN");
+		goto foreign;
+	}
+	fd = openat(r->dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		struct stat st;
+
+		if (errno == ENOENT)
+			return;
+		if (errno != ELOOP && errno != ENOTDIR)
+			snprintf(why, sizeof(why), "%s", strerror(errno));
+		else /* (lstat for the message only: what was opened is what counts) */
+			snprintf(why, sizeof(why), "%s",
+				 fstatat(r->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode) ?
+					 "a symbolic link" : "not a directory");
+		goto foreign;
+	}
 	d = fdopendir(fd);
 	if (!d) {
+		snprintf(why, sizeof(why), "%s", strerror(errno));
 		close(fd);
-		return -errno;
+		goto foreign;
 	}
+	/* Look at everything first: a directory with one foreign thing in it
+	 * is kept whole. */
 	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+		    !is_backup_file(fd, de->d_name, why, sizeof(why))) {
+			closedir(d);
+			goto foreign;
+		}
+	rewinddir(d);
+	/* Checked again per file: what appeared since stays, and so does the
+	 * directory then. */
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+		    is_backup_file(fd, de->d_name, why, sizeof(why)))
 			unlinkat(fd, de->d_name, 0);
 	closedir(d);
-	return unlinkat(dirfd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+	if (unlinkat(r->dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+		bk_error("warning: %s/%s: cannot remove it: %s", r->dir, name, strerror(errno));
+	return;
+foreign:
+	bk_error("warning: %s/%s is not a leftover of bdfilter-backup (%s): left alone", r->dir, name, why);
 }
 
 /* ---- manifests ---- */
@@ -227,8 +307,9 @@ static void set_error(struct backup_info *b, const char *fmt, ...)
 
 void repo_parse_manifest(uint32_t block_size, struct backup_info *b, const char *text, const char *name)
 {
-	struct json_object *o;
+	struct json_object *o, *p;
 	const char *kind, *s;
+	bool has_parent;
 	int64_t v;
 
 	o = json_tokener_parse(text);
@@ -244,9 +325,26 @@ void repo_parse_manifest(uint32_t block_size, struct backup_info *b, const char 
 	if (!kind || (strcmp(kind, "full") && strcmp(kind, "incremental")))
 		BAD("\"kind\"");
 	b->full = strcmp(kind, "full") == 0;
-	v = jint(o, "parent");
-	if (b->full ? v != -1 : v != (int64_t)b->num - 1)
-		BAD("\"parent\"");
+	/* The chain rules one manifest shows (repo_check_chain has those
+	 * between manifests): restore and verify index the backups by parent. */
+#define RULE(...) do { set_error(b, __VA_ARGS__); goto out; } while (0)
+	has_parent = json_object_object_get_ex(o, "parent", &p) && !json_object_is_type(p, json_type_null);
+	v = has_parent && json_object_is_type(p, json_type_int) ? json_object_get_int64(p) : -1;
+	if (b->full && has_parent)
+		RULE("backup %u: %s: a full backup has no parent, this one names %s", b->num, name,
+		     json_object_to_json_string_ext(p, JSON_C_TO_STRING_PLAIN));
+	if (!b->full && b->num == 0)
+		RULE("backup 0: %s: an incremental, but backup 0 must be a full backup", name);
+	if (!b->full && (!has_parent || !json_object_is_type(p, json_type_int)))
+		RULE("backup %u: %s: an incremental needs a parent (bad or missing \"parent\")", b->num, name);
+	if (!b->full && (v < 0 || v >= b->num))
+		RULE("backup %u: %s: \"parent\" %" PRId64 " is not an earlier backup", b->num, name, v);
+	/* An incremental holds the changes since the backup before it: on
+	 * any other it would restore, checksums and all, a wrong image. */
+	if (!b->full && v != (int64_t)b->num - 1)
+		RULE("backup %u: %s: \"parent\" %" PRId64 " is not backup %u, the one before it", b->num, name, v,
+		     b->num - 1);
+#undef RULE
 	b->parent = (int)v;
 	if ((v = jint(o, "size")) <= 0)
 		BAD("\"size\"");
@@ -381,8 +479,9 @@ static int cmp_backup(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Scan the directory: remove .tmp-* leftovers (only with the exclusive lock),
- * collect the backup directories. */
+/* Scan the directory: remove the .tmp-* interrupted backups left (only with
+ * the exclusive lock: a backup being written holds it), collect the backup
+ * directories. */
 static int scan(struct repo *r, bool exclusive)
 {
 	int fd = dup(r->dirfd);
@@ -402,7 +501,7 @@ static int scan(struct repo *r, bool exclusive)
 
 		if (strncmp(de->d_name, ".tmp-", 5) == 0) {
 			if (exclusive)
-				remove_tree_at(r->dirfd, de->d_name);
+				remove_leftover(r, de->d_name);
 			continue;
 		}
 		if (strlen(de->d_name) != 6)
@@ -435,6 +534,7 @@ static int scan(struct repo *r, bool exclusive)
 		}
 	for (unsigned i = 0; i < r->n; i++)
 		load_manifest(r, &r->b[i]);
+	repo_check_chain(r->b, r->n);
 	return 0;
 }
 
@@ -531,6 +631,63 @@ const struct backup_info *repo_backup(struct repo *r, unsigned num)
 		return NULL;
 	}
 	return &r->b[num];
+}
+
+/* The chain rules between manifests, in backup order so that a parent's
+ * verdict is known before its children's: an incremental rests on a usable
+ * backup of its size and block size. The parent's range, which
+ * repo_parse_manifest checked, is checked again: B is indexed by it. */
+void repo_check_chain(struct backup_info *b, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		const struct backup_info *p;
+
+		if (b[i].error || b[i].full)
+			continue;
+		if (b[i].parent < 0 || (unsigned)b[i].parent >= i) {
+			set_error(&b[i], "backup %u: its parent %d is not an earlier backup", i, b[i].parent);
+			continue;
+		}
+		p = &b[b[i].parent];
+		if (p->error)
+			set_error(&b[i], "backup %u: rests on backup %u, which is unusable", i, p->num);
+		else if (p->size != b[i].size)
+			set_error(&b[i], "backup %u: its size (%" PRIu64 ") differs from backup %u's (%" PRIu64
+					 "), its parent",
+				  i, b[i].size, p->num, p->size);
+		else if (p->block_size != b[i].block_size)
+			set_error(&b[i], "backup %u: its block size (%" PRIu32 ") differs from backup %u's (%" PRIu32
+					 "), its parent",
+				  i, b[i].block_size, p->num, p->block_size);
+	}
+}
+
+int repo_chain(struct repo *r, unsigned num, unsigned *out)
+{
+	unsigned n = 0;
+
+	if (!repo_backup(r, num))
+		return -EINVAL;
+	/* repo_check_chain made every step back one to a usable, earlier
+	 * backup; the walk relies on nothing else. */
+	for (unsigned k = num;; k = (unsigned)r->b[k].parent) {
+		const struct backup_info *b = &r->b[k];
+
+		if (b->error || (!b->full && (b->parent < 0 || (unsigned)b->parent >= k))) {
+			bk_error("backup %u: its chain is broken at backup %u", num, k);
+			return -EINVAL;
+		}
+		out[n++] = k;
+		if (b->full)
+			break;
+	}
+	for (unsigned i = 0; i < n / 2; i++) {
+		unsigned x = out[i];
+
+		out[i] = out[n - 1 - i];
+		out[n - 1 - i] = x;
+	}
+	return (int)n;
 }
 
 /* ---- index ---- */
@@ -643,9 +800,18 @@ int repo_backup_begin(struct repo *r, struct backup_writer *w)
 
 	*w = (struct backup_writer){ .r = r, .num = r->n, .tmpfd = -1, .datafd = -1 };
 	snprintf(w->tmpname, sizeof(w->tmpname), ".tmp-%06u", w->num);
-	remove_tree_at(r->dirfd, w->tmpname);
-	if (mkdirat(r->dirfd, w->tmpname, 0755) < 0 ||
-	    (w->tmpfd = openat(r->dirfd, w->tmpname, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	/* A leftover of this name is gone (scan); what is still there is not
+	 * ours, and is not touched. */
+	if (mkdirat(r->dirfd, w->tmpname, 0755) < 0) {
+		e = -errno;
+		if (e == -EEXIST)
+			bk_error("%s/%s exists and is not a leftover of bdfilter-backup: move it away", r->dir,
+				 w->tmpname);
+		else
+			bk_error("%s/%s: %s", r->dir, w->tmpname, strerror(-e));
+		return e;
+	}
+	if ((w->tmpfd = openat(r->dirfd, w->tmpname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
 	    (w->datafd = openat(w->tmpfd, "data", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) < 0) {
 		e = -errno;
 		bk_error("%s/%s: %s", r->dir, w->tmpname, strerror(-e));
@@ -729,5 +895,5 @@ void repo_backup_abort(struct backup_writer *w)
 		close(w->tmpfd);
 	w->datafd = w->tmpfd = -1;
 	if (w->r)
-		remove_tree_at(w->r->dirfd, w->tmpname);
+		remove_leftover(w->r, w->tmpname);
 }

@@ -57,6 +57,16 @@ void repo_close(struct repo *r);
 /* Backup NUM, or NULL (printed) if it does not exist or is unusable. */
 const struct backup_info *repo_backup(struct repo *r, unsigned num);
 
+/* The chain rules (docs/backup-repo.md): backup 0 is full; a full has no
+ * parent; an incremental's parent is the backup before it, usable, of the
+ * same size and block size. A backup that breaks one is unusable: its
+ * error says which. */
+
+/* The backups restoring NUM reads, oldest (the full it rests on) first, into
+ * OUT (room for NUM + 1); their count, or -EINVAL (printed) if NUM does not
+ * exist or is unusable. */
+int repo_chain(struct repo *r, unsigned num, unsigned *out);
+
 /* The index of backup NUM (a usable one), checked against its manifest
  * (checksum, entry count, entries in order, inside the image and the data
  * file). Errors are negative errno, their message printed, or, with WHY,
@@ -83,8 +93,11 @@ void repo_backup_abort(struct backup_writer *w);
 
 /* The parsers behind repo_open and repo_read_index, on bytes already read
  * (for the unit tests and the fuzzer). NAME names the file in messages. A bad
- * manifest sets B->error. */
+ * manifest, or one that breaks a chain rule it shows alone, sets B->error. */
 void repo_parse_manifest(uint32_t block_size, struct backup_info *b, const char *text, const char *name);
+/* The rules between the N manifests of B (B[i].num == i), parsed; run once
+ * they all are. Sets the error of each backup that breaks one. */
+void repo_check_chain(struct backup_info *b, unsigned n);
 int repo_parse_index(const struct backup_info *b, const char *buf, size_t len, const char *name, char **why,
 		     struct repo_entry **out, uint64_t *n);
 

@@ -256,7 +256,6 @@ int restore_run(const struct restore_opts *o, struct json_object **result)
 	struct repo *r = NULL;
 	struct chain *ch = NULL;
 	struct target t = { .fd = -1 };
-	const struct backup_info *b;
 	uint32_t *src = NULL; /* per block: chain position + 1, 0 for zero */
 	uint64_t *off = NULL, nblocks, written = 0, size;
 	struct progress *pg = NULL;
@@ -282,32 +281,10 @@ int restore_run(const struct restore_opts *o, struct json_object **result)
 		err = -ENOMEM;
 		goto nomem;
 	}
-	/* The chain, walked back from AT to its full backup. */
-	for (int k = (int)at;; k = b->parent) {
-		if (!(b = repo_backup(r, (unsigned)k))) {
-			err = -EINVAL;
-			goto out;
-		}
-		if (ch->n == r->n || (!b->full && b->parent >= k)) {
-			bk_error("backup %u: its chain of parents loops", at);
-			err = -EINVAL;
-			goto out;
-		}
-		ch->num[ch->n++] = b->num;
-		if (b->full)
-			break;
-		if (b->size != r->b[b->parent].size) {
-			bk_error("backup %u: its size differs from backup %d's: the chain is broken", b->num, b->parent);
-			err = -EINVAL;
-			goto out;
-		}
-	}
-	for (unsigned i = 0; i < ch->n / 2; i++) {
-		unsigned x = ch->num[i];
-
-		ch->num[i] = ch->num[ch->n - 1 - i];
-		ch->num[ch->n - 1 - i] = x;
-	}
+	/* The chain, from the full backup AT rests on up to AT. */
+	if ((err = repo_chain(r, at, ch->num)) < 0)
+		goto out;
+	ch->n = (unsigned)err;
 	size = r->b[at].size;
 	nblocks = block_count(size, r->block_size);
 	src = calloc(nblocks ? nblocks : 1, sizeof(*src));
