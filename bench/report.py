@@ -159,9 +159,89 @@ def pairs_section(runs, out):
     print("medians; a/b is the ratio of the medians, 'rounds a/b' the range of the per-round ratios")
     print("tracker: tracker attached vs no filter (goal >= 0.97); snapshot: random writes while a snapshot")
     print("is held vs qemu-storage-daemon copy-before-write (goal >= 2; warm cache, measured after a 1 s ramp:")
-    print("mostly steady state); image: image reads vs origin reads")
+    print("mostly steady state; first touch: the cbw section); image: image reads vs origin reads")
     print_spread("pairs, the rounds (spread: (max - min) / median of IOPS)", groups)
     out["pairs"] = pairs
+
+
+# The copy-before-write section (bench/cbw.sh): jobs, the servers in each, ratios.
+CBW_NAMES = {
+    "bdf_snap": "(a) bdfilterd, snapshot, 256 KiB chunks (default)",
+    "bdf_snap64": "(b) bdfilterd, snapshot, 64 KiB chunks (chunk_minimum_shift=16)",
+    "qsd_cbw": "(c) qemu-storage-daemon, copy-before-write, 64 KiB clusters",
+    "bdf_tracker": "(d) bdfilterd, tracker, no snapshot",
+    "bdf_plain": "(e) bdfilterd, no filter",
+    "bdf_snap_full": "(a) bdfilterd, snapshot, every chunk copied already",
+}
+CBW_UNITS = {"seq-write": "mib_s"}  # the others: IOPS
+CBW_RATIOS = [  # job, a, b, goal (None: for information), name
+    ("first-touch", "bdf_snap", "qsd_cbw", 2.0, "first-touch (a) / (c) qsd"),
+    ("first-touch", "bdf_snap", "bdf_tracker", 0.25, "first-touch (a) / (d) no snapshot"),
+    ("first-touch", "bdf_snap64", "qsd_cbw", None, "first-touch (b) / (c) qsd"),
+    ("first-touch", "bdf_snap64", "bdf_tracker", None, "first-touch (b) / (d) no snapshot"),
+    ("first-touch", "bdf_tracker", "bdf_plain", None, "first-touch (d) / (e) no filter"),
+    ("steady", "bdf_snap_full", "bdf_tracker", 0.9, "steady (a) / (d) no snapshot"),
+    ("seq-write", "bdf_snap", "qsd_cbw", 1.5, "seq-write (a) / (c) qsd"),
+    ("seq-write", "bdf_snap64", "qsd_cbw", None, "seq-write (b) / (c) qsd"),
+    ("seq-write", "bdf_snap", "bdf_tracker", None, "seq-write (a) / (d) no snapshot"),
+]
+
+
+def cbw_section(runs, out, method):
+    jobs = list(dict.fromkeys(r["job"] for r in runs if r["job"] != "prefill"))
+    res, by = [], {}
+    for job in jobs:
+        first = next(r for r in runs if r["job"] == job)
+        unit = CBW_UNITS.get(job, "iops")
+        print()
+        print("cbw %s: %s" % (job, method.get("jobs", {}).get(job, "")))
+        print("%-66s | %7s %7s %7s %-5s | %6s | %7s | %8s" % (
+            "server", "min", "median", "max", "", "spread", "p99 ms", "copied"))
+        print("-" * 124)
+        for sv in dict.fromkeys(r["server"] for r in runs if r["job"] == job):
+            mine = [r for r in runs if (r["job"], r["server"]) == (job, sv)]
+            by[(job, sv)] = mine
+            s = summary(mine, unit)
+            p99 = statistics.median(r["clat_p99_ms"] for r in mine)
+            copied = statistics.median(r.get("copied_mib", 0) for r in mine)
+            fmt = kilo if unit == "iops" else (lambda x: "%.0f" % x)
+            print("%-66s | %7s %7s %7s %-5s | %5.0f%% | %7.2f | %8s" % (
+                CBW_NAMES.get(sv, sv), fmt(s["min"]), fmt(s["median"]), fmt(s["max"]),
+                "IOPS" if unit == "iops" else "MiB/s", s["spread_pct"], p99,
+                "%.0f MiB" % copied if copied else "-"))
+            res.append({"job": job, "server": sv, "label": CBW_NAMES.get(sv, sv), "unit": unit,
+                        "min": s["min"], "median": s["median"], "max": s["max"], "runs": s["runs"],
+                        "spread_pct": s["spread_pct"], "clat_p99_ms_median": p99, "copied_mib_median": copied,
+                        "runs_iops": [r["iops"] for r in mine], "runs_mib_s": [r["mib_s"] for r in mine],
+                        "runs_load1": [r.get("load1") for r in mine]})
+    ratios = []
+    print()
+    print("%-36s | %6s | %-11s | %7s | %s" % ("cbw ratio (of medians)", "ratio", "rounds", "goal", ""))
+    print("-" * 80)
+    for job, a, b, goal, name in CBW_RATIOS:
+        if (job, a) not in by or (job, b) not in by:
+            continue
+        key = CBW_UNITS.get(job, "iops")
+        med, rounds = ratio(by[(job, a)], by[(job, b)], key)
+        verdict = "" if goal is None else ("met" if med >= goal else "missed")
+        print("%-36s | %6.2f | %5.2f-%-5.2f | %7s | %s" % (
+            name, med, min(rounds), max(rounds), "" if goal is None else ">= %g" % goal, verdict))
+        ratios.append({"name": name, "job": job, "a": a, "b": b, "ratio": med, "ratio_rounds": rounds,
+                       "goal": goal, "met": None if goal is None else med >= goal})
+    loads = [r["load1"] for r in runs if "load1" in r]
+    print()
+    print("rounds: %d; 'rounds' is the range of the per-round ratios; goals are for the developers,"
+          % max(len(v) for v in by.values()))
+    print("the bench never fails on one. 1-min load average at the runs: %.2f-%.2f" % (min(loads), max(loads)))
+    prefill = [r for r in runs if r["job"] == "prefill"]
+    cbw = {"method": method, "jobs": res, "ratios": ratios,
+           "load1_min": min(loads), "load1_max": max(loads)}
+    if prefill:
+        p = prefill[0]
+        print("steady state prefill (every chunk copied): %.0f MiB/s, %.1f s, %.0f MiB copied" % (
+            p["mib_s"], p["seconds"], p.get("copied_mib", 0)))
+        cbw["prefill"] = p
+    out["cbw"] = cbw
 
 
 def report(runs_path, out_path):
@@ -174,6 +254,10 @@ def report(runs_path, out_path):
         servers_section([r for r in runs if r["section"] == "servers"], out)
     if "pairs" in sections:
         pairs_section([r for r in runs if r["section"] == "pairs"], out)
+    if "cbw" in sections:
+        method_path = os.path.join(os.path.dirname(runs_path), "cbw-method.json")
+        method = json.load(open(method_path)) if os.path.exists(method_path) else {}
+        cbw_section([r for r in runs if r["section"] == "cbw"], out, method)
     out["meta"] = {"sections": sections, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                    "nproc": os.cpu_count(), "loadavg_end": open("/proc/loadavg").read().split()[:3]}
     json.dump(out, open(out_path, "w"), indent=1)

@@ -2,28 +2,32 @@
 # make bench: bdfilterd against nbdkit's file plugin and qemu-nbd, in one run, on
 # the same file, with fio's nbd engine. Prints MiB/s and IOPS per server and job,
 # and the ratios bdfilterd/nbdkit and bdfilterd/qemu-nbd; writes the figures as
-# JSON to BUILD/bench/results.json. Then bench/backup.sh: the backup client
-# (full and incremental) on a 4 GiB device.
+# JSON to BUILD/bench/results.json. Then the copy-before-write section
+# (bench/cbw.sh: what a guest feels while a snapshot is held, against
+# qemu-storage-daemon's copy-before-write filter, on a 4 GiB file on disk, cold
+# cache), and bench/backup.sh: the backup client (full and incremental) on a
+# 4 GiB device.
 #
 # The machine has 2 cores: fio and the server under test share them, so these are
 # figures for "client and server on one small box", the same for every server.
 # Every figure is min / median / max of the rounds (servers take turns within one).
 #
 # Usage: bench/run.sh [BUILD [SECTIONS]]; SECTIONS (or BENCH_ONLY) is a comma
-# separated list of servers, pairs, backup (default: all three), e.g.
-# `BENCH_ONLY=pairs make bench` or `bash bench/run.sh build pairs`.
+# separated list of servers, pairs, cbw, backup (default: all four), e.g.
+# `BENCH_ONLY=cbw make bench` or `bash bench/run.sh build cbw`.
 #
 # Environment: BENCH_RUNTIME (seconds per job, default 5), BENCH_ROUNDS (default 3),
-# BENCH_SIZE_MIB (file size, default 1024), BDF_ARGS (extra bdfilterd arguments).
+# BENCH_SIZE_MIB (file size, default 1024), BDF_ARGS (extra bdfilterd arguments);
+# for the cbw section see bench/cbw.sh.
 set -euo pipefail
 
 build=$(cd "${1:-build}" && pwd)
-sections=${2:-${BENCH_ONLY:-servers,pairs,backup}}
-[ "$sections" = all ] && sections=servers,pairs,backup
+sections=${2:-${BENCH_ONLY:-servers,pairs,cbw,backup}}
+[ "$sections" = all ] && sections=servers,pairs,cbw,backup
 for s in ${sections//,/ }; do
 	case $s in
-	servers | pairs | backup) ;;
-	*) echo "bench: unknown section '$s' (servers, pairs, backup)" >&2; exit 2 ;;
+	servers | pairs | cbw | backup) ;;
+	*) echo "bench: unknown section '$s' (servers, pairs, cbw, backup)" >&2; exit 2 ;;
 	esac
 done
 want() { [[ ",${sections// /,}," == *",$1,"* ]]; }
@@ -39,8 +43,10 @@ PY=/usr/bin/python3
 
 work=$(mktemp -d /tmp/bdfilter-bench.XXXXXX)
 server_pid=
+cbw_dir=
 cleanup() {
 	stop_server
+	if declare -F cbw_cleanup >/dev/null; then cbw_cleanup; fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -213,6 +219,11 @@ for p in "${pairs[@]}"; do
 	done
 	echo "bench: $label ${job%% *} done" >&2
 done
+fi
+
+if want cbw; then
+	# shellcheck source=bench/cbw.sh
+	. "$bench_dir/cbw.sh"
 fi
 
 if [ -s "$results" ]; then
