@@ -1,4 +1,5 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2154,SC2034
+# (SC2154, SC2034: the variables come from, and go to, bench/run.sh)
 # The copy-before-write section of make bench, sourced by bench/run.sh (section
 # "cbw"; run it alone with `BENCH_ONLY=cbw make bench` or `bash bench/run.sh build cbw`).
 # What a guest feels while a backup snapshot is held, on an origin file on disk
@@ -138,7 +139,7 @@ cbw_copied() { # NAME [CONTROL-SOCKET]
 		ec=$(sed -n 's/^error_code=//p' <<<"$info")
 		used=$(sed -n 's/^storage_used=//p' <<<"$info")
 		if [ "$ec" != 0 ]; then
-			echo "bench cbw: $1: the snapshot broke during the job:" $info >&2
+			echo "bench cbw: $1: the snapshot broke during the job: $(tr "\n" " " <<<"$info")" >&2
 			return 1
 		fi
 		echo "$((used >> 20))"
