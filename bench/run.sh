@@ -18,7 +18,7 @@
 #
 # Environment: BENCH_RUNTIME (seconds per job, default 5), BENCH_ROUNDS (default 3),
 # BENCH_SIZE_MIB (file size, default 1024), BDF_ARGS (extra bdfilterd arguments);
-# for the cbw section see bench/cbw.sh.
+# for the cbw section see bench/cbw.sh. docs/bench.md describes it all.
 set -euo pipefail
 
 build=$(cd "${1:-build}" && pwd)
