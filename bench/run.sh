@@ -2,17 +2,37 @@
 # make bench: bdfilterd against nbdkit's file plugin and qemu-nbd, in one run, on
 # the same file, with fio's nbd engine. Prints MiB/s and IOPS per server and job,
 # and the ratios bdfilterd/nbdkit and bdfilterd/qemu-nbd; writes the figures as
-# JSON to BUILD/bench/results.json. Then bench/backup.sh: the backup client
-# (full and incremental) on a 4 GiB device.
+# JSON to BUILD/bench/results.json. Then the copy-before-write section
+# (bench/cbw.sh: what a guest feels while a snapshot is held, against
+# qemu-storage-daemon's copy-before-write filter, on a 4 GiB file on disk, cold
+# cache), and bench/backup.sh: the backup client (full and incremental) on a
+# 4 GiB device.
 #
 # The machine has 2 cores: fio and the server under test share them, so these are
 # figures for "client and server on one small box", the same for every server.
+# Every figure is min / median / max of the rounds (servers take turns within one).
+#
+# Usage: bench/run.sh [BUILD [SECTIONS]]; SECTIONS (or BENCH_ONLY) is a comma
+# separated list of servers, pairs, cbw, backup (default: all four), e.g.
+# `BENCH_ONLY=cbw make bench` or `bash bench/run.sh build cbw`.
 #
 # Environment: BENCH_RUNTIME (seconds per job, default 5), BENCH_ROUNDS (default 3),
-# BENCH_SIZE_MIB (file size, default 1024), BDF_ARGS (extra bdfilterd arguments).
+# BENCH_SIZE_MIB (file size, default 1024), BDF_ARGS (extra bdfilterd arguments);
+# for the cbw section see bench/cbw.sh. docs/bench.md describes it all.
 set -euo pipefail
 
 build=$(cd "${1:-build}" && pwd)
+sections=${2:-${BENCH_ONLY:-servers,pairs,cbw,backup}}
+[ "$sections" = all ] && sections=servers,pairs,cbw,backup
+for s in ${sections//,/ }; do
+	case $s in
+	servers | pairs | cbw | backup) ;;
+	*) echo "bench: unknown section '$s' (servers, pairs, cbw, backup)" >&2; exit 2 ;;
+	esac
+done
+want() { [[ ",${sections// /,}," == *",$1,"* ]]; }
+bench_dir=$(cd "$(dirname "$0")" && pwd)
+t_start=$(date +%s)
 bdfilterd="$build/bdfilterd"
 runtime=${BENCH_RUNTIME:-5}
 size_mib=${BENCH_SIZE_MIB:-1024}
@@ -23,8 +43,10 @@ PY=/usr/bin/python3
 
 work=$(mktemp -d /tmp/bdfilter-bench.XXXXXX)
 server_pid=
+cbw_dir=
 cleanup() {
 	stop_server
+	if declare -F cbw_cleanup >/dev/null; then cbw_cleanup; fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -122,24 +144,32 @@ jobs=(
 	"randwrite randwrite 4k 32"
 )
 
-run_job() { # server job rw bs depth -> JSON line
-	local server=$1 job=$2 rw=$3 bs=$4 depth=$5
-	fio --name="$job" --ioengine=nbd --uri="nbd+unix:///$export_name?socket=$sock" \
+# fio on $export_name at $sock with the given options; one JSON line on stdout
+# with the figures and the KEY=VALUE pairs given before "--".
+run_fio() { # KEY=VALUE... -- fio options...
+	local kv=()
+	while [ "$1" != -- ]; do kv+=("$1"); shift; done
+	shift
+	local load
+	load=$(cut -d' ' -f1 /proc/loadavg)
+	fio --name=bench --ioengine=nbd --uri="nbd+unix:///$export_name?socket=$sock" --output-format=json \
+		"$@" >"$work/fio.json" 2>"$work/fio.err" || { cat "$work/fio.err" >&2; return 1; }
+	$PY "$bench_dir/report.py" fio "$work/fio.json" "${kv[@]}" "load1=$load"
+}
+run_job() { # section round server job rw bs depth -> JSON line
+	local section=$1 round=$2 server=$3 job=$4 rw=$5 bs=$6 depth=$7
+	run_fio "section=$section" "round=$round" "server=$server" "job=$job" -- \
 		--rw="$rw" --bs="$bs" --iodepth="$depth" --size="${size_mib}M" \
-		--time_based --runtime="$runtime" --ramp_time=1 --output-format=json \
-		>"$work/fio.json" 2>"$work/fio.err" || { cat "$work/fio.err" >&2; return 1; }
-	$PY - "$work/fio.json" "$server" "$job" <<'PY'
-import json, sys
-text = open(sys.argv[1]).read()
-j = json.loads(text[text.index("{"):])["jobs"][0]
-d = j["read"] if j["read"]["io_bytes"] > 0 else j["write"]
-print(json.dumps({"server": sys.argv[2], "job": sys.argv[3],
-                  "mib_s": d["bw_bytes"] / 1048576, "iops": d["iops"], "error": j["error"]}))
-PY
+		--time_based --runtime="$runtime" --ramp_time=1
 }
 
-echo "bench: ${size_mib} MiB file, ${runtime}s per job and round, fio $(fio --version), $(nproc) cores"
+echo "bench: sections $sections; fio $(fio --version), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+results="$work/results.jsonl"
+: >"$results"
+if want servers || want pairs; then
+echo "bench: ${size_mib} MiB file in $work, ${runtime}s per job and round, warm page cache"
 head -c "$((size_mib << 20))" /dev/urandom >"$img"
+fi
 
 servers=(bdfilterd nbdkit qemu_nbd)
 [ -x "$bdfilterd" ] || { echo "bench: $bdfilterd is missing; build it first" >&2; exit 1; }
@@ -150,8 +180,7 @@ command -v qemu-storage-daemon >/dev/null || { echo "bench: qemu-storage-daemon 
 # Servers take turns on every job, ROUNDS times, and the median counts: a
 # shared 2-core VM drifts by more than the differences being measured.
 rounds=${BENCH_ROUNDS:-3}
-results="$work/results.jsonl"
-: >"$results"
+if want servers; then
 cat "$img" >/dev/null # the same warm page cache for every server
 for j in "${jobs[@]}"; do
 	for round in $(seq "$rounds"); do
@@ -159,12 +188,13 @@ for j in "${jobs[@]}"; do
 			"start_$server"
 			wait_server
 			# shellcheck disable=SC2086
-			run_job "$server" $j >>"$results"
+			run_job servers "$round" "$server" $j >>"$results"
 			stop_server
 		done
 	done
 	echo "bench: ${j%% *} done" >&2
 done
+fi
 
 # Pairs: the same job on two set-ups, taking turns, ROUNDS times.
 pairs=(
@@ -174,8 +204,8 @@ pairs=(
 	"image:randread randread 4k 32:bdfilterd_image:bdfilterd_snapshot"
 	"image:seqread read 1M 16:bdfilterd_image:bdfilterd_snapshot"
 )
-pair_results="$work/pairs.jsonl"
-: >"$pair_results"
+if want pairs; then
+cat "$img" >/dev/null
 for p in "${pairs[@]}"; do
 	IFS=: read -r label job a b <<<"$p"
 	for round in $(seq "$rounds"); do
@@ -183,79 +213,28 @@ for p in "${pairs[@]}"; do
 			"start_$server"
 			wait_server
 			# shellcheck disable=SC2086
-			run_job "$server" $job | sed "s/^{/{\"pair\": \"$label\", /" >>"$pair_results"
+			run_job pairs "$round" "$server" $job | sed "s/^{/{\"pair\": \"$label\", /" >>"$results"
 			stop_server
 		done
 	done
 	echo "bench: $label ${job%% *} done" >&2
 done
+fi
 
-$PY - "$results" "$out_dir/results.json" "$pair_results" <<'PY'
-import json, sys
-import statistics
-runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-assert all(r["error"] == 0 for r in runs), "fio reported an error"
-by = {}
-rows = []
-for key in dict.fromkeys((r["server"], r["job"]) for r in runs):
-    mine = [r for r in runs if (r["server"], r["job"]) == key]
-    med = dict(mine[0])
-    med["iops"] = statistics.median(r["iops"] for r in mine)
-    med["mib_s"] = statistics.median(r["mib_s"] for r in mine)
-    med["runs_iops"] = [round(r["iops"]) for r in mine]
-    by[key] = med
-    rows.append(med)
-jobs = []
-for r in rows:
-    if r["job"] not in jobs:
-        jobs.append(r["job"])
-names = {"bdfilterd": "bdfilterd", "nbdkit": "nbdkit", "qemu_nbd": "qemu-nbd"}
-print()
-print("%-10s | %-19s | %-19s | %-19s | %8s | %8s" % (
-    "job", "bdfilterd", "nbdkit", "qemu-nbd", "/nbdkit", "/qemu-nbd"))
-print("-" * 98)
-summary = []
-for job in jobs:
-    cells = []
-    for s in ("bdfilterd", "nbdkit", "qemu_nbd"):
-        r = by[(s, job)]
-        cells.append("%7.0f MiB/s %5.0fk" % (r["mib_s"], r["iops"] / 1000))
-    b = by[("bdfilterd", job)]["iops"]
-    rk = b / by[("nbdkit", job)]["iops"]
-    rq = b / by[("qemu_nbd", job)]["iops"]
-    summary.append({"job": job, "ratio_nbdkit": rk, "ratio_qemu_nbd": rq})
-    print("%-10s | %s | %s | %s | %8.2f | %8.2f" % (job, cells[0], cells[1], cells[2], rk, rq))
-print()
-print("medians of %d rounds; ratios are bdfilterd IOPS / other IOPS (same block size)" % len(by[rows[0]["server"], rows[0]["job"]]["runs_iops"]))
+if want cbw; then
+	# shellcheck source=bench/cbw.sh
+	. "$bench_dir/cbw.sh"
+fi
 
-# the pairs
-pruns = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
-assert all(r["error"] == 0 for r in pruns), "fio reported an error"
-pairs = []
-for key in dict.fromkeys((r["pair"], r["job"]) for r in pruns):
-    sides = list(dict.fromkeys(r["server"] for r in pruns if (r["pair"], r["job"]) == key))
-    med = {sv: statistics.median(r["iops"] for r in pruns if (r["pair"], r["job"], r["server"]) == key + (sv,))
-           for sv in sides}
-    mib = {sv: statistics.median(r["mib_s"] for r in pruns if (r["pair"], r["job"], r["server"]) == key + (sv,))
-           for sv in sides}
-    pairs.append({"pair": key[0], "job": key[1], "a": sides[0], "b": sides[1],
-                  "iops_a": med[sides[0]], "iops_b": med[sides[1]],
-                  "mib_a": mib[sides[0]], "mib_b": mib[sides[1]], "ratio": med[sides[0]] / med[sides[1]]})
-print()
-print("%-9s %-10s | %-20s %-18s | %-20s %-18s | %6s" % ("pair", "job", "a", "", "b", "", "a/b"))
-print("-" * 112)
-for p in pairs:
-    print("%-9s %-10s | %-20s %7.0f MiB/s %4.0fk | %-20s %7.0f MiB/s %4.0fk | %6.2f" % (
-        p["pair"], p["job"], p["a"], p["mib_a"], p["iops_a"] / 1000, p["b"], p["mib_b"], p["iops_b"] / 1000,
-        p["ratio"]))
-print()
-print("tracker: tracker attached vs no filter (goal >= 0.97); snapshot: random writes while a snapshot")
-print("is held vs qemu-storage-daemon copy-before-write (goal >= 2); image: image reads vs origin reads")
-json.dump({"results": rows, "ratios": summary, "pairs": pairs}, open(sys.argv[2], "w"), indent=1)
-print("results: " + sys.argv[2])
-PY
+if [ -s "$results" ]; then
+	$PY "$bench_dir/report.py" report "$results" "$out_dir/results.json"
+fi
+echo "bench: $(( $(date +%s) - t_start )) s so far; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # The backup client on a 4 GiB device (issue 4): full against nbdcopy, and an
 # incremental of 1% of the blocks. Its own script, its own files.
-echo
-bash "$(dirname "$0")/backup.sh" "$build"
+if want backup; then
+	echo
+	bash "$bench_dir/backup.sh" "$build"
+	echo "bench: $(( $(date +%s) - t_start )) s in all"
+fi
