@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "core/backing.h"
 #include "core/device.h"
 #include "core/filter.h"
@@ -192,7 +193,7 @@ static int image_context_extents(void *priv, const char *name, uint64_t count, u
 }
 
 /* The image's description: what a backup client needs to name the changes it
- * wants (see bdfilter-backup). */
+ * wants (see bdfilter-backup). None for a corrupted map. */
 static int describe_on_tracker(struct filter *f, void *opaque)
 {
 	char *desc = opaque;
@@ -224,6 +225,13 @@ static const struct backing_ops image_ops = {
 	.context_extents = image_context_extents,
 };
 
+bool image_name_reserved(const char *name)
+{
+	size_t n = strlen(name), k = strlen(IMAGE_SUFFIX);
+
+	return n >= k && strcmp(name + n - k, IMAGE_SUFFIX) == 0;
+}
+
 int image_device_new(const char *name, struct diff_area *da, struct device **out)
 {
 	struct backing *b;
@@ -231,7 +239,6 @@ int image_device_new(const char *name, struct diff_area *da, struct device **out
 	int r;
 
 	snprintf(desc, sizeof(desc), "snapshot image of %s", device_name(diff_area_origin(da)));
-	tracker_with(diff_area_origin(da), describe_on_tracker, desc);
 	r = backing_new_custom(&image_ops, diff_area_get(da), diff_area_capacity(da), desc, &b);
 	if (r < 0) {
 		diff_area_put(da);
@@ -244,4 +251,14 @@ int image_device_new(const char *name, struct diff_area *da, struct device **out
 	}
 	device_set_removable(*out, false);
 	return 0;
+}
+
+void image_publish(struct device *img, struct diff_area *da)
+{
+	char desc[400] = "";
+
+	tracker_with(diff_area_origin(da), describe_on_tracker, desc);
+	if (desc[0] && device_set_description(img, desc) < 0)
+		log_error("%s: out of memory: its description lacks its CBT's generation; backups of it "
+			  "will be full ones", device_name(img));
 }

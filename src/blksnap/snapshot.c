@@ -206,7 +206,11 @@ static int compare_devices(const void *a, const void *b)
 	return strcmp(device_name(*(struct device *const *)a), device_name(*(struct device *const *)b));
 }
 
-/* The images get the device names "<origin>-image". */
+/* The images, before the instant: a device named "<origin>-image" for each
+ * (a name no device can have: image_name_reserved), in the registry and so
+ * in every export. Until the take arms its diff area, an image's I/O fails,
+ * so nobody can read one early. Everything that can fail in a take fails
+ * here, before the instant, so that a take happens whole or not at all. */
 static int add_images_locked(struct blksnap *bs, struct snapshot *s, char *err, size_t errlen)
 {
 	s->images = calloc(s->n_devs, sizeof(*s->images));
@@ -217,7 +221,7 @@ static int add_images_locked(struct blksnap *bs, struct snapshot *s, char *err, 
 		char name[300];
 		int r;
 
-		snprintf(name, sizeof(name), "%s-image", device_name(s->devs[i]));
+		snprintf(name, sizeof(name), "%s" IMAGE_SUFFIX, device_name(s->devs[i]));
 		r = image_device_new(name, s->areas[i], &img);
 		if (r == 0) {
 			r = registry_add(bs->reg, img);
@@ -234,17 +238,27 @@ static int add_images_locked(struct blksnap *bs, struct snapshot *s, char *err, 
 	return 0;
 }
 
-/* A take that failed before its instant: the areas go, and a later take starts over. */
-static void drop_areas(struct snapshot *s)
+/* A take that failed before its instant: its images and areas go, and a
+ * later take starts over. */
+static void undo_take(struct blksnap *bs, struct snapshot *s)
 {
-	for (size_t i = 0; i < s->n_devs; i++)
+	for (size_t i = 0; s->images && i < s->n_devs; i++) {
+		if (!s->images[i])
+			continue;
+		registry_remove_device(bs->reg, s->images[i]);
+		device_put(s->images[i]);
+	}
+	free(s->images);
+	s->images = NULL;
+	for (size_t i = 0; s->areas && i < s->n_devs; i++)
 		diff_area_put(s->areas[i]); /* each drops its reference on S */
 	free(s->areas);
 	s->areas = NULL;
 }
 
-/* Each area was made for its device's size before the drain; a resize that
- * came in between would leave chunks the area does not have. */
+/* Each area was made for its device's size before the drain. A snapshot
+ * holds its devices' trackers, which makes resize refuse; this is the check
+ * that a refusal could not be missed. */
 static bool sizes_unchanged(struct snapshot *s)
 {
 	for (size_t i = 0; i < s->n_devs; i++)
@@ -255,7 +269,7 @@ static bool sizes_unchanged(struct snapshot *s)
 
 int snapshot_take(struct blksnap *bs, const uuid_t id, char *err, size_t errlen)
 {
-	struct device **order;
+	struct device **order = NULL;
 	struct snapshot *s;
 	int r = 0;
 
@@ -278,25 +292,23 @@ int snapshot_take(struct blksnap *bs, const uuid_t id, char *err, size_t errlen)
 	s->areas = calloc(s->n_devs, sizeof(*s->areas));
 	order = malloc(s->n_devs * sizeof(*order));
 	if (!s->areas || !order) {
-		free(order);
-		free(s->areas);
-		s->areas = NULL;
 		r = -ENOMEM;
-		goto out;
+		goto undo;
 	}
 	for (size_t i = 0; i < s->n_devs && r == 0; i++) {
 		r = diff_area_new(s->devs[i], &bs->params, s->storage, &s->events, snapshot_put, s, &s->areas[i]);
 		if (r == 0)
 			atomic_fetch_add(&s->refs, 1); /* the area's reference */
 	}
-	if (r < 0) {
-		free(order);
-		drop_areas(s);
-		goto out;
-	}
+	if (r == 0)
+		r = add_images_locked(bs, s, err, errlen);
+	if (r < 0)
+		goto undo;
 
 	/* The instant: drain every device (in name order, so that two takes
-	 * never wait on each other), switch, resume. */
+	 * never wait on each other), switch, resume. Nothing here can fail but
+	 * the CBT's reset, which leaves the map corrupted (its images then
+	 * publish no changes) and the snapshot whole. */
 	memcpy(order, s->devs, s->n_devs * sizeof(*order));
 	qsort(order, s->n_devs, sizeof(*order), compare_devices);
 	for (size_t i = 0; i < s->n_devs; i++)
@@ -304,25 +316,29 @@ int snapshot_take(struct blksnap *bs, const uuid_t id, char *err, size_t errlen)
 	if (!sizes_unchanged(s)) {
 		for (size_t i = s->n_devs; i-- > 0;)
 			device_resume(order[i]);
-		free(order);
-		drop_areas(s);
 		snprintf(err, errlen, "a device was resized during the take; take again");
 		r = -EBUSY;
-		goto out;
+		goto undo;
 	}
 	for (size_t i = 0; i < s->n_devs; i++) {
 		struct filter *f = tracker_of_quiesced(s->devs[i]);
 
 		/* held since add_locked: it is there */
-		cbt_map_switch(tracker_cbt(f), device_size(s->devs[i]), &bs->params);
+		if (cbt_map_switch(tracker_cbt(f), device_size(s->devs[i]), &bs->params) < 0)
+			log_error("%s: the CBT could not be reset at the take (out of memory): it is "
+				  "corrupted, and the next take tries again", device_name(s->devs[i]));
 		tracker_set_diff_area(f, s->areas[i]);
 	}
 	for (size_t i = s->n_devs; i-- > 0;)
 		device_resume(order[i]);
-	free(order);
 	s->taken = true;
-	r = add_images_locked(bs, s, err, errlen);
+	for (size_t i = 0; i < s->n_devs; i++)
+		image_publish(s->images[i], s->areas[i]);
+	goto out;
+undo:
+	undo_take(bs, s);
 out:
+	free(order);
 	pthread_mutex_unlock(&bs->lock);
 	return r;
 }

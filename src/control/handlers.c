@@ -16,6 +16,7 @@
 #include "core/registry.h"
 #include "blksnap/blksnap.h"
 #include "blksnap/event_queue.h"
+#include "blksnap/image.h"
 #include "filters/filters.h"
 #include "blksnap/snapshot.h"
 #include "blksnap/tracker.h"
@@ -85,6 +86,10 @@ static int h_device_add(void *opaque, json_object *args, json_object *res, char 
 
 	if (!device_name_valid(name)) {
 		snprintf(msg, msglen, "invalid device name '%.255s'", name);
+		return -EINVAL;
+	}
+	if (image_name_reserved(name)) {
+		snprintf(msg, msglen, "'%.255s': names ending in " IMAGE_SUFFIX " are kept for snapshot images", name);
 		return -EINVAL;
 	}
 	dev = registry_get(ctx->reg, name);

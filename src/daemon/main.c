@@ -29,6 +29,7 @@
 #include "nbd/nbd_server.h"
 #include "blksnap/blksnap.h"
 #include "blksnap/cbt_store.h"
+#include "blksnap/image.h"
 #include "filters/filters.h"
 
 /* How long shutdown waits for a busy FUSE mount (loop devices still attached). */
@@ -56,7 +57,7 @@ static int nbd_device_added(void *opaque, struct device *dev)
 {
 	struct nbd_server *srv = opaque;
 
-	return nbd_server_add_export(srv, dev, device_name(dev), device_description(dev), device_readonly(dev));
+	return nbd_server_add_export(srv, dev, device_name(dev), NULL, device_readonly(dev));
 }
 
 static void nbd_device_removed(void *opaque, struct device *dev)
@@ -87,6 +88,11 @@ static int open_devices(struct daemon *d)
 		struct device *dev;
 		int r;
 
+		if (image_name_reserved(s->name)) {
+			log_error("--device %s: names ending in " IMAGE_SUFFIX " are kept for snapshot images",
+				  s->name);
+			return -1;
+		}
 		if (device_open(s->name, s->path, s->readonly, &dev) < 0)
 			return -1; /* backing_open said why */
 		for (size_t j = 0; j < s->n_filters; j++)

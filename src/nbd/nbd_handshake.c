@@ -95,7 +95,8 @@ uint16_t nbd_export_flags(const struct nbd_conn *c, const struct nbd_export *exp
 static int list_one(struct nbd_export *exp, void *opaque)
 {
 	struct nbd_conn *c = opaque;
-	size_t nlen = strlen(exp->name), dlen = strlen(exp->description);
+	const char *desc = nbd_export_description(exp);
+	size_t nlen = strlen(exp->name), dlen = strlen(desc);
 	char *buf = malloc(4 + nlen + dlen);
 	int r;
 
@@ -103,7 +104,7 @@ static int list_one(struct nbd_export *exp, void *opaque)
 		return -1;
 	put_be32(buf, (uint32_t)nlen);
 	memcpy(buf + 4, exp->name, nlen);
-	memcpy(buf + 4 + nlen, exp->description, dlen);
+	memcpy(buf + 4 + nlen, desc, dlen);
 	r = send_rep(c, NBD_OPT_LIST, NBD_REP_SERVER, buf, (uint32_t)(4 + nlen + dlen));
 	free(buf);
 	return r;
@@ -173,6 +174,7 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const char *data, uint3
 			.pref = htobe32(NBD_PREFERRED_BLOCK),
 			.max = htobe32(NBD_MAX_PAYLOAD),
 		};
+		const char *desc;
 
 		eflags = nbd_export_flags(c, exp);
 		ex.size = htobe64(device_size(exp->dev));
@@ -180,8 +182,9 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const char *data, uint3
 		r = send_info(c, opt, NBD_INFO_EXPORT, &ex, sizeof(ex));
 		if (r == 0 && want_name)
 			r = send_info(c, opt, NBD_INFO_NAME, exp->name, strlen(exp->name));
-		if (r == 0 && want_desc && exp->description[0])
-			r = send_info(c, opt, NBD_INFO_DESCRIPTION, exp->description, strlen(exp->description));
+		desc = nbd_export_description(exp);
+		if (r == 0 && want_desc && desc[0])
+			r = send_info(c, opt, NBD_INFO_DESCRIPTION, desc, strlen(desc));
 		/* Our constraints are the defaults; saying so costs nothing. */
 		if (r == 0)
 			r = send_info(c, opt, NBD_INFO_BLOCK_SIZE, &bs, sizeof(bs));

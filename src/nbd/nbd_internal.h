@@ -30,7 +30,7 @@ struct nbd_meta_context {
 
 struct nbd_export {
 	char *name;
-	char *description;
+	char *description; /* NULL: the device's (see nbd_export_description) */
 	struct device *dev;
 	bool readonly;
 	atomic_int refs;
@@ -90,6 +90,8 @@ int conn_recv(struct nbd_conn *c, void *buf, size_t len);
 int conn_discard(struct nbd_conn *c, uint64_t len);
 int conn_sendv(struct nbd_conn *c, struct iovec *iov, int n);
 
+/* What clients see as EXP's description. */
+const char *nbd_export_description(const struct nbd_export *exp);
 /* Exports: look up NAME ("" is the default) and take a reference; NULL if unknown. */
 struct nbd_export *nbd_export_get(struct nbd_server *srv, const char *name);
 void nbd_export_put(struct nbd_export *exp);

@@ -69,8 +69,8 @@ int nbd_server_add_export(struct nbd_server *srv, struct device *dev, const char
 	if (!exp)
 		return -ENOMEM;
 	exp->name = strdup(name);
-	exp->description = strdup(description ? description : "");
-	if (!exp->name || !exp->description) {
+	exp->description = description ? strdup(description) : NULL;
+	if (!exp->name || (description && !exp->description)) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -102,6 +102,11 @@ fail:
 	free(exp->description);
 	free(exp);
 	return r;
+}
+
+const char *nbd_export_description(const struct nbd_export *exp)
+{
+	return exp->description ? exp->description : device_description(exp->dev);
 }
 
 struct nbd_export *nbd_export_get(struct nbd_server *srv, const char *name)

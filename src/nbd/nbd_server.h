@@ -18,7 +18,9 @@ int nbd_server_new(const struct nbd_server_config *cfg, struct nbd_server **out)
 void nbd_server_free(struct nbd_server *srv);
 
 /* Serve DEV as export NAME (the export holds a reference on DEV). The first
- * export added is also the default export "". -EEXIST if NAME is taken. */
+ * export added is also the default export "". DESCRIPTION NULL: the device's
+ * own, as it is when a client asks (device_description). -EEXIST if NAME is
+ * taken. */
 int nbd_server_add_export(struct nbd_server *srv, struct device *dev, const char *name,
 			  const char *description, bool readonly);
 

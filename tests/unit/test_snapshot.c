@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -220,11 +221,58 @@ static void a_snapshot_holds_its_trackers(void **state)
 	assert_int_equal(snapshot_create(&f->bs, devs, 1, NULL, 0, id, err, sizeof(err)), -ENODEV);
 }
 
+/* An export that cannot serve images (an observer that fails for them). */
+static bool refuse_images;
+
+static int refusing_observer(void *opaque, struct device *dev)
+{
+	return refuse_images && strstr(device_name(dev), "-image") ? -ENOMEM : 0;
+}
+
+/* A take happens whole or not at all: when an image cannot be added, the take
+ * fails before its instant, and nothing changed: no image, the CBT where it
+ * was, no copy-before-write armed; a retry then works. */
+static void a_take_that_fails_changes_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct registry_observer obs = { .added = refusing_observer };
+	struct cbt_info before, after;
+	struct snapshot_info si;
+	struct device *img;
+	char err[256];
+	uint8_t buf[4096];
+	uuid_t id;
+
+	assert_int_equal(registry_observe(f->reg, &obs), 0);
+	assert_int_equal(tracker_cbtinfo(f->dev, &before), 0);
+	refuse_images = true;
+	assert_int_equal(take(f, id), -ENOMEM);
+	refuse_images = false;
+	assert_null(registry_get(f->reg, "d-image"));
+	assert_int_equal(tracker_cbtinfo(f->dev, &after), 0);
+	assert_int_equal(after.changes_number, before.changes_number);
+	assert_memory_equal(after.generation_id, before.generation_id, sizeof(uuid_t));
+	/* a write copies nothing: no diff area is armed */
+	memset(buf, 0x5a, sizeof(buf));
+	assert_int_equal(device_pwrite(f->dev, buf, sizeof(buf), 0, 0), 0);
+	assert_int_equal(snapshot_device_info(&f->bs, "d", &si, err, sizeof(err)), 0);
+	assert_int_equal(si.chunks_copied, 0);
+	assert_string_equal(si.image, "");
+	/* the same snapshot can be taken now */
+	assert_int_equal(snapshot_take(&f->bs, id, err, sizeof(err)), 0);
+	img = registry_get(f->reg, "d-image");
+	assert_non_null(img);
+	assert_non_null(strstr(device_description(img), "generation="));
+	device_put(img);
+	destroy(f, id);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(failed_reset_publishes_no_changes, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_snapshot_holds_its_trackers, setup, teardown),
+		cmocka_unit_test_setup_teardown(a_take_that_fails_changes_nothing, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
