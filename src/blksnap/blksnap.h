@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 
 #include "blksnap/params.h"
 
@@ -15,6 +16,7 @@
 
 struct registry;
 struct snapshot;
+struct store_id;
 
 struct blksnap {
 	struct params params;
@@ -28,6 +30,13 @@ struct blksnap {
 	 * then on (as its device closes) saves its map CLEAN in state_dir instead
 	 * of removing it. */
 	atomic_bool stopping;
+	/* Set before the first snapshot, or NULL: refuses (-EINVAL and a
+	 * message) a difference storage on a store the daemon uses itself, which
+	 * blksnap cannot know (the files of the FUSE export, the state
+	 * directory's). */
+	int (*storage_veto)(void *opaque, const struct store_id *ids, size_t n, const char *path, char *err,
+			    size_t errlen);
+	void *veto_opaque;
 };
 
 void blksnap_init(struct blksnap *bs, const struct params *p, struct registry *reg);

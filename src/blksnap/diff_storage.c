@@ -3,24 +3,23 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/log.h"
-#include "core/io.h"
 #include "blksnap/event_queue.h"
 #include "blksnap/params.h"
 #include "blksnap/tracker.h"
+#include "common/log.h"
+#include "core/backing.h"
+#include "core/io.h"
+#include "core/store_id.h"
 
 struct ds_file {
-	int fd;
-	char *path;
+	struct backing *b;
 };
 
 struct ds_range {
@@ -34,7 +33,7 @@ struct diff_storage {
 	pthread_mutex_t lock;
 	const struct params *params;
 	struct event_queue *events;
-	struct ds_file *files;
+	struct backing **files;
 	size_t n_files;
 	struct ds_range *ranges;
 	size_t n_ranges;
@@ -65,30 +64,159 @@ void diff_storage_free(struct diff_storage *ds)
 {
 	if (!ds)
 		return;
-	for (size_t i = 0; i < ds->n_files; i++) {
-		close(ds->files[i].fd);
-		free(ds->files[i].path);
-	}
+	for (size_t i = 0; i < ds->n_files; i++)
+		backing_close(ds->files[i]);
 	free(ds->files);
 	free(ds->ranges);
 	pthread_mutex_destroy(&ds->lock);
 	free(ds);
 }
 
-static int add_file(struct diff_storage *ds, int fd, const char *path, size_t *index)
-{
-	struct ds_file *v = realloc(ds->files, (ds->n_files + 1) * sizeof(*v));
+/* ---- stores to append ---- */
 
-	if (!v)
+static int open_failed(const char *path, int e, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "%s: %s", path, strerror(e));
+	return -e;
+}
+
+static int wrap(int fd, const char *path, struct ds_file **out, char *err, size_t errlen)
+{
+	struct ds_file *f = calloc(1, sizeof(*f));
+	struct stat st;
+	int r;
+
+	if (!f) {
+		close(fd);
 		return -ENOMEM;
+	}
+	if (fstat(fd, &st) < 0 || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))) {
+		snprintf(err, errlen, "%s: not a regular file or block device", path);
+		close(fd);
+		free(f);
+		return -EINVAL;
+	}
+	r = backing_open_fd(fd, path, &f->b);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+		free(f);
+		return r;
+	}
+	*out = f;
+	return 0;
+}
+
+int ds_file_open(const char *path, struct ds_file **out, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return open_failed(path, errno, err, errlen);
+	return wrap(fd, path, out, err, errlen);
+}
+
+int ds_file_create(const char *path, struct ds_file **out, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd;
+
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+		fd = open(path, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	else
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return open_failed(path, errno, err, errlen);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file or directory", path);
+		close(fd);
+		return -EINVAL;
+	}
+	return wrap(fd, path, out, err, errlen);
+}
+
+int ds_file_wrap(struct backing *b, struct ds_file **out)
+{
+	struct ds_file *f = calloc(1, sizeof(*f));
+
+	if (!f) {
+		backing_close(b);
+		return -ENOMEM;
+	}
+	f->b = b;
+	*out = f;
+	return 0;
+}
+
+void ds_file_free(struct ds_file *f)
+{
+	if (!f)
+		return;
+	backing_close(f->b);
+	free(f);
+}
+
+uint64_t ds_file_size(const struct ds_file *f)
+{
+	return backing_size(f->b);
+}
+
+size_t ds_file_ids(const struct ds_file *f, const struct store_id **ids)
+{
+	return backing_ids(f->b, ids);
+}
+
+int ds_file_ranges(const struct ds_file *f, const struct sector_range *r, size_t n, struct byte_range *out,
+		   char *err, size_t errlen)
+{
+	uint64_t sectors = backing_size(f->b) / BDF_SECTOR_SIZE;
+	const char *path = backing_path(f->b);
+
+	if (n == 0) {
+		if (sectors == 0) {
+			snprintf(err, errlen, "%s: empty", path);
+			return -EINVAL;
+		}
+		out[0] = (struct byte_range){ 0, sectors * BDF_SECTOR_SIZE };
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (r[i].count == 0 || r[i].offset > sectors || r[i].count > sectors - r[i].offset) {
+			snprintf(err, errlen, "%s: range %llu:%llu is outside its %llu sectors", path,
+				 (unsigned long long)r[i].offset, (unsigned long long)r[i].count,
+				 (unsigned long long)sectors);
+			return -EINVAL;
+		}
+		for (size_t k = 0; k < i; k++)
+			if (r[i].offset < r[k].offset + r[k].count && r[k].offset < r[i].offset + r[i].count) {
+				snprintf(err, errlen, "%s: ranges %llu:%llu and %llu:%llu overlap", path,
+					 (unsigned long long)r[k].offset, (unsigned long long)r[k].count,
+					 (unsigned long long)r[i].offset, (unsigned long long)r[i].count);
+				return -EINVAL;
+			}
+		out[i] = (struct byte_range){ r[i].offset * BDF_SECTOR_SIZE, r[i].count * BDF_SECTOR_SIZE };
+	}
+	return 0;
+}
+
+/* ---- the linear space ---- */
+
+/* F's store joins the storage (lock held); F is freed. */
+static int add_file_locked(struct diff_storage *ds, struct ds_file *f, size_t *index)
+{
+	struct backing **v = realloc(ds->files, (ds->n_files + 1) * sizeof(*v));
+
+	if (!v) {
+		ds_file_free(f);
+		return -ENOMEM;
+	}
 	ds->files = v;
-	v[ds->n_files].fd = fd;
-	v[ds->n_files].path = strdup(path);
+	v[ds->n_files] = f->b;
+	free(f);
 	*index = ds->n_files++;
 	return 0;
 }
 
-static int add_range(struct diff_storage *ds, size_t file, uint64_t off, uint64_t len)
+static int add_range_locked(struct diff_storage *ds, size_t file, uint64_t off, uint64_t len)
 {
 	struct ds_range *v = realloc(ds->ranges, (ds->n_ranges + 1) * sizeof(*v));
 
@@ -102,7 +230,7 @@ static int add_range(struct diff_storage *ds, size_t file, uint64_t off, uint64_
 
 /* Growth continues the last range when it is the same file: chunks larger
  * than one step still find room in one piece. */
-static int extend_or_add(struct diff_storage *ds, size_t file, uint64_t off, uint64_t len)
+static int extend_or_add_locked(struct diff_storage *ds, size_t file, uint64_t off, uint64_t len)
 {
 	struct ds_range *last = ds->n_ranges ? &ds->ranges[ds->n_ranges - 1] : NULL;
 
@@ -112,7 +240,20 @@ static int extend_or_add(struct diff_storage *ds, size_t file, uint64_t off, uin
 		ds->capacity += len;
 		return 0;
 	}
-	return add_range(ds, file, off, len);
+	return add_range_locked(ds, file, off, len);
+}
+
+int diff_storage_append(struct diff_storage *ds, struct ds_file *f, const struct byte_range *r, size_t n)
+{
+	size_t file;
+	int ret;
+
+	pthread_mutex_lock(&ds->lock);
+	ret = add_file_locked(ds, f, &file);
+	for (size_t i = 0; i < n && ret == 0; i++)
+		ret = add_range_locked(ds, file, r[i].offset, r[i].len);
+	pthread_mutex_unlock(&ds->lock);
+	return ret;
 }
 
 static void event_low(struct diff_storage *ds)
@@ -128,21 +269,25 @@ static void event_low(struct diff_storage *ds)
 static void grow_or_ask(struct diff_storage *ds)
 {
 	uint64_t step = (uint64_t)ds->params->diff_storage_minimum * BDF_SECTOR_SIZE, size;
+	struct backing *b;
+	int r;
 
 	if (!ds->growing || ds->grow_size >= ds->grow_limit) {
 		event_low(ds);
 		return;
 	}
+	b = ds->files[ds->grow_file];
 	size = ds->grow_size + step < ds->grow_limit ? ds->grow_size + step : ds->grow_limit;
-	if (ftruncate(ds->files[ds->grow_file].fd, (off_t)size) < 0 ||
-	    extend_or_add(ds, ds->grow_file, ds->grow_size, size - ds->grow_size) < 0) {
-		log_warn("difference storage %s: cannot grow: %s", ds->files[ds->grow_file].path, strerror(errno));
+	r = backing_resize(b, size, true);
+	if (r == 0)
+		r = extend_or_add_locked(ds, ds->grow_file, ds->grow_size, size - ds->grow_size);
+	if (r < 0) {
+		log_warn("difference storage %s: cannot grow: %s", backing_path(b), strerror(-r));
 		event_low(ds);
 		return;
 	}
-	log_debug("difference storage %s grown to %llu bytes", ds->files[ds->grow_file].path,
-		  (unsigned long long)size);
-	ds->requested += ds->params->diff_storage_minimum;
+	log_debug("difference storage %s grown to %llu bytes", backing_path(b), (unsigned long long)size);
+	ds->requested += (size - ds->grow_size) / BDF_SECTOR_SIZE;
 	ds->grow_size = size;
 }
 
@@ -158,112 +303,31 @@ static void check_low(struct diff_storage *ds)
 void diff_storage_start(struct diff_storage *ds)
 {
 	pthread_mutex_lock(&ds->lock);
-	grow_or_ask(ds);
-	pthread_mutex_unlock(&ds->lock);
-}
-
-static int open_rw(const char *path, uint64_t *size, char *err, size_t errlen)
-{
-	struct stat st;
-	int fd = open(path, O_RDWR | O_CLOEXEC);
-
-	if (fd < 0) {
-		int e = errno;
-
-		snprintf(err, errlen, "%s: %s", path, strerror(e));
-		return -e;
-	}
-	if (fstat(fd, &st) < 0 || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))) {
-		snprintf(err, errlen, "%s: not a regular file or block device", path);
-		close(fd);
-		return -EINVAL;
-	}
-	if (S_ISBLK(st.st_mode)) {
-		if (ioctl(fd, BLKGETSIZE64, size) < 0) {
-			int e = errno;
-
-			snprintf(err, errlen, "%s: %s", path, strerror(e));
-			close(fd);
-			return -e;
-		}
-	} else {
-		*size = (uint64_t)st.st_size;
-	}
-	return fd;
-}
-
-int diff_storage_append(struct diff_storage *ds, const char *path, const struct sector_range *r, size_t n,
-			char *err, size_t errlen)
-{
-	uint64_t size, sectors;
-	size_t file;
-	int fd, ret = 0;
-
-	fd = open_rw(path, &size, err, errlen);
-	if (fd < 0)
-		return fd;
-	sectors = size / BDF_SECTOR_SIZE;
-	for (size_t i = 0; i < n; i++)
-		if (r[i].count == 0 || r[i].offset > sectors || r[i].count > sectors - r[i].offset) {
-			snprintf(err, errlen, "%s: range %llu:%llu is outside its %llu sectors", path,
-				 (unsigned long long)r[i].offset, (unsigned long long)r[i].count,
-				 (unsigned long long)sectors);
-			close(fd);
-			return -EINVAL;
-		}
-	if (n == 0 && sectors == 0) {
-		snprintf(err, errlen, "%s: empty", path);
-		close(fd);
-		return -EINVAL;
-	}
-	pthread_mutex_lock(&ds->lock);
-	ret = add_file(ds, fd, path, &file);
-	if (ret == 0 && n == 0)
-		ret = add_range(ds, file, 0, sectors * BDF_SECTOR_SIZE);
-	for (size_t i = 0; i < n && ret == 0; i++)
-		ret = add_range(ds, file, r[i].offset * BDF_SECTOR_SIZE, r[i].count * BDF_SECTOR_SIZE);
-	pthread_mutex_unlock(&ds->lock);
-	if (ret < 0)
-		snprintf(err, errlen, "out of memory");
-	return ret;
-}
-
-int diff_storage_set_growing(struct diff_storage *ds, const char *path, uint64_t limit,
-			     char *err, size_t errlen)
-{
-	struct stat st;
-	int fd, r;
-
-	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-		fd = open(path, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (ds->growing)
+		check_low(ds);
 	else
-		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		int e = errno;
+		grow_or_ask(ds);
+	pthread_mutex_unlock(&ds->lock);
+}
 
-		snprintf(err, errlen, "%s: %s", path, strerror(e));
-		return -e;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "%s: not a regular file or directory", path);
-		close(fd);
-		return -EINVAL;
-	}
+int diff_storage_set_growing(struct diff_storage *ds, struct ds_file *f, uint64_t limit)
+{
+	uint64_t size = ds_file_size(f);
+	int r;
+
 	pthread_mutex_lock(&ds->lock);
-	r = add_file(ds, fd, path, &ds->grow_file);
+	r = add_file_locked(ds, f, &ds->grow_file);
+	if (r == 0 && size > 0)
+		r = add_range_locked(ds, ds->grow_file, 0, size);
 	if (r == 0) {
+		/* blksnap's accounting counts what the file holds already as
+		 * asked for; growing starts when it runs low. */
 		ds->growing = true;
-		/* A file we are handed may hold something: start after it. */
-		ds->grow_size = ((uint64_t)st.st_size + BDF_SECTOR_SIZE - 1) / BDF_SECTOR_SIZE * BDF_SECTOR_SIZE;
-		ds->grow_limit = limit;
-		if (ds->grow_size > ds->grow_limit)
-			ds->grow_limit = ds->grow_size;
+		ds->grow_size = size;
+		ds->grow_limit = limit > size ? limit : size;
+		ds->requested = size / BDF_SECTOR_SIZE;
 	}
 	pthread_mutex_unlock(&ds->lock);
-	if (r < 0) {
-		close(fd);
-		snprintf(err, errlen, "out of memory");
-	}
 	return r;
 }
 
@@ -311,8 +375,8 @@ int diff_storage_alloc(struct diff_storage *ds, uint64_t bytes, uint64_t *virt)
 	return r;
 }
 
-/* Map [virt, virt+len) (inside one range) to a file and offset. */
-static int locate(struct diff_storage *ds, uint64_t virt, uint64_t len, int *fd, uint64_t *off)
+/* Map [virt, virt+len) (inside one range) to a store and offset. */
+static int locate(struct diff_storage *ds, uint64_t virt, uint64_t len, struct backing **b, uint64_t *off)
 {
 	int r = -EIO;
 
@@ -323,7 +387,7 @@ static int locate(struct diff_storage *ds, uint64_t virt, uint64_t len, int *fd,
 		if (virt >= rg->virt && virt - rg->virt < rg->len) {
 			if (len > rg->len - (virt - rg->virt))
 				break;
-			*fd = ds->files[rg->file].fd;
+			*b = ds->files[rg->file];
 			*off = rg->file_off + (virt - rg->virt);
 			r = 0;
 			break;
@@ -335,62 +399,44 @@ static int locate(struct diff_storage *ds, uint64_t virt, uint64_t len, int *fd,
 
 int diff_storage_read(struct diff_storage *ds, uint64_t virt, void *buf, uint64_t len)
 {
+	struct backing *b;
 	uint64_t off;
-	char *p = buf;
-	int fd, r = locate(ds, virt, len, &fd, &off);
+	int r = locate(ds, virt, len, &b, &off);
 
-	while (r == 0 && len > 0) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			/* a sparse grown file reads short past its written end: zeroes */
-			if (n == 0) {
-				memset(p, 0, len);
-				break;
-			}
-			r = -errno;
-			break;
-		}
-		p += n;
-		len -= (uint64_t)n;
-		off += (uint64_t)n;
-	}
-	return r;
+	return r < 0 ? r : backing_pread(b, buf, len, off);
 }
 
 int diff_storage_write(struct diff_storage *ds, uint64_t virt, const void *buf, uint64_t len)
 {
+	struct backing *b;
 	uint64_t off;
-	const char *p = buf;
-	int fd, r = locate(ds, virt, len, &fd, &off);
+	int r = locate(ds, virt, len, &b, &off);
 
-	while (r == 0 && len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
-			break;
-		}
-		p += n;
-		len -= (uint64_t)n;
-		off += (uint64_t)n;
-	}
-	return r;
+	return r < 0 ? r : backing_pwrite(b, buf, len, off, 0);
 }
 
+/* Stores only ever join the storage, and leave it when it is freed: the
+ * ones there now can be flushed without the lock, which allocations need
+ * meanwhile. */
 int diff_storage_flush(struct diff_storage *ds)
 {
+	size_t n;
 	int r = 0;
 
 	pthread_mutex_lock(&ds->lock);
-	for (size_t i = 0; i < ds->n_files; i++)
-		if (fdatasync(ds->files[i].fd) < 0 && r == 0)
-			r = -errno;
+	n = ds->n_files;
 	pthread_mutex_unlock(&ds->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct backing *b;
+		int e;
+
+		pthread_mutex_lock(&ds->lock);
+		b = ds->files[i]; /* files may move when the array grows */
+		pthread_mutex_unlock(&ds->lock);
+		e = backing_flush(b);
+		if (e < 0 && r == 0)
+			r = e;
+	}
 	return r;
 }
 

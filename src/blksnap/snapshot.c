@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "core/device.h"
 #include "core/registry.h"
+#include "core/store_id.h"
 #include "blksnap/blksnap.h"
 #include "blksnap/cbt_map.h"
 #include "blksnap/diff_area.h"
@@ -33,6 +34,7 @@ struct snapshot {
 	struct diff_area **areas; /* once taken, one per device */
 	struct device **images;   /* and its image */
 	struct diff_storage *storage;
+	uint64_t grow_max; /* a self-growing storage's most bytes; 0 if none */
 	struct event_queue events;
 	bool taken;
 	struct snapshot *next;
@@ -46,6 +48,8 @@ void blksnap_init(struct blksnap *bs, const struct params *p, struct registry *r
 	bs->snapshots = NULL;
 	bs->state_dir = NULL;
 	atomic_init(&bs->stopping, false);
+	bs->storage_veto = NULL;
+	bs->veto_opaque = NULL;
 }
 
 void blksnap_stopping(struct blksnap *bs)
@@ -93,6 +97,29 @@ static int no_snapshot(const uuid_t id, char *err, size_t errlen)
 	return -ESRCH;
 }
 
+/* The chunk size of DEV, whole. */
+static uint64_t chunk_size_of(struct blksnap *bs, struct device *dev)
+{
+	unsigned shift;
+	uint64_t count;
+
+	diff_area_geometry(&bs->params, device_size(dev), device_logical_block_size(dev), &shift, &count);
+	return 1ull << shift;
+}
+
+/* A self-growing storage that could not hold one chunk of DEV would corrupt
+ * its image at the first write: refused before. */
+static int check_fits_locked(struct blksnap *bs, struct snapshot *s, struct device *dev, char *err, size_t errlen)
+{
+	uint64_t chunk = chunk_size_of(bs, dev);
+
+	if (!s->grow_max || chunk <= s->grow_max)
+		return 0;
+	snprintf(err, errlen, "the storage's limit of %llu bytes cannot hold one %llu-byte chunk of %s",
+		 (unsigned long long)s->grow_max, (unsigned long long)chunk, device_name(dev));
+	return -EINVAL;
+}
+
 /* Add device NAME to S (bs->lock held). */
 static int add_locked(struct blksnap *bs, struct snapshot *s, const char *name, char *err, size_t errlen)
 {
@@ -112,6 +139,11 @@ static int add_locked(struct blksnap *bs, struct snapshot *s, const char *name, 
 		snprintf(err, errlen, "%s is already in a snapshot", name);
 		device_put(dev);
 		return -EBUSY;
+	}
+	r = check_fits_locked(bs, s, dev, err, errlen);
+	if (r < 0) {
+		device_put(dev);
+		return r;
 	}
 	v = realloc(s->devs, (s->n_devs + 1) * sizeof(*v));
 	if (!v) {
@@ -144,10 +176,48 @@ static void free_unlinked(struct snapshot *s)
 	snapshot_put(s);
 }
 
+/* The stores a difference storage may not use: another's bytes. A device's
+ * store (copy-before-write would write into what it copies from), another
+ * range of any snapshot's storage (chunks would overwrite each other), or
+ * what the daemon says is its own (bs->storage_veto: the FUSE files, the
+ * state directory). The ranges R of F are claimed in the registry for S,
+ * which also keeps devices off them from now on. */
+static int claim_storage_locked(struct blksnap *bs, struct snapshot *s, struct ds_file *f, const char *path,
+				const struct byte_range *r, size_t n, struct store_claim **claim, char *err,
+				size_t errlen)
+{
+	const struct store_id *ids;
+	size_t n_ids = ds_file_ids(f, &ids);
+	struct device *dev;
+	int ret;
+
+	if (n_ids == 0)
+		return registry_claim(bs->reg, NULL, 0, NULL, 0, s, claim, NULL); /* a test's custom store */
+	if (bs->storage_veto) {
+		ret = bs->storage_veto(bs->veto_opaque, ids, n_ids, path, err, errlen);
+		if (ret < 0)
+			return ret;
+	}
+	ret = registry_claim(bs->reg, ids, n_ids, r, n, s, claim, &dev);
+	if (ret == -EBUSY) {
+		snprintf(err, errlen, "%.255s: the store of device %s: a snapshot cannot keep its copies there", path,
+			 dev ? device_name(dev) : "?");
+		device_put(dev);
+		return -EINVAL;
+	}
+	if (ret == -EEXIST)
+		snprintf(err, errlen, "%.255s: some of these sectors are difference storage already; to grow a "
+			 "file, append only its new part (-r OFFSET:COUNT)", path);
+	return ret;
+}
+
 int snapshot_create(struct blksnap *bs, const char *const *devs, size_t n, const char *grow_path,
 		    uint64_t grow_limit, uuid_t id, char *err, size_t errlen)
 {
 	struct snapshot *s = calloc(1, sizeof(*s));
+	struct store_claim *claim;
+	struct ds_file *f = NULL;
+	struct byte_range all;
 	int r = 0;
 
 	if (!s)
@@ -158,12 +228,32 @@ int snapshot_create(struct blksnap *bs, const char *const *devs, size_t n, const
 	event_queue_init(&s->events);
 	r = diff_storage_new(&bs->params, &s->events, &s->storage);
 	if (r == 0 && grow_path)
-		r = diff_storage_set_growing(s->storage, grow_path, grow_limit, err, errlen);
+		r = ds_file_create(grow_path, &f, err, errlen);
+	if (f) {
+		/* What the file holds is storage from its first byte, and it
+		 * grows up to the limit: both are claimed. */
+		s->grow_max = ds_file_size(f) > grow_limit ? ds_file_size(f) : grow_limit;
+		if (s->grow_max < (1ull << bs->params.chunk_minimum_shift)) {
+			snprintf(err, errlen, "the storage's limit of %llu bytes cannot hold one chunk (%llu bytes)",
+				 (unsigned long long)s->grow_max, 1ull << bs->params.chunk_minimum_shift);
+			r = -EINVAL;
+		}
+	}
 	pthread_mutex_lock(&bs->lock);
+	if (r == 0 && f) {
+		all = (struct byte_range){ 0, s->grow_max };
+		r = claim_storage_locked(bs, s, f, grow_path, &all, 1, &claim, err, errlen);
+		if (r == 0) {
+			r = diff_storage_set_growing(s->storage, f, grow_limit);
+			f = NULL;
+		}
+	}
 	for (size_t i = 0; i < n && r == 0; i++)
 		r = add_locked(bs, s, devs[i], err, errlen);
 	if (r < 0) {
+		registry_unclaim_owner(bs->reg, s);
 		pthread_mutex_unlock(&bs->lock);
+		ds_file_free(f);
 		free_unlinked(s);
 		return r;
 	}
@@ -191,13 +281,36 @@ int snapshot_add(struct blksnap *bs, const uuid_t id, const char *dev, char *err
 int snapshot_append_storage(struct blksnap *bs, const uuid_t id, const char *path,
 			    const struct sector_range *r, size_t n, char *err, size_t errlen)
 {
+	struct byte_range *br;
+	struct store_claim *claim;
+	struct ds_file *f;
 	struct snapshot *s;
 	int ret;
 
+	ret = ds_file_open(path, &f, err, errlen);
+	if (ret < 0)
+		return ret;
+	br = calloc(n ? n : 1, sizeof(*br));
+	if (!br) {
+		ds_file_free(f);
+		return -ENOMEM;
+	}
+	ret = ds_file_ranges(f, r, n, br, err, errlen);
 	pthread_mutex_lock(&bs->lock);
 	s = find_locked(bs, id);
-	ret = s ? diff_storage_append(s->storage, path, r, n, err, errlen) : no_snapshot(id, err, errlen);
+	if (ret == 0 && !s)
+		ret = no_snapshot(id, err, errlen);
+	if (ret == 0)
+		ret = claim_storage_locked(bs, s, f, path, br, n ? n : 1, &claim, err, errlen);
+	if (ret == 0) {
+		ret = diff_storage_append(s->storage, f, br, n ? n : 1);
+		f = NULL;
+		if (ret < 0)
+			registry_unclaim(bs->reg, claim);
+	}
 	pthread_mutex_unlock(&bs->lock);
+	ds_file_free(f);
+	free(br);
 	return ret;
 }
 
@@ -392,6 +505,7 @@ static void destroy_locked(struct blksnap *bs, struct snapshot *s)
 		diff_area_put(s->areas[i]);
 	}
 	free(s->areas);
+	registry_unclaim_owner(bs->reg, s);
 	free_unlinked(s);
 }
 

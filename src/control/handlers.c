@@ -14,6 +14,7 @@
 #include "core/device.h"
 #include "core/io.h"
 #include "core/registry.h"
+#include "core/store_id.h"
 #include "blksnap/blksnap.h"
 #include "blksnap/event_queue.h"
 #include "blksnap/image.h"
@@ -80,8 +81,9 @@ static int h_device_add(void *opaque, json_object *args, json_object *res, char 
 {
 	struct control_ctx *ctx = opaque;
 	const char *name = arg_str(args, "device", ""), *path = arg_str(args, "file", "");
+	struct store_id ids[STORE_IDS_MAX];
 	struct device *dev, *other;
-	struct stat st;
+	size_t n;
 	int r;
 
 	if (!device_name_valid(name)) {
@@ -104,7 +106,8 @@ static int h_device_add(void *opaque, json_object *args, json_object *res, char 
 		return r;
 	}
 	r = registry_add(ctx->reg, dev);
-	if (r == -EBUSY && stat(path, &st) == 0 && (other = registry_find_store(ctx->reg, &st))) {
+	if (r == -EBUSY && store_ids_of_path(path, ids, &n) == 0 &&
+	    (other = registry_find_store(ctx->reg, ids, n, 0, UINT64_MAX))) {
 		snprintf(msg, msglen, "%.255s is the store of device %s already", path, device_name(other));
 		device_put(other);
 	} else if (r == -EBUSY) {

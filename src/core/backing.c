@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "core/extents.h"
 #include "core/io.h"
+#include "core/store_id.h"
 
 struct backing {
 	const struct backing_ops *ops; /* NULL: a file or block device */
@@ -28,8 +29,8 @@ struct backing {
 	int fd;
 	bool blockdev;
 	bool readonly;
-	dev_t st_dev, st_rdev; /* identity: the file, or the block device */
-	ino_t st_ino;
+	struct store_id ids[STORE_IDS_MAX]; /* where the bytes live */
+	size_t n_ids;
 	uint64_t size;
 	uint32_t lbs;
 	atomic_bool maybe_sparse;
@@ -39,8 +40,10 @@ struct backing {
 };
 
 /* The size of the open store FD (stat ST), rounded down to whole sectors, and
- * its logical block size. Errors are logged here. */
-static int store_geometry(const char *path, int fd, const struct stat *st, uint64_t *size, int *lbs)
+ * its logical block size. Errors are logged here. A store smaller than one
+ * sector is refused unless EMPTY_OK (a difference storage that grows). */
+static int store_geometry(const char *path, int fd, const struct stat *st, bool empty_ok, uint64_t *size,
+			  int *lbs)
 {
 	*lbs = BDF_SECTOR_SIZE;
 	if (S_ISREG(st->st_mode)) {
@@ -56,7 +59,7 @@ static int store_geometry(const char *path, int fd, const struct stat *st, uint6
 		log_error("%s: not a regular file or block device", path);
 		return -EINVAL;
 	}
-	if (*size < BDF_SECTOR_SIZE) {
+	if (*size < BDF_SECTOR_SIZE && !empty_ok) {
 		log_error("%s: %llu bytes is smaller than one %u-byte sector", path,
 			  (unsigned long long)*size, BDF_SECTOR_SIZE);
 		return -EINVAL;
@@ -69,20 +72,13 @@ static int store_geometry(const char *path, int fd, const struct stat *st, uint6
 	return 0;
 }
 
-int backing_open(const char *path, bool readonly, struct backing **out)
+static int wrap_fd(int fd, const char *path, bool readonly, bool empty_ok, struct backing **out)
 {
 	struct backing *b;
 	struct stat st;
 	uint64_t size;
-	int fd, lbs, r;
+	int lbs, r;
 
-	fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-	if (fd < 0) {
-		int err = errno;
-
-		log_error("%s: cannot open: %s", path, strerror(err));
-		return -err;
-	}
 	if (fstat(fd, &st) < 0) {
 		int err = errno;
 
@@ -90,7 +86,7 @@ int backing_open(const char *path, bool readonly, struct backing **out)
 		close(fd);
 		return -err;
 	}
-	r = store_geometry(path, fd, &st, &size, &lbs);
+	r = store_geometry(path, fd, &st, empty_ok, &size, &lbs);
 	if (r < 0) {
 		close(fd);
 		return r;
@@ -104,9 +100,7 @@ int backing_open(const char *path, bool readonly, struct backing **out)
 	}
 	b->fd = fd;
 	b->blockdev = S_ISBLK(st.st_mode);
-	b->st_dev = st.st_dev;
-	b->st_ino = st.st_ino;
-	b->st_rdev = st.st_rdev;
+	store_ids_of(fd, &st, b->ids, &b->n_ids); /* cannot fail: a file or block device */
 	b->readonly = readonly;
 	b->size = size;
 	b->lbs = (uint32_t)lbs;
@@ -115,6 +109,24 @@ int backing_open(const char *path, bool readonly, struct backing **out)
 	atomic_init(&b->no_punch, false);
 	*out = b;
 	return 0;
+}
+
+int backing_open(const char *path, bool readonly, struct backing **out)
+{
+	int fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+
+	if (fd < 0) {
+		int err = errno;
+
+		log_error("%s: cannot open: %s", path, strerror(err));
+		return -err;
+	}
+	return wrap_fd(fd, path, readonly, false, out);
+}
+
+int backing_open_fd(int fd, const char *desc, struct backing **out)
+{
+	return wrap_fd(fd, desc, false, true, out);
 }
 
 int backing_new_custom(const struct backing_ops *ops, void *priv, uint64_t size, const char *desc,
@@ -168,7 +180,7 @@ int backing_probe_size(struct backing *b, uint64_t *size)
 		log_error("%s: stat: %s", b->path, strerror(err));
 		return -err;
 	}
-	return store_geometry(b->path, b->fd, &st, size, &lbs);
+	return store_geometry(b->path, b->fd, &st, false, size, &lbs);
 }
 
 int backing_can_resize(const struct backing *b, bool truncate)
@@ -514,24 +526,29 @@ int backing_context_extents(struct backing *b, const char *name, uint64_t count,
 	return b->ops->context_extents(b->priv, name, count, offset, flags, e);
 }
 
-bool backing_is_store_of(const struct backing *b, const struct stat *st)
+size_t backing_ids(const struct backing *b, const struct store_id **ids)
+{
+	*ids = b->ids;
+	return b->ops ? 0 : b->n_ids;
+}
+
+/* The bytes B may ever use: a block device's size; all of a file. */
+static uint64_t extent_of(const struct backing *b)
+{
+	return b->blockdev ? b->size : UINT64_MAX;
+}
+
+bool backing_overlaps(const struct backing *b, const struct store_id *ids, size_t n, uint64_t offset,
+		      uint64_t len)
 {
 	if (b->ops)
 		return false;
-	if (b->blockdev)
-		return S_ISBLK(st->st_mode) && st->st_rdev == b->st_rdev;
-	return S_ISREG(st->st_mode) && st->st_dev == b->st_dev && st->st_ino == b->st_ino;
+	return store_ids_overlap(b->ids, b->n_ids, 0, extent_of(b), ids, n, offset, len);
 }
 
 bool backing_same_store(const struct backing *a, const struct backing *b)
 {
-	struct stat st = { 0 };
-
 	if (a->ops || b->ops)
 		return false;
-	st.st_mode = b->blockdev ? S_IFBLK : S_IFREG;
-	st.st_dev = b->st_dev;
-	st.st_ino = b->st_ino;
-	st.st_rdev = b->st_rdev;
-	return backing_is_store_of(a, &st);
+	return backing_overlaps(a, b->ids, b->n_ids, 0, extent_of(b));
 }

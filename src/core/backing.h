@@ -4,13 +4,14 @@
 #define BDF_CORE_BACKING_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <sys/stat.h>
 
 #include "core/meta_context.h"
 
 struct extents;
 struct backing;
+struct store_id;
 
 /* A backing store that is not a file: a snapshot image, say. Every op gets
  * PRIV; a missing op is a no-op success (flush, trim, cache) or -EOPNOTSUPP. */
@@ -35,7 +36,12 @@ int backing_new_custom(const struct backing_ops *ops, void *priv, uint64_t size,
 /* Opens PATH. The size is the file's size rounded down to whole sectors; a store
  * smaller than one sector is refused. Errors are logged here. */
 int backing_open(const char *path, bool readonly, struct backing **out);
+/* The open file or block device FD (taken: closed on failure too), read and
+ * written, named DESC in logs; an empty file is fine (a store that grows). */
+int backing_open_fd(int fd, const char *desc, struct backing **out);
 void backing_close(struct backing *b);
+/* The store's ids (core/store_id.h): none for a custom store. */
+size_t backing_ids(const struct backing *b, const struct store_id **ids);
 
 uint64_t backing_size(const struct backing *b);
 /* The store's size as it is now, found as backing_open finds it (a file's
@@ -75,11 +81,11 @@ int backing_list_contexts(struct backing *b, meta_context_fn fn, void *opaque);
 int backing_context_extents(struct backing *b, const char *name, uint64_t count, uint64_t offset,
 			    uint32_t flags, struct extents *e);
 
-/* Do A and B store their bytes in the same place: the same file (st_dev and
- * st_ino), or the same block device (st_rdev)? Never for a custom store. */
+/* Do A and B share a byte of storage (core/store_id.h)? A file counts whole,
+ * past the device's size too: a resize may reach it. Never for a custom store. */
 bool backing_same_store(const struct backing *a, const struct backing *b);
-/* Does the file or block device described by ST (as fstat returns it) hold
- * B's bytes? */
-bool backing_is_store_of(const struct backing *b, const struct stat *st);
+/* Does [offset, offset+len) of the store with ids IDS share a byte with B? */
+bool backing_overlaps(const struct backing *b, const struct store_id *ids, size_t n, uint64_t offset,
+		      uint64_t len);
 
 #endif

@@ -347,9 +347,10 @@ bool device_same_store(const struct device *a, const struct device *b)
 	return backing_same_store(a->backing, b->backing);
 }
 
-bool device_is_store(const struct device *dev, const struct stat *st)
+bool device_store_overlaps(const struct device *dev, const struct store_id *ids, size_t n, uint64_t offset,
+			   uint64_t len)
 {
-	return backing_is_store_of(dev->backing, st);
+	return backing_overlaps(dev->backing, ids, n, offset, len);
 }
 
 void device_set_removable(struct device *dev, bool removable)

@@ -7,7 +7,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/stat.h>
 
 #include "core/meta_context.h"
 
@@ -73,10 +72,14 @@ bool device_can_multi_conn(struct device *dev);
 const char *device_description(struct device *dev);
 int device_set_description(struct device *dev, const char *desc);
 
-/* Do A and B store their bytes in the same file or block device? */
+/* Do A and B share bytes of storage (the same file or block device, by any
+ * name; a partition of the other's disk; a loop device on the other's file)? */
 bool device_same_store(const struct device *a, const struct device *b);
-/* Is the file or block device ST (from fstat) this device's store? */
-bool device_is_store(const struct device *dev, const struct stat *st);
+struct store_id;
+/* Does [offset, offset+len) of the store with ids IDS (core/store_id.h) share
+ * a byte with this device's store? */
+bool device_store_overlaps(const struct device *dev, const struct store_id *ids, size_t n, uint64_t offset,
+			   uint64_t len);
 
 /* A device made by a module for its own ends (a snapshot image) is not
  * removable by users: registry_remove() refuses it; its maker removes it with

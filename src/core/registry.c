@@ -8,13 +8,24 @@
 
 #include "common/log.h"
 #include "core/device.h"
+#include "core/store_id.h"
 
 #define MAX_OBSERVERS 4
+
+struct store_claim {
+	struct store_claim *next;
+	const void *owner;
+	struct store_id ids[STORE_IDS_MAX];
+	size_t n_ids;
+	size_t n_ranges;
+	struct byte_range ranges[];
+};
 
 struct registry {
 	pthread_mutex_t lock;
 	struct device **devs;
 	size_t n;
+	struct store_claim *claims;
 	struct registry_observer obs[MAX_OBSERVERS];
 	size_t n_obs;
 };
@@ -43,6 +54,12 @@ void registry_free(struct registry *reg)
 		 * gone); if something does, the device leaves all the same. */
 		if (remove_device(reg, dev, true) < 0)
 			log_error("%s: removed without a clean detach of its filters", device_name(dev));
+	}
+	while (reg->claims) {
+		struct store_claim *c = reg->claims;
+
+		reg->claims = c->next;
+		free(c);
 	}
 	free(reg->devs);
 	pthread_mutex_destroy(&reg->lock);
@@ -83,6 +100,12 @@ int registry_add(struct registry *reg, struct device *dev)
 			r = -EBUSY;
 			goto out;
 		}
+	for (struct store_claim *c = reg->claims; c; c = c->next)
+		for (i = 0; i < c->n_ranges; i++)
+			if (device_store_overlaps(dev, c->ids, c->n_ids, c->ranges[i].offset, c->ranges[i].len)) {
+				r = -EBUSY;
+				goto out;
+			}
 	v = realloc(reg->devs, (reg->n + 1) * sizeof(*v));
 	if (!v) {
 		r = -ENOMEM;
@@ -104,16 +127,88 @@ out:
 	return r;
 }
 
-struct device *registry_find_store(struct registry *reg, const struct stat *st)
+struct device *registry_find_store(struct registry *reg, const struct store_id *ids, size_t n, uint64_t offset,
+				   uint64_t len)
 {
 	struct device *dev = NULL;
 
 	pthread_mutex_lock(&reg->lock);
 	for (size_t i = 0; i < reg->n && !dev; i++)
-		if (device_is_store(reg->devs[i], st))
+		if (device_store_overlaps(reg->devs[i], ids, n, offset, len))
 			dev = device_get(reg->devs[i]);
 	pthread_mutex_unlock(&reg->lock);
 	return dev;
+}
+
+int registry_claim(struct registry *reg, const struct store_id *ids, size_t n, const struct byte_range *r,
+		   size_t n_r, const void *owner, struct store_claim **claim, struct device **dev)
+{
+	struct store_claim *c;
+	int ret = 0;
+
+	if (n > STORE_IDS_MAX)
+		return -EINVAL;
+	c = calloc(1, sizeof(*c) + n_r * sizeof(*r));
+	if (!c)
+		return -ENOMEM;
+	c->owner = owner;
+	memcpy(c->ids, ids, n * sizeof(*ids));
+	c->n_ids = n;
+	memcpy(c->ranges, r, n_r * sizeof(*r));
+	c->n_ranges = n_r;
+	if (dev)
+		*dev = NULL;
+	pthread_mutex_lock(&reg->lock);
+	for (size_t i = 0; i < n_r && ret == 0; i++) {
+		for (size_t k = 0; k < reg->n && ret == 0; k++)
+			if (device_store_overlaps(reg->devs[k], ids, n, r[i].offset, r[i].len)) {
+				if (dev)
+					*dev = device_get(reg->devs[k]);
+				ret = -EBUSY;
+			}
+		for (struct store_claim *o = reg->claims; o && ret == 0; o = o->next)
+			for (size_t k = 0; k < o->n_ranges && ret == 0; k++)
+				if (store_ids_overlap(o->ids, o->n_ids, o->ranges[k].offset, o->ranges[k].len, ids, n,
+						      r[i].offset, r[i].len))
+					ret = -EEXIST;
+	}
+	if (ret == 0) {
+		c->next = reg->claims;
+		reg->claims = c;
+		*claim = c;
+	}
+	pthread_mutex_unlock(&reg->lock);
+	if (ret < 0)
+		free(c);
+	return ret;
+}
+
+void registry_unclaim(struct registry *reg, struct store_claim *claim)
+{
+	pthread_mutex_lock(&reg->lock);
+	for (struct store_claim **pp = &reg->claims; *pp; pp = &(*pp)->next)
+		if (*pp == claim) {
+			*pp = claim->next;
+			free(claim);
+			break;
+		}
+	pthread_mutex_unlock(&reg->lock);
+}
+
+void registry_unclaim_owner(struct registry *reg, const void *owner)
+{
+	pthread_mutex_lock(&reg->lock);
+	for (struct store_claim **pp = &reg->claims; *pp;) {
+		struct store_claim *c = *pp;
+
+		if (c->owner == owner) {
+			*pp = c->next;
+			free(c);
+		} else {
+			pp = &c->next;
+		}
+	}
+	pthread_mutex_unlock(&reg->lock);
 }
 
 /* Kill DEV (FORCE: even if that fails), then take it out of the table and

@@ -23,8 +23,10 @@
 #include "control/handlers.h"
 #include "core/device.h"
 #include "core/registry.h"
+#include "core/store_id.h"
 #include "daemon/listen.h"
 #include "daemon/options.h"
+#include "daemon/storage_veto.h"
 #include "fuse/fuse_export.h"
 #include "nbd/nbd_server.h"
 #include "blksnap/blksnap.h"
@@ -47,6 +49,7 @@ struct daemon {
 	int control_fd;
 	struct control_server *control;
 	struct control_ctx control_ctx;
+	struct storage_veto veto;
 	int sigfd;
 	int state_lock_fd; /* holds the flock on --state-dir */
 	bool wrote_pidfile;
@@ -103,11 +106,12 @@ static int open_devices(struct daemon *d)
 		r = registry_add(d->reg, dev);
 		device_put(dev);
 		if (r == -EBUSY) {
+			struct store_id ids[STORE_IDS_MAX];
 			struct device *other = NULL;
-			struct stat st;
+			size_t n;
 
-			if (stat(s->path, &st) == 0)
-				other = registry_find_store(d->reg, &st);
+			if (store_ids_of_path(s->path, ids, &n) == 0)
+				other = registry_find_store(d->reg, ids, n, 0, UINT64_MAX);
 			log_error("%s: %s is the store of device %s already", s->name, s->path,
 				  other ? device_name(other) : "?");
 			device_put(other);
@@ -434,6 +438,10 @@ int main(int argc, char **argv)
 
 	if (d.fuse && fuse_export_start(d.fuse) < 0)
 		goto out;
+	d.veto.fuse_dir = d.fuse ? fuse_export_dir(d.fuse) : NULL;
+	d.veto.state_dir = d.opt.state_dir;
+	d.bs.storage_veto = storage_veto_check;
+	d.bs.veto_opaque = &d.veto;
 	if (d.control_fd >= 0) {
 		d.control_ctx.reg = d.reg;
 		d.control_ctx.fuse_dir = d.fuse ? fuse_export_dir(d.fuse) : NULL;

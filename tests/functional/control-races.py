@@ -97,7 +97,10 @@ def t_remove_against_snapshot_add(tmp):
         f.write(os.urandom(4 << 20))
     with open(diff, "wb") as f:
         f.truncate(64 << 20)
-    d = Daemon(tmp, ["keep=" + diff])
+    keep = os.path.join(tmp, "keep.img")
+    with open(keep, "wb") as f:
+        f.truncate(1 << 20)
+    d = Daemon(tmp, ["keep=" + keep])
 
     def remover(ctl, i):
         if answered(ctl("device_add", device="d", file=img), "EEXIST"):

@@ -1,7 +1,8 @@
 #!/bin/bash
 # One store, one device: a second device on the same file (by any name: the
-# path, a symlink, a hard link) or on the same block device is refused with
-# EBUSY, at start and live, read-only or not; a device re-added after its
+# path, a symlink, a hard link, a loop device on it) or on the same block
+# device is refused with EBUSY, at start and live, read-only or not; a device
+# re-added after its
 # removal is fine. A removed device is out of service at once: an NBD client
 # still connected gets errors for every request, and the store is never
 # touched again.
@@ -30,13 +31,18 @@ done
 [ "$(B device_list --json | $PY -c 'import json,sys; print(len(json.load(sys.stdin)["devices"]))')" = 2 ] ||
 	fail "a refused device_add left a device behind"
 
-# a block device: the same loop device twice
-if command -v losetup >/dev/null && loop=$(losetup -f --show "$T/b.img" 2>/dev/null); then
-	trap 'rc=$?; losetup -d "$loop" 2>/dev/null; (exit $rc); _bdf_cleanup' EXIT
+# a block device: the same loop device twice; a loop device on a device's file
+mkimage "$T/c.img" 4
+if command -v losetup >/dev/null && loop=$(losetup -f --show "$T/c.img" 2>/dev/null); then
+	trap 'rc=$?; losetup -d "$loop" ${loop2:-} 2>/dev/null; (exit $rc); _bdf_cleanup' EXIT
 	B device_add -d l1 -f "$loop" >/dev/null
 	expect EBUSY device_add -d l2 -f "$loop"
+	expect EBUSY device_add -d l2 -f "$T/c.img"          # the loop's backing file
+	loop2=$(losetup -f --show "$T/a.img")
+	expect EBUSY device_add -d l2 -f "$loop2"            # a loop device on a's file
+	grep -q "is the store of device a already" "$T/err" || fail "loop on a's file: $(cat "$T/err")"
 	B device_remove -d l1
-	losetup -d "$loop"
+	losetup -d "$loop" "$loop2"
 	trap _bdf_cleanup EXIT
 else
 	note "no loop device: block-device identity not checked"

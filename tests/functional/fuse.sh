@@ -5,7 +5,8 @@
 # loop device with and without direct I/O) found byte for byte in the backing
 # files after the daemon stops; discard and write-zeroes from a loop device;
 # a device removed under an attached loop device fails its I/O with EIO; a
-# resized device's file follows its size, and so does a loop device on it.
+# resized device's file follows its size, and so does a loop device on it;
+# a FUSE file (or a loop device on one) is never difference storage.
 . "$BDF_SRCDIR/tests/functional/lib.sh"
 need mkfs.ext4 blkdiscard cmp
 . "$BDF_SRCDIR/tests/functional/fuse-lib.sh"
@@ -115,6 +116,19 @@ losetup -c "$LG" || fail "losetup -c $LG"
 [ "$(blockdev --getsize64 "$LG")" = $((8 * MIB)) ] || fail "$LG after shrinking: $(blockdev --getsize64 "$LG")"
 loop_detach "$LG"
 B device_remove -d g >/dev/null || fail "device_remove g"
+
+# a snapshot cannot keep its copies on the daemon's own files (they would go
+# back through it): not on a FUSE file, nor on a loop device on one
+B attach -d z
+truncate -s 4M "$T/zs.img"
+id=$(B snapshot_create -d z | kv id)
+expect EINVAL snapshot_appendstorage -i "$id" -f "$FUSE/a"
+grep -q "a file of the FUSE export" "$T/err" || fail "FUSE file as storage: $(cat "$T/err")"
+LS=$(loop_attach "$FUSE/a")
+expect EINVAL snapshot_appendstorage -i "$id" -f "$LS"
+loop_detach "$LS"
+B snapshot_appendstorage -i "$id" -f "$T/zs.img"
+B snapshot_destroy -i "$id"
 
 # everything reached the backing file once the daemon is gone
 bdf_stop
