@@ -1,10 +1,19 @@
 /* Diff areas (see diff_area.h).
  *
- * Each chunk is a state byte (not copied / in the storage) and a location.
- * Striped read-write locks order the copy against readers of the image: an
- * image read holds its stripe shared while it reads the origin, so the copy
+ * The chunk is the unit of allocation, as in blksnap: the first write that
+ * touches a chunk reserves its room in the difference storage. What is copied
+ * is less: only the blocks of the chunk that a write is about to overwrite
+ * (at most 64 per chunk, 4 KiB for the default 256 KiB chunk), each once.
+ * A chunk's copied blocks are a bitmap; a block not copied is still the
+ * origin's, since every write copies the blocks it touches first. So the
+ * first write to a chunk reads 4 KiB from the origin, not 256 KiB, and a
+ * backup that reads the image reads each block from wherever it is.
+ *
+ * Striped read-write locks order a copy against readers of the image: an
+ * image read holds its stripe shared while it reads the origin, so a copy
  * (exclusive) cannot slip between, and the origin write waits for the copy.
- * Lock order everywhere: the origin device's drain lock, then a stripe. */
+ * Lock order everywhere: the origin device's drain lock, then a stripe, then
+ * the storage's lock (docs/locking.md). */
 #include "blksnap/diff_area.h"
 
 #include <errno.h>
@@ -15,19 +24,20 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include "blksnap/cbt_map.h"
+#include "blksnap/diff_storage.h"
+#include "blksnap/event_queue.h"
+#include "blksnap/params.h"
 #include "common/log.h"
 #include "core/device.h"
 #include "core/extents.h"
 #include "core/filter.h"
 #include "core/io.h"
-#include "blksnap/cbt_map.h"
-#include "blksnap/diff_storage.h"
-#include "blksnap/event_queue.h"
-#include "blksnap/params.h"
 
 #define STRIPES 256
-#define CHUNK_FREE 0
-#define CHUNK_STORED 1
+#define BLOCKS_PER_CHUNK 64
+#define MIN_BLOCK_SHIFT 12 /* 4 KiB: the page, and what file systems write */
+#define NOT_ALLOCATED UINT64_MAX
 
 struct diff_area {
 	atomic_int refs;
@@ -38,13 +48,16 @@ struct diff_area {
 	void *owner;
 	uint64_t capacity;
 	unsigned chunk_shift;
+	unsigned block_shift; /* what is copied at a time: a chunk's 1/64th, 4 KiB at least */
 	uint64_t chunk_count;
-	uint8_t *state;
+	/* Per chunk: the copied blocks, and where the chunk's room is (set
+	 * before the first bit, under the stripe held exclusive). */
+	_Atomic uint64_t *copied;
 	uint64_t *loc;
 	pthread_rwlock_t stripes[STRIPES];
 	atomic_int error;
 	atomic_bool detached;
-	atomic_ullong copied;
+	atomic_ullong chunks_allocated;
 };
 
 void diff_area_geometry(const struct params *p, uint64_t capacity, uint32_t min_io, unsigned *shift,
@@ -67,25 +80,33 @@ int diff_area_new(struct device *orig, const struct params *p, struct diff_stora
 		  struct diff_area **out)
 {
 	struct diff_area *da = calloc(1, sizeof(*da));
+	unsigned min_block = MIN_BLOCK_SHIFT;
 
 	if (!da)
 		return -ENOMEM;
 	da->capacity = device_size(orig);
 	diff_area_geometry(p, da->capacity, device_logical_block_size(orig), &da->chunk_shift, &da->chunk_count);
-	da->state = calloc(da->chunk_count ? da->chunk_count : 1, 1);
-	da->loc = calloc(da->chunk_count ? da->chunk_count : 1, sizeof(*da->loc));
-	if (!da->state || !da->loc) {
-		free(da->state);
+	while ((1u << min_block) < device_logical_block_size(orig))
+		min_block++;
+	da->block_shift = da->chunk_shift > 6 ? da->chunk_shift - 6 : 0;
+	if (da->block_shift < min_block)
+		da->block_shift = min_block < da->chunk_shift ? min_block : da->chunk_shift;
+	da->copied = calloc(da->chunk_count ? da->chunk_count : 1, sizeof(*da->copied));
+	da->loc = malloc((da->chunk_count ? da->chunk_count : 1) * sizeof(*da->loc));
+	if (!da->copied || !da->loc) {
+		free(da->copied);
 		free(da->loc);
 		free(da);
 		return -ENOMEM;
 	}
+	for (uint64_t c = 0; c < da->chunk_count; c++)
+		da->loc[c] = NOT_ALLOCATED;
 	for (int i = 0; i < STRIPES; i++)
 		pthread_rwlock_init(&da->stripes[i], NULL);
 	atomic_init(&da->refs, 1);
 	atomic_init(&da->error, 0);
 	atomic_init(&da->detached, false);
-	atomic_init(&da->copied, 0);
+	atomic_init(&da->chunks_allocated, 0);
 	da->orig = device_get(orig);
 	da->storage = storage;
 	da->events = events;
@@ -108,7 +129,7 @@ void diff_area_put(struct diff_area *da)
 	for (int i = 0; i < STRIPES; i++)
 		pthread_rwlock_destroy(&da->stripes[i]);
 	device_put(da->orig);
-	free(da->state);
+	free(da->copied);
 	free(da->loc);
 	if (da->owner_put)
 		da->owner_put(da->owner);
@@ -147,7 +168,7 @@ struct diff_storage *diff_area_storage(struct diff_area *da)
 
 uint64_t diff_area_copied(struct diff_area *da)
 {
-	return atomic_load(&da->copied);
+	return atomic_load(&da->chunks_allocated);
 }
 
 /* The first failure corrupts the image for good and queues one event. */
@@ -181,45 +202,98 @@ static uint64_t chunk_len(struct diff_area *da, uint64_t chunk)
 	return da->capacity - start < size ? da->capacity - start : size;
 }
 
-static bool stored(struct diff_area *da, uint64_t chunk)
+/* The blocks of CHUNK that [offset, offset+count) touches (it must touch
+ * the chunk). */
+static uint64_t blocks_of(struct diff_area *da, uint64_t chunk, uint64_t offset, uint64_t count)
 {
-	return __atomic_load_n(&da->state[chunk], __ATOMIC_ACQUIRE) == CHUNK_STORED;
+	uint64_t start = chunk << da->chunk_shift, end = start + chunk_len(da, chunk);
+	uint64_t first, last;
+
+	if (offset < start) {
+		count -= start - offset;
+		offset = start;
+	}
+	if (count > end - offset)
+		count = end - offset;
+	first = (offset - start) >> da->block_shift;
+	last = (offset - start + count - 1) >> da->block_shift;
+	return (last - first == 63 ? ~0ull : ((1ull << (last - first + 1)) - 1)) << first;
 }
 
-/* With the chunk's stripe held exclusive: copy it from the origin (the layers
- * below the tracker) into the storage. 0, or the error now set on the area. */
-static int copy_chunk_locked(struct diff_area *da, struct filter *tracker, uint64_t chunk)
+static uint64_t copied(struct diff_area *da, uint64_t chunk)
 {
-	uint64_t len = chunk_len(da, chunk), virt;
-	void *buf;
+	return atomic_load_explicit(&da->copied[chunk], memory_order_acquire);
+}
+
+/* Bytes [*pos, *pos+*len) within CHUNK of the run of equal bits of MASK that
+ * starts at bit FIRST; the bit after it in *NEXT. */
+static void run_of(struct diff_area *da, uint64_t chunk, uint64_t mask, unsigned first, unsigned *next,
+		   uint64_t *pos, uint64_t *len)
+{
+	bool set = (mask >> first) & 1;
+	unsigned k = first + 1;
+	uint64_t clen = chunk_len(da, chunk);
+
+	while (k < BLOCKS_PER_CHUNK && ((mask >> k) & 1) == set && ((uint64_t)k << da->block_shift) < clen)
+		k++;
+	*next = k;
+	*pos = (uint64_t)first << da->block_shift;
+	*len = ((uint64_t)k << da->block_shift) - *pos;
+	if (*pos + *len > clen)
+		*len = clen - *pos;
+}
+
+/* With the chunk's stripe held exclusive: copy the blocks WANT of CHUNK not
+ * copied yet from the origin (the layers below the tracker) into the
+ * storage, reserving the chunk's room first if it has none. 0, or the error
+ * now set on the area. */
+static int copy_blocks_locked(struct diff_area *da, struct filter *tracker, uint64_t chunk, uint64_t want)
+{
+	uint64_t need = want & ~copied(da, chunk), start = chunk << da->chunk_shift;
+	unsigned bit = 0, next;
+	void *buf = NULL;
 	int r;
 
-	if (stored(da, chunk))
+	if (!need)
 		return 0;
 	r = atomic_load(&da->error);
 	if (r)
 		return r;
-	r = diff_storage_alloc(da->storage, len, &virt);
-	if (r < 0) {
-		set_error(da, -ENOSPC);
-		return -ENOSPC;
+	if (da->loc[chunk] == NOT_ALLOCATED) {
+		uint64_t virt;
+
+		if (diff_storage_alloc(da->storage, chunk_len(da, chunk), &virt) < 0) {
+			set_error(da, -ENOSPC);
+			return -ENOSPC;
+		}
+		da->loc[chunk] = virt;
+		atomic_fetch_add_explicit(&da->chunks_allocated, 1, memory_order_relaxed);
 	}
-	buf = malloc(len);
-	if (!buf) {
-		set_error(da, -ENOMEM);
-		return -ENOMEM;
+	while (bit < BLOCKS_PER_CHUNK && r == 0) {
+		uint64_t pos, len;
+
+		if (!((need >> bit) & 1)) {
+			bit++;
+			continue;
+		}
+		run_of(da, chunk, need, bit, &next, &pos, &len);
+		if (len == 0)
+			break; /* past a short last chunk */
+		if (!buf && !(buf = malloc(1ull << da->chunk_shift))) {
+			set_error(da, -ENOMEM);
+			return -ENOMEM;
+		}
+		r = filter_next_pread(tracker, buf, len, start + pos, 0);
+		if (r == 0)
+			r = diff_storage_write(da->storage, da->loc[chunk] + pos, buf, len);
+		bit = next;
 	}
-	r = filter_next_pread(tracker, buf, len, chunk << da->chunk_shift, 0);
-	if (r == 0)
-		r = diff_storage_write(da->storage, virt, buf, len);
 	free(buf);
 	if (r < 0) {
 		set_error(da, -EIO);
 		return -EIO;
 	}
-	da->loc[chunk] = virt;
-	__atomic_store_n(&da->state[chunk], CHUNK_STORED, __ATOMIC_RELEASE);
-	atomic_fetch_add_explicit(&da->copied, 1, memory_order_relaxed);
+	atomic_fetch_or_explicit(&da->copied[chunk], need, memory_order_release);
 	return 0;
 }
 
@@ -232,10 +306,12 @@ void diff_area_cow(struct diff_area *da, struct filter *tracker, uint64_t offset
 	first = offset >> da->chunk_shift;
 	last = (offset + count - 1) >> da->chunk_shift;
 	for (uint64_t c = first; c <= last && c < da->chunk_count; c++) {
-		if (stored(da, c))
+		uint64_t want = blocks_of(da, c, offset, count);
+
+		if ((copied(da, c) & want) == want)
 			continue;
 		pthread_rwlock_wrlock(stripe(da, c));
-		copy_chunk_locked(da, tracker, c);
+		copy_blocks_locked(da, tracker, c, want);
 		pthread_rwlock_unlock(stripe(da, c));
 		if (atomic_load_explicit(&da->error, memory_order_relaxed))
 			return; /* corrupted: the origin write goes on without copies */
@@ -253,6 +329,31 @@ static int check_image(struct diff_area *da, uint64_t count, uint64_t offset)
 	return 0;
 }
 
+/* Read [offset, offset+n) of one chunk of the image: each run of blocks from
+ * the storage where copied, else from the origin. Stripe held shared. */
+static int read_chunk_locked(struct diff_area *da, struct filter *tracker, uint64_t chunk, char *p, uint64_t n,
+			     uint64_t offset)
+{
+	uint64_t start = chunk << da->chunk_shift, done = 0, bits = copied(da, chunk);
+	int r = 0;
+
+	while (done < n && r == 0) {
+		uint64_t pos = offset + done - start, run_pos, run_len, take;
+		unsigned bit = (unsigned)(pos >> da->block_shift), next;
+
+		run_of(da, chunk, bits, bit, &next, &run_pos, &run_len);
+		take = run_pos + run_len - pos;
+		if (take > n - done)
+			take = n - done;
+		if ((bits >> bit) & 1)
+			r = diff_storage_read(da->storage, da->loc[chunk] + pos, p + done, take);
+		else
+			r = filter_next_pread(tracker, p + done, take, offset + done, 0);
+		done += take;
+	}
+	return r;
+}
+
 int diff_area_image_read(struct diff_area *da, struct filter *tracker, void *buf, uint64_t count,
 			 uint64_t offset)
 {
@@ -267,10 +368,7 @@ int diff_area_image_read(struct diff_area *da, struct filter *tracker, void *buf
 		if (n > count)
 			n = count;
 		pthread_rwlock_rdlock(stripe(da, c));
-		if (stored(da, c))
-			r = diff_storage_read(da->storage, da->loc[c] + within, p, n);
-		else
-			r = filter_next_pread(tracker, p, n, offset, 0);
+		r = read_chunk_locked(da, tracker, c, p, n, offset);
 		pthread_rwlock_unlock(stripe(da, c));
 		if (r == 0 && atomic_load(&da->error))
 			r = -EIO; /* corrupted while we read: do not hand out a mix */
@@ -292,9 +390,9 @@ int diff_area_image_extents(struct diff_area *da, struct filter *tracker, uint64
 	below = extents_new(offset, offset + count, 1024);
 	if (!below)
 		return -ENOMEM;
-	/* The origin's map first, the chunk states after: a chunk not stored
-	 * now was not stored when the origin was asked either (chunks are
-	 * only ever stored, and before the origin write that follows), so the
+	/* The origin's map first, the copied blocks after: a block not copied
+	 * now was not copied when the origin was asked either (blocks are only
+	 * ever copied, and before the origin write that follows), so the
 	 * origin still held what it held at take. */
 	r = filter_next_extents(tracker, count, offset, flags, below);
 	for (size_t i = 0; r == 0 && i < extents_count(below) && !extents_done(e); i++) {
@@ -302,12 +400,14 @@ int diff_area_image_extents(struct diff_area *da, struct filter *tracker, uint64
 		uint64_t pos = x->offset, end = x->offset + x->length;
 
 		while (r == 0 && pos < end && !extents_done(e)) {
-			uint64_t c = pos >> da->chunk_shift;
-			uint64_t next = (c + 1) << da->chunk_shift;
+			uint64_t c = pos >> da->chunk_shift, start = c << da->chunk_shift;
+			unsigned bit = (unsigned)((pos - start) >> da->block_shift);
+			uint64_t next = start + ((uint64_t)(bit + 1) << da->block_shift);
+			bool is_copied = (copied(da, c) >> bit) & 1;
 
 			if (next > end)
 				next = end;
-			r = extents_add(e, pos, next - pos, stored(da, c) ? 0 : x->type);
+			r = extents_add(e, pos, next - pos, is_copied ? 0 : x->type);
 			pos = next;
 		}
 	}
@@ -331,8 +431,10 @@ int diff_area_image_write(struct diff_area *da, struct filter *tracker, struct c
 
 		if (n > count)
 			n = count;
+		/* The blocks it touches are copied first, so that what the
+		 * write does not cover is the origin's at take. */
 		pthread_rwlock_wrlock(stripe(da, c));
-		r = copy_chunk_locked(da, tracker, c);
+		r = copy_blocks_locked(da, tracker, c, blocks_of(da, c, offset, n));
 		if (r == 0)
 			r = diff_storage_write(da->storage, da->loc[c] + within, p, n);
 		if (r < 0 && r != -ENOSPC)

@@ -1,7 +1,8 @@
 /* The diff area of one device in a taken snapshot: its chunks, the copy of
- * each chunk into the difference storage before the first write that touches
- * it (once per chunk, concurrent writers waiting for the one copy), and the
- * image's reads and writes. */
+ * the blocks a write is about to overwrite into the difference storage
+ * before the write (once per block, concurrent writers waiting for the one
+ * copy; room is reserved a chunk at a time), and the image's reads and
+ * writes. */
 #ifndef BDF_BLKSNAP_DIFF_AREA_H
 #define BDF_BLKSNAP_DIFF_AREA_H
 
@@ -29,7 +30,7 @@ int diff_area_new(struct device *orig, const struct params *p, struct diff_stora
 struct diff_area *diff_area_get(struct diff_area *da);
 void diff_area_put(struct diff_area *da);
 
-/* The origin path (tracker, device drained against take): copy every chunk of
+/* The origin path (tracker, device drained against take): copy every block of
  * [offset, offset+count) not yet in the storage. Failures corrupt the image,
  * never the origin write, so this returns nothing. */
 void diff_area_cow(struct diff_area *da, struct filter *tracker, uint64_t offset, uint64_t count);
@@ -40,8 +41,8 @@ int diff_area_image_read(struct diff_area *da, struct filter *tracker, void *buf
 int diff_area_image_write(struct diff_area *da, struct filter *tracker, struct cbt_map *cbt,
 			  const void *buf, uint64_t count, uint64_t offset);
 
-/* The image's allocation map: a chunk in the storage is data; any other
- * chunk is still the origin's, and has the origin's allocation. */
+/* The image's allocation map: a block in the storage is data; any other
+ * block is still the origin's, and has the origin's allocation. */
 int diff_area_image_extents(struct diff_area *da, struct filter *tracker, uint64_t count, uint64_t offset,
 			    uint32_t flags, struct extents *e);
 
@@ -53,7 +54,7 @@ bool diff_area_detached(struct diff_area *da);
 uint64_t diff_area_capacity(struct diff_area *da);
 struct device *diff_area_origin(struct diff_area *da);
 struct diff_storage *diff_area_storage(struct diff_area *da);
-/* Chunks copied so far. */
+/* Chunks that have room in the storage so far (touched by a write). */
 uint64_t diff_area_copied(struct diff_area *da);
 
 #endif
