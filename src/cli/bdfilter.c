@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,10 +167,24 @@ static int build_args(const struct command_def *def, int argc, char **argv, json
 				a = &def->args[i];
 		switch (a->type) {
 		case ARG_STRING:
-			if (a->cli_only)
+			if (a->cli_only) {
 				*file = optarg;
-			else
+			} else if (strcmp(a->meta, "PATH") == 0 && optarg[0] != '/') {
+				/* The daemon opens it, from its own working directory
+				 * (/ once it has daemonized): a path relative to ours
+				 * would name another file, or none. */
+				char cwd[PATH_MAX], *abs;
+
+				if (!getcwd(cwd, sizeof(cwd)) || asprintf(&abs, "%s/%s", cwd, optarg) < 0) {
+					fprintf(stderr, "%s: %s: cannot make '%s' absolute: %s\n", prog, def->name,
+						optarg, strerror(errno));
+					return -1;
+				}
+				json_object_object_add(args, a->long_opt, json_object_new_string(abs));
+				free(abs);
+			} else {
 				json_object_object_add(args, a->long_opt, json_object_new_string(optarg));
+			}
 			break;
 		case ARG_FLAG:
 			json_object_object_add(args, a->long_opt, json_object_new_boolean(1));

@@ -80,5 +80,13 @@ rc=0; B markdirtyblock -d a -r 12 2>"$T/err" || rc=$?
 rc=0; BDFILTER_CONTROL="$T/none.sock" B version 2>"$T/err" || rc=$?
 [ $rc -eq 1 ] && grep -q "is bdfilterd running" "$T/err" || fail "no daemon"
 B cbtinfo --help | grep -q -- "--device" || fail "command --help"
+
+# paths are the CLI's: relative to where it runs, not to the daemon's cwd
+mkdir "$T/here"
+mkimage "$T/here/rel.img" 1
+(cd "$T/here" && B device_add -d rel -f rel.img) >"$T/out" || fail "device_add with a relative path"
+[ "$(B device_list --json | $PY -c 'import json,sys; print([d["path"] for d in json.load(sys.stdin)["devices"] if d["name"] == "rel"][0])')" = "$T/here/rel.img" ] ||
+	fail "a relative path was not made absolute: $(B device_list)"
+B device_remove -d rel
 bdf_alive
 bdf_stop
