@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/lock_order.h"
 #include "core/extents.h"
 #include "core/io.h"
 #include "blksnap/params.h"
@@ -91,9 +92,9 @@ int cbt_map_reset(struct cbt_map *m, uint64_t capacity, const struct params *p)
 {
 	int r;
 
-	pthread_mutex_lock(&m->lock);
+	lock_mutex(&m->lock, LOCK_CBT_MAP);
 	r = reset_locked(m, capacity, p);
-	pthread_mutex_unlock(&m->lock);
+	unlock_mutex(&m->lock, LOCK_CBT_MAP);
 	return r;
 }
 
@@ -127,7 +128,7 @@ int cbt_map_mark_both(struct cbt_map *m, uint64_t offset, uint64_t count)
 
 	if (count == 0)
 		return 0;
-	pthread_mutex_lock(&m->lock);
+	lock_mutex(&m->lock, LOCK_CBT_MAP);
 	if (offset >= m->device_capacity || count > m->device_capacity - offset) {
 		r = -EINVAL;
 		goto out;
@@ -141,7 +142,7 @@ int cbt_map_mark_both(struct cbt_map *m, uint64_t offset, uint64_t count)
 			m->read_map[i] = m->snap_number_previous;
 	}
 out:
-	pthread_mutex_unlock(&m->lock);
+	unlock_mutex(&m->lock, LOCK_CBT_MAP);
 	return r;
 }
 
@@ -161,21 +162,21 @@ int cbt_map_switch(struct cbt_map *m, uint64_t capacity, const struct params *p)
 {
 	int r = 0;
 
-	pthread_mutex_lock(&m->lock);
+	lock_mutex(&m->lock, LOCK_CBT_MAP);
 	if (m->is_corrupted || m->device_capacity != capacity || m->snap_number_active == UINT8_MAX) {
 		r = reset_locked(m, capacity, p);
 		if (r < 0) {
 			/* Stays (or becomes) corrupted, which its images see; the
 			 * next take tries again. */
 			__atomic_store_n(&m->is_corrupted, true, __ATOMIC_RELAXED);
-			pthread_mutex_unlock(&m->lock);
+			unlock_mutex(&m->lock, LOCK_CBT_MAP);
 			return r;
 		}
 	}
 	m->snap_number_previous = m->snap_number_active;
 	m->snap_number_active++;
 	memcpy(m->read_map, m->write_map, m->blk_count);
-	pthread_mutex_unlock(&m->lock);
+	unlock_mutex(&m->lock, LOCK_CBT_MAP);
 	return 0;
 }
 
@@ -183,12 +184,12 @@ uint64_t cbt_map_read(struct cbt_map *m, uint64_t offset, uint64_t len, uint8_t 
 {
 	uint64_t n = 0;
 
-	pthread_mutex_lock(&m->lock);
+	lock_mutex(&m->lock, LOCK_CBT_MAP);
 	if (offset < m->blk_count) {
 		n = m->blk_count - offset < len ? m->blk_count - offset : len;
 		memcpy(buf, m->read_map + offset, n);
 	}
-	pthread_mutex_unlock(&m->lock);
+	unlock_mutex(&m->lock, LOCK_CBT_MAP);
 	return n;
 }
 
@@ -198,7 +199,7 @@ int cbt_map_changed(struct cbt_map *m, uint8_t since, uint64_t offset, uint64_t 
 	uint64_t end, pos = offset, i;
 	int r = 0;
 
-	pthread_mutex_lock(&m->lock);
+	lock_mutex(&m->lock, LOCK_CBT_MAP);
 	end = offset + count < m->device_capacity ? offset + count : m->device_capacity;
 	i = offset >> m->blk_size_shift;
 	while (pos < end && !extents_done(e) && r == 0) {
@@ -212,6 +213,6 @@ int cbt_map_changed(struct cbt_map *m, uint8_t since, uint64_t offset, uint64_t 
 		pos = stop;
 		i = j;
 	}
-	pthread_mutex_unlock(&m->lock);
+	unlock_mutex(&m->lock, LOCK_CBT_MAP);
 	return r;
 }

@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include "common/bytes.h"
+#include "common/lock_order.h"
 #include "common/log.h"
 #include "blksnap/cbt_map.h"
 #include "blksnap/params.h"
@@ -74,15 +75,15 @@ int cbt_store_encode(struct cbt_map *m, bool clean, uint8_t **buf, size_t *len)
 	uint8_t *b, *h;
 	size_t n;
 
-	pthread_mutex_lock(&m->lock);
+	lock_mutex(&m->lock, LOCK_CBT_MAP);
 	if (m->blk_count > (SIZE_MAX - CBT_STORE_HEADER_SIZE) / 2) {
-		pthread_mutex_unlock(&m->lock);
+		unlock_mutex(&m->lock, LOCK_CBT_MAP);
 		return -ENOMEM;
 	}
 	n = CBT_STORE_HEADER_SIZE + 2 * m->blk_count;
 	b = calloc(1, n);
 	if (!b) {
-		pthread_mutex_unlock(&m->lock);
+		unlock_mutex(&m->lock, LOCK_CBT_MAP);
 		return -ENOMEM;
 	}
 	h = b;
@@ -100,7 +101,7 @@ int cbt_store_encode(struct cbt_map *m, bool clean, uint8_t **buf, size_t *len)
 	/* The data path marks the write map without the lock; the callers have
 	 * drained the device, so this copy is what was marked. */
 	memcpy(b + CBT_STORE_HEADER_SIZE + m->blk_count, m->write_map, m->blk_count);
-	pthread_mutex_unlock(&m->lock);
+	unlock_mutex(&m->lock, LOCK_CBT_MAP);
 	put_le32(h + OFF_CHECKSUM, checksum(h, b + CBT_STORE_HEADER_SIZE, 2 * m->blk_count));
 	*buf = b;
 	*len = n;

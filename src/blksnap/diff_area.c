@@ -28,6 +28,7 @@
 #include "blksnap/diff_storage.h"
 #include "blksnap/event_queue.h"
 #include "blksnap/params.h"
+#include "common/lock_order.h"
 #include "common/log.h"
 #include "core/device.h"
 #include "core/extents.h"
@@ -195,6 +196,21 @@ static pthread_rwlock_t *stripe(struct diff_area *da, uint64_t chunk)
 	return &da->stripes[chunk % STRIPES];
 }
 
+static void stripe_lock(struct diff_area *da, uint64_t chunk, bool exclusive)
+{
+	lock_order_acquire(LOCK_STRIPE, false);
+	if (exclusive)
+		pthread_rwlock_wrlock(stripe(da, chunk));
+	else
+		pthread_rwlock_rdlock(stripe(da, chunk));
+}
+
+static void stripe_unlock(struct diff_area *da, uint64_t chunk)
+{
+	pthread_rwlock_unlock(stripe(da, chunk));
+	lock_order_release(LOCK_STRIPE);
+}
+
 static uint64_t chunk_len(struct diff_area *da, uint64_t chunk)
 {
 	uint64_t start = chunk << da->chunk_shift, size = 1ull << da->chunk_shift;
@@ -310,9 +326,9 @@ void diff_area_cow(struct diff_area *da, struct filter *tracker, uint64_t offset
 
 		if ((copied(da, c) & want) == want)
 			continue;
-		pthread_rwlock_wrlock(stripe(da, c));
+		stripe_lock(da, c, true);
 		copy_blocks_locked(da, tracker, c, want);
-		pthread_rwlock_unlock(stripe(da, c));
+		stripe_unlock(da, c);
 		if (atomic_load_explicit(&da->error, memory_order_relaxed))
 			return; /* corrupted: the origin write goes on without copies */
 	}
@@ -367,9 +383,9 @@ int diff_area_image_read(struct diff_area *da, struct filter *tracker, void *buf
 
 		if (n > count)
 			n = count;
-		pthread_rwlock_rdlock(stripe(da, c));
+		stripe_lock(da, c, false);
 		r = read_chunk_locked(da, tracker, c, p, n, offset);
-		pthread_rwlock_unlock(stripe(da, c));
+		stripe_unlock(da, c);
 		if (r == 0 && atomic_load(&da->error))
 			r = -EIO; /* corrupted while we read: do not hand out a mix */
 		p += n;
@@ -433,13 +449,13 @@ int diff_area_image_write(struct diff_area *da, struct filter *tracker, struct c
 			n = count;
 		/* The blocks it touches are copied first, so that what the
 		 * write does not cover is the origin's at take. */
-		pthread_rwlock_wrlock(stripe(da, c));
+		stripe_lock(da, c, true);
 		r = copy_blocks_locked(da, tracker, c, blocks_of(da, c, offset, n));
 		if (r == 0)
 			r = diff_storage_write(da->storage, da->loc[c] + within, p, n);
 		if (r < 0 && r != -ENOSPC)
 			set_error(da, -EIO);
-		pthread_rwlock_unlock(stripe(da, c));
+		stripe_unlock(da, c);
 		p += n;
 		offset += n;
 		count -= n;

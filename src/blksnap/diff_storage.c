@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/lock_order.h"
 #include "blksnap/event_queue.h"
 #include "blksnap/params.h"
 #include "blksnap/tracker.h"
@@ -248,11 +249,11 @@ int diff_storage_append(struct diff_storage *ds, struct ds_file *f, const struct
 	size_t file;
 	int ret;
 
-	pthread_mutex_lock(&ds->lock);
+	lock_mutex(&ds->lock, LOCK_STORAGE);
 	ret = add_file_locked(ds, f, &file);
 	for (size_t i = 0; i < n && ret == 0; i++)
 		ret = add_range_locked(ds, file, r[i].offset, r[i].len);
-	pthread_mutex_unlock(&ds->lock);
+	unlock_mutex(&ds->lock, LOCK_STORAGE);
 	return ret;
 }
 
@@ -302,12 +303,12 @@ static void check_low(struct diff_storage *ds)
 
 void diff_storage_start(struct diff_storage *ds)
 {
-	pthread_mutex_lock(&ds->lock);
+	lock_mutex(&ds->lock, LOCK_STORAGE);
 	if (ds->growing)
 		check_low(ds);
 	else
 		grow_or_ask(ds);
-	pthread_mutex_unlock(&ds->lock);
+	unlock_mutex(&ds->lock, LOCK_STORAGE);
 }
 
 int diff_storage_set_growing(struct diff_storage *ds, struct ds_file *f, uint64_t limit)
@@ -315,7 +316,7 @@ int diff_storage_set_growing(struct diff_storage *ds, struct ds_file *f, uint64_
 	uint64_t size = ds_file_size(f);
 	int r;
 
-	pthread_mutex_lock(&ds->lock);
+	lock_mutex(&ds->lock, LOCK_STORAGE);
 	r = add_file_locked(ds, f, &ds->grow_file);
 	if (r == 0 && size > 0)
 		r = add_range_locked(ds, ds->grow_file, 0, size);
@@ -327,7 +328,7 @@ int diff_storage_set_growing(struct diff_storage *ds, struct ds_file *f, uint64_
 		ds->grow_limit = limit > size ? limit : size;
 		ds->requested = size / BDF_SECTOR_SIZE;
 	}
-	pthread_mutex_unlock(&ds->lock);
+	unlock_mutex(&ds->lock, LOCK_STORAGE);
 	return r;
 }
 
@@ -358,7 +359,7 @@ int diff_storage_alloc(struct diff_storage *ds, uint64_t bytes, uint64_t *virt)
 {
 	int r;
 
-	pthread_mutex_lock(&ds->lock);
+	lock_mutex(&ds->lock, LOCK_STORAGE);
 	r = alloc_locked(ds, bytes, virt);
 	/* Out of room but allowed to grow: grow until the chunk fits or the limit. */
 	while (r < 0 && ds->growing && !ds->overflow && ds->grow_size < ds->grow_limit) {
@@ -371,7 +372,7 @@ int diff_storage_alloc(struct diff_storage *ds, uint64_t bytes, uint64_t *virt)
 	}
 	if (r < 0)
 		ds->overflow = true;
-	pthread_mutex_unlock(&ds->lock);
+	unlock_mutex(&ds->lock, LOCK_STORAGE);
 	return r;
 }
 
@@ -380,7 +381,7 @@ static int locate(struct diff_storage *ds, uint64_t virt, uint64_t len, struct b
 {
 	int r = -EIO;
 
-	pthread_mutex_lock(&ds->lock);
+	lock_mutex(&ds->lock, LOCK_STORAGE);
 	for (size_t i = 0; i < ds->n_ranges; i++) {
 		struct ds_range *rg = &ds->ranges[i];
 
@@ -393,7 +394,7 @@ static int locate(struct diff_storage *ds, uint64_t virt, uint64_t len, struct b
 			break;
 		}
 	}
-	pthread_mutex_unlock(&ds->lock);
+	unlock_mutex(&ds->lock, LOCK_STORAGE);
 	return r;
 }
 
@@ -423,16 +424,16 @@ int diff_storage_flush(struct diff_storage *ds)
 	size_t n;
 	int r = 0;
 
-	pthread_mutex_lock(&ds->lock);
+	lock_mutex(&ds->lock, LOCK_STORAGE);
 	n = ds->n_files;
-	pthread_mutex_unlock(&ds->lock);
+	unlock_mutex(&ds->lock, LOCK_STORAGE);
 	for (size_t i = 0; i < n; i++) {
 		struct backing *b;
 		int e;
 
-		pthread_mutex_lock(&ds->lock);
+		lock_mutex(&ds->lock, LOCK_STORAGE);
 		b = ds->files[i]; /* files may move when the array grows */
-		pthread_mutex_unlock(&ds->lock);
+		unlock_mutex(&ds->lock, LOCK_STORAGE);
 		e = backing_flush(b);
 		if (e < 0 && r == 0)
 			r = e;
@@ -442,11 +443,11 @@ int diff_storage_flush(struct diff_storage *ds)
 
 void diff_storage_stats(struct diff_storage *ds, struct diff_storage_stats *st)
 {
-	pthread_mutex_lock(&ds->lock);
+	lock_mutex(&ds->lock, LOCK_STORAGE);
 	st->capacity = ds->capacity;
 	st->used = ds->cursor;
 	st->requested = ds->requested;
 	st->filled = ds->filled;
 	st->overflow = ds->overflow;
-	pthread_mutex_unlock(&ds->lock);
+	unlock_mutex(&ds->lock, LOCK_STORAGE);
 }

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/lock_order.h"
+
 void event_queue_init(struct event_queue *q)
 {
 	pthread_condattr_t ca;
@@ -32,11 +34,11 @@ static void drop_all(struct event_queue *q)
 
 void event_queue_close(struct event_queue *q)
 {
-	pthread_mutex_lock(&q->lock);
+	lock_mutex(&q->lock, LOCK_EVENTS);
 	q->closed = true;
 	drop_all(q);
 	pthread_cond_broadcast(&q->cond);
-	pthread_mutex_unlock(&q->lock);
+	unlock_mutex(&q->lock, LOCK_EVENTS);
 }
 
 void event_queue_destroy(struct event_queue *q)
@@ -57,7 +59,7 @@ void event_queue_push(struct event_queue *q, const struct event *ev)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	e->time_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 	e->next = NULL;
-	pthread_mutex_lock(&q->lock);
+	lock_mutex(&q->lock, LOCK_EVENTS);
 	if (q->closed) {
 		free(e);
 	} else {
@@ -65,7 +67,7 @@ void event_queue_push(struct event_queue *q, const struct event *ev)
 		q->tail = &e->next;
 		pthread_cond_signal(&q->cond);
 	}
-	pthread_mutex_unlock(&q->lock);
+	unlock_mutex(&q->lock, LOCK_EVENTS);
 }
 
 int event_queue_wait(struct event_queue *q, uint32_t timeout_ms, struct event *out)
@@ -80,7 +82,7 @@ int event_queue_wait(struct event_queue *q, uint32_t timeout_ms, struct event *o
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000;
 	}
-	pthread_mutex_lock(&q->lock);
+	lock_mutex(&q->lock, LOCK_EVENTS);
 	while (!q->head && !q->closed && r != ETIMEDOUT)
 		r = pthread_cond_timedwait(&q->cond, &q->lock, &until);
 	if (q->closed) {
@@ -98,6 +100,6 @@ int event_queue_wait(struct event_queue *q, uint32_t timeout_ms, struct event *o
 	} else {
 		r = -ETIMEDOUT;
 	}
-	pthread_mutex_unlock(&q->lock);
+	unlock_mutex(&q->lock, LOCK_EVENTS);
 	return r;
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/lock_order.h"
 #include "common/log.h"
 #include "core/backing.h"
 #include "core/device.h"
@@ -156,17 +157,17 @@ static int image_changes_on_tracker(struct filter *f, void *opaque)
 	if (tracker_diff_area(f) != ic->da || diff_area_detached(ic->da))
 		return ic->fn ? 0 : -EIO;
 	if (ic->e) {
-		pthread_mutex_lock(&m->lock);
+		lock_mutex(&m->lock, LOCK_CBT_MAP);
 		r = parse_context(m, ic->name, &since);
 		if (r == 0 && m->is_corrupted)
 			r = -EIO;
-		pthread_mutex_unlock(&m->lock);
+		unlock_mutex(&m->lock, LOCK_CBT_MAP);
 		return r < 0 ? r : cbt_map_changed(m, since, ic->offset, ic->count, ic->e);
 	}
-	pthread_mutex_lock(&m->lock);
+	lock_mutex(&m->lock, LOCK_CBT_MAP);
 	uuid_unparse_lower(m->generation_id, gen);
 	number = m->is_corrupted ? 0 : m->snap_number_previous;
-	pthread_mutex_unlock(&m->lock);
+	unlock_mutex(&m->lock, LOCK_CBT_MAP);
 	for (unsigned n = 0; n < number && r == 0; n++) {
 		snprintf(name, sizeof(name), DIRTY_BITMAP_NS "%s/%u", gen, n);
 		snprintf(desc, sizeof(desc), "blocks changed after snapshot %u of generation %s", n, gen);
@@ -200,12 +201,12 @@ static int describe_on_tracker(struct filter *f, void *opaque)
 	struct cbt_map *m = tracker_cbt(f);
 	char gen[37];
 
-	pthread_mutex_lock(&m->lock);
+	lock_mutex(&m->lock, LOCK_CBT_MAP);
 	uuid_unparse_lower(m->generation_id, gen);
 	if (!m->is_corrupted)
 		snprintf(desc, 400, "snapshot image of %s generation=%s changes_number=%u",
 			 device_name(f->dev), gen, m->snap_number_previous);
-	pthread_mutex_unlock(&m->lock);
+	unlock_mutex(&m->lock, LOCK_CBT_MAP);
 	return 0;
 }
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/lock_order.h"
 #include "common/log.h"
 #include "core/device.h"
 #include "core/registry.h"
@@ -239,7 +240,7 @@ int snapshot_create(struct blksnap *bs, const char *const *devs, size_t n, const
 			r = -EINVAL;
 		}
 	}
-	pthread_mutex_lock(&bs->lock);
+	lock_mutex(&bs->lock, LOCK_BLKSNAP);
 	if (r == 0 && f) {
 		all = (struct byte_range){ 0, s->grow_max };
 		r = claim_storage_locked(bs, s, f, grow_path, &all, 1, &claim, err, errlen);
@@ -252,7 +253,7 @@ int snapshot_create(struct blksnap *bs, const char *const *devs, size_t n, const
 		r = add_locked(bs, s, devs[i], err, errlen);
 	if (r < 0) {
 		registry_unclaim_owner(bs->reg, s);
-		pthread_mutex_unlock(&bs->lock);
+		unlock_mutex(&bs->lock, LOCK_BLKSNAP);
 		ds_file_free(f);
 		free_unlinked(s);
 		return r;
@@ -262,7 +263,7 @@ int snapshot_create(struct blksnap *bs, const char *const *devs, size_t n, const
 	uuid_copy(id, s->id);
 	/* blksnap asks for storage as soon as the snapshot exists. */
 	diff_storage_start(s->storage);
-	pthread_mutex_unlock(&bs->lock);
+	unlock_mutex(&bs->lock, LOCK_BLKSNAP);
 	return 0;
 }
 
@@ -271,10 +272,10 @@ int snapshot_add(struct blksnap *bs, const uuid_t id, const char *dev, char *err
 	struct snapshot *s;
 	int r;
 
-	pthread_mutex_lock(&bs->lock);
+	lock_mutex(&bs->lock, LOCK_BLKSNAP);
 	s = find_locked(bs, id);
 	r = s ? add_locked(bs, s, dev, err, errlen) : no_snapshot(id, err, errlen);
-	pthread_mutex_unlock(&bs->lock);
+	unlock_mutex(&bs->lock, LOCK_BLKSNAP);
 	return r;
 }
 
@@ -296,7 +297,7 @@ int snapshot_append_storage(struct blksnap *bs, const uuid_t id, const char *pat
 		return -ENOMEM;
 	}
 	ret = ds_file_ranges(f, r, n, br, err, errlen);
-	pthread_mutex_lock(&bs->lock);
+	lock_mutex(&bs->lock, LOCK_BLKSNAP);
 	s = find_locked(bs, id);
 	if (ret == 0 && !s)
 		ret = no_snapshot(id, err, errlen);
@@ -308,7 +309,7 @@ int snapshot_append_storage(struct blksnap *bs, const uuid_t id, const char *pat
 		if (ret < 0)
 			registry_unclaim(bs->reg, claim);
 	}
-	pthread_mutex_unlock(&bs->lock);
+	unlock_mutex(&bs->lock, LOCK_BLKSNAP);
 	ds_file_free(f);
 	free(br);
 	return ret;
@@ -386,7 +387,7 @@ int snapshot_take(struct blksnap *bs, const uuid_t id, char *err, size_t errlen)
 	struct snapshot *s;
 	int r = 0;
 
-	pthread_mutex_lock(&bs->lock);
+	lock_mutex(&bs->lock, LOCK_BLKSNAP);
 	s = find_locked(bs, id);
 	if (!s) {
 		r = no_snapshot(id, err, errlen);
@@ -452,7 +453,7 @@ undo:
 	undo_take(bs, s);
 out:
 	free(order);
-	pthread_mutex_unlock(&bs->lock);
+	unlock_mutex(&bs->lock, LOCK_BLKSNAP);
 	return r;
 }
 
@@ -461,7 +462,7 @@ int snapshot_devices(struct blksnap *bs, const uuid_t id, struct device ***devs,
 	struct snapshot *s;
 	int r = 0;
 
-	pthread_mutex_lock(&bs->lock);
+	lock_mutex(&bs->lock, LOCK_BLKSNAP);
 	s = find_locked(bs, id);
 	if (!s) {
 		r = -ESRCH;
@@ -472,7 +473,7 @@ int snapshot_devices(struct blksnap *bs, const uuid_t id, struct device ***devs,
 			(*devs)[i] = device_get(s->devs[i]);
 		*n = s->n_devs;
 	}
-	pthread_mutex_unlock(&bs->lock);
+	unlock_mutex(&bs->lock, LOCK_BLKSNAP);
 	return r;
 }
 
@@ -513,23 +514,23 @@ int snapshot_destroy(struct blksnap *bs, const uuid_t id, char *err, size_t errl
 {
 	struct snapshot *s;
 
-	pthread_mutex_lock(&bs->lock);
+	lock_mutex(&bs->lock, LOCK_BLKSNAP);
 	s = find_locked(bs, id);
 	if (!s) {
-		pthread_mutex_unlock(&bs->lock);
+		unlock_mutex(&bs->lock, LOCK_BLKSNAP);
 		return no_snapshot(id, err, errlen);
 	}
 	destroy_locked(bs, s);
-	pthread_mutex_unlock(&bs->lock);
+	unlock_mutex(&bs->lock, LOCK_BLKSNAP);
 	return 0;
 }
 
 void blksnap_fini(struct blksnap *bs)
 {
-	pthread_mutex_lock(&bs->lock);
+	lock_mutex(&bs->lock, LOCK_BLKSNAP);
 	while (bs->snapshots)
 		destroy_locked(bs, bs->snapshots);
-	pthread_mutex_unlock(&bs->lock);
+	unlock_mutex(&bs->lock, LOCK_BLKSNAP);
 	pthread_mutex_destroy(&bs->lock);
 }
 
@@ -537,17 +538,17 @@ int snapshot_collect(struct blksnap *bs, uuid_t **ids, size_t *n)
 {
 	size_t count = 0, i = 0;
 
-	pthread_mutex_lock(&bs->lock);
+	lock_mutex(&bs->lock, LOCK_BLKSNAP);
 	for (struct snapshot *s = bs->snapshots; s; s = s->next)
 		count++;
 	*ids = malloc((count ? count : 1) * sizeof(**ids));
 	if (!*ids) {
-		pthread_mutex_unlock(&bs->lock);
+		unlock_mutex(&bs->lock, LOCK_BLKSNAP);
 		return -ENOMEM;
 	}
 	for (struct snapshot *s = bs->snapshots; s; s = s->next)
 		uuid_copy((*ids)[i++], s->id);
-	pthread_mutex_unlock(&bs->lock);
+	unlock_mutex(&bs->lock, LOCK_BLKSNAP);
 	*n = count;
 	return 0;
 }
@@ -556,11 +557,11 @@ int snapshot_wait_event(struct blksnap *bs, const uuid_t id, uint32_t timeout_ms
 {
 	struct snapshot *s;
 
-	pthread_mutex_lock(&bs->lock);
+	lock_mutex(&bs->lock, LOCK_BLKSNAP);
 	s = find_locked(bs, id);
 	if (s)
 		atomic_fetch_add(&s->refs, 1);
-	pthread_mutex_unlock(&bs->lock);
+	unlock_mutex(&bs->lock, LOCK_BLKSNAP);
 	if (!s)
 		return -ESRCH;
 	/* Without the lock: destroy closes the queue, which wakes us. */
@@ -587,7 +588,7 @@ int snapshot_device_info(struct blksnap *bs, const char *name, struct snapshot_i
 		device_put(dev);
 		return -ENOENT;
 	}
-	pthread_mutex_lock(&bs->lock);
+	lock_mutex(&bs->lock, LOCK_BLKSNAP);
 	s = find_by_device_locked(bs, dev, &i);
 	if (s) {
 		struct diff_storage_stats st;
@@ -604,7 +605,7 @@ int snapshot_device_info(struct blksnap *bs, const char *name, struct snapshot_i
 		info->storage_capacity = st.capacity;
 		info->storage_used = st.used;
 	}
-	pthread_mutex_unlock(&bs->lock);
+	unlock_mutex(&bs->lock, LOCK_BLKSNAP);
 	device_put(dev);
 	return 0;
 }

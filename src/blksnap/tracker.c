@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/lock_order.h"
 #include "common/log.h"
 #include "core/device.h"
 #include "core/filter.h"
@@ -237,14 +238,14 @@ static int get_info(struct filter *f, void *opaque)
 	struct cbt_info *info = opaque;
 	struct cbt_map *m = t->cbt;
 
-	pthread_mutex_lock(&m->lock);
+	lock_mutex(&m->lock, LOCK_CBT_MAP);
 	info->device_capacity = m->device_capacity;
 	info->block_size = 1u << m->blk_size_shift;
 	info->block_count = m->blk_count;
 	uuid_copy(info->generation_id, m->generation_id);
 	info->changes_number = m->snap_number_previous;
 	info->corrupted = __atomic_load_n(&m->is_corrupted, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&m->lock);
+	unlock_mutex(&m->lock, LOCK_CBT_MAP);
 	return 0;
 }
 

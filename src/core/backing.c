@@ -223,6 +223,11 @@ bool backing_is_blockdev(const struct backing *b)
 	return b->blockdev;
 }
 
+bool backing_is_custom(const struct backing *b)
+{
+	return b->ops != NULL;
+}
+
 const char *backing_path(const struct backing *b)
 {
 	return b->path;

@@ -57,6 +57,8 @@ int backing_can_resize(const struct backing *b, bool truncate);
 int backing_resize(struct backing *b, uint64_t size, bool truncate);
 uint32_t backing_logical_block_size(const struct backing *b);
 bool backing_is_blockdev(const struct backing *b);
+/* Made by backing_new_custom? */
+bool backing_is_custom(const struct backing *b);
 const char *backing_path(const struct backing *b);
 
 /* All return 0 or a negative errno. Ranges are checked by the caller (device.c). */

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/lock_order.h"
 #include "common/log.h"
 #include "core/backing.h"
 #include "core/device_internal.h"
@@ -43,8 +44,27 @@ struct device {
 	bool killed;        /* guarded by io_lock (exclusive to change) */
 	atomic_int refs;
 	atomic_bool written; /* a change has gone down the stack since open */
+	enum lock_rank drain_rank; /* an image's drain lock comes before its origin's */
 	_Atomic(struct description *) description;
 };
+
+static void drain_rdlock(struct device *dev)
+{
+	lock_order_acquire(dev->drain_rank, true);
+	pthread_rwlock_rdlock(&dev->io_lock);
+}
+
+static void drain_wrlock(struct device *dev)
+{
+	lock_order_acquire(dev->drain_rank, true);
+	pthread_rwlock_wrlock(&dev->io_lock);
+}
+
+static void drain_unlock(struct device *dev)
+{
+	pthread_rwlock_unlock(&dev->io_lock);
+	lock_order_release(dev->drain_rank);
+}
 
 int device_open(const char *name, const char *path, bool readonly, struct device **out)
 {
@@ -73,6 +93,7 @@ int device_new(const char *name, struct backing *b, bool readonly, struct device
 	dev->backing = b;
 	dev->readonly = readonly;
 	dev->removable = true;
+	dev->drain_rank = backing_is_custom(b) ? LOCK_IMAGE_DRAIN : LOCK_DEVICE_DRAIN;
 	atomic_init(&dev->description, NULL);
 	atomic_init(&dev->size, backing_size(dev->backing));
 	atomic_init(&dev->refs, 1);
@@ -204,16 +225,16 @@ static void log_io_error(struct device *dev, const char *what, uint64_t count, u
 #define DEVICE_IO(dev, what, count, offset, write, call)                        \
 	do {                                                                     \
 		int r_;                                                          \
-		pthread_rwlock_rdlock(&(dev)->io_lock);                          \
+		drain_rdlock(dev);                                               \
 		r_ = (dev)->killed ? -ENODEV : device_check_range((dev), (count), (offset), (write)); \
 		if (r_ < 0 || (count) == 0) {                                    \
-			pthread_rwlock_unlock(&(dev)->io_lock);                  \
+			drain_unlock(dev);                                       \
 			return r_;                                               \
 		}                                                                \
 		if ((write) && !atomic_load_explicit(&(dev)->written, memory_order_relaxed)) \
 			atomic_store(&(dev)->written, true);                    \
 		r_ = (call);                                                     \
-		pthread_rwlock_unlock(&(dev)->io_lock);                          \
+		drain_unlock(dev);                                               \
 		if (r_ < 0 && r_ != -ENOTSUP && r_ != -ENODEV)                   \
 			log_io_error((dev), (what), (count), (offset), r_);      \
 		return r_;                                                       \
@@ -259,10 +280,10 @@ int device_list_contexts(struct device *dev, meta_context_fn fn, void *opaque)
 {
 	int r = 0;
 
-	pthread_rwlock_rdlock(&dev->io_lock);
+	drain_rdlock(dev);
 	if (!dev->killed)
 		r = stack_list_contexts(dev->backing, dev->top, fn, opaque);
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 	return r;
 }
 
@@ -271,11 +292,11 @@ int device_context_extents(struct device *dev, const char *name, uint64_t count,
 {
 	int r;
 
-	pthread_rwlock_rdlock(&dev->io_lock);
+	drain_rdlock(dev);
 	r = dev->killed ? -ENODEV : device_check_range(dev, count, offset, false);
 	if (r == 0 && count > 0)
 		r = stack_context_extents(dev->backing, dev->top, name, count, offset, flags, e);
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 	return r;
 }
 
@@ -285,9 +306,9 @@ static bool device_can(struct device *dev, enum stack_cap cap)
 
 	if (dev->readonly && (cap == CAP_WRITE || cap == CAP_TRIM || cap == CAP_ZERO))
 		return false;
-	pthread_rwlock_rdlock(&dev->io_lock);
+	drain_rdlock(dev);
 	r = stack_can(dev->backing, dev->top, cap);
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 	return r > 0;
 }
 
@@ -367,7 +388,7 @@ int device_kill(struct device *dev)
 {
 	int r = 0;
 
-	pthread_rwlock_wrlock(&dev->io_lock);
+	drain_wrlock(dev);
 	if (dev->killed) {
 		r = -ENODEV;
 		goto out;
@@ -384,7 +405,7 @@ int device_kill(struct device *dev)
 	}
 	dev->killed = true;
 out:
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 	if (r == 0)
 		log_debug("%s: out of service; its requests fail from now on", dev->name);
 	return r;
@@ -394,9 +415,9 @@ bool device_killed(struct device *dev)
 {
 	bool k;
 
-	pthread_rwlock_rdlock(&dev->io_lock);
+	drain_rdlock(dev);
 	k = dev->killed;
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 	return k;
 }
 
@@ -406,9 +427,9 @@ int device_flush(struct device *dev, uint32_t flags)
 
 	if (dev->readonly)
 		return 0;
-	pthread_rwlock_rdlock(&dev->io_lock);
+	drain_rdlock(dev);
 	r = dev->killed ? -ENODEV : stack_flush(dev->backing, dev->top, flags);
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 	if (r < 0 && r != -ENODEV)
 		log_warn("%s: flush failed: %s", dev->name, strerror(-r));
 	return r;
@@ -435,7 +456,7 @@ int device_attach(struct device *dev, const struct filter_ops *ops, void *ctx)
 	f->ops = ops;
 	f->dev = dev;
 
-	pthread_rwlock_wrlock(&dev->io_lock);
+	drain_wrlock(dev);
 	if (dev->killed) {
 		r = -ENODEV;
 	} else if (find_filter(dev, ops)) {
@@ -447,7 +468,7 @@ int device_attach(struct device *dev, const struct filter_ops *ops, void *ctx)
 		if (r == 0)
 			dev->top = f;
 	}
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 
 	if (r < 0) {
 		free(f);
@@ -464,10 +485,10 @@ int device_detach(struct device *dev, const struct filter_ops *ops)
 	struct filter **pp;
 	int r;
 
-	pthread_rwlock_wrlock(&dev->io_lock);
+	drain_wrlock(dev);
 	pp = find_filter(dev, ops);
 	r = pp ? detach_locked(dev, pp) : -ENOENT;
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 	return r;
 }
 
@@ -477,10 +498,10 @@ int device_with_filter(struct device *dev, const struct filter_ops *ops,
 	struct filter **pp;
 	int r;
 
-	pthread_rwlock_rdlock(&dev->io_lock);
+	drain_rdlock(dev);
 	pp = find_filter(dev, ops);
 	r = pp ? fn(*pp, opaque) : -ENOENT;
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 	return r;
 }
 
@@ -491,7 +512,7 @@ int device_filter_hold(struct device *dev, const struct filter_ops *ops)
 	struct filter **pp;
 	int r = 0;
 
-	pthread_rwlock_wrlock(&dev->io_lock);
+	drain_wrlock(dev);
 	pp = find_filter(dev, ops);
 	if (dev->killed)
 		r = -ENODEV;
@@ -499,7 +520,7 @@ int device_filter_hold(struct device *dev, const struct filter_ops *ops)
 		r = -ENOENT;
 	else
 		(*pp)->holds++;
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 	return r;
 }
 
@@ -507,13 +528,13 @@ void device_filter_release(struct device *dev, const struct filter_ops *ops)
 {
 	struct filter **pp;
 
-	pthread_rwlock_wrlock(&dev->io_lock);
+	drain_wrlock(dev);
 	pp = find_filter(dev, ops);
 	if (pp && (*pp)->holds > 0)
 		(*pp)->holds--;
 	else
 		log_error("%s: filter %s released more than held: a bug", dev->name, ops->name);
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 }
 
 int device_resize(struct device *dev, uint64_t size, uint64_t *old_size)
@@ -580,12 +601,12 @@ out:
 
 void device_quiesce(struct device *dev)
 {
-	pthread_rwlock_wrlock(&dev->io_lock);
+	drain_wrlock(dev);
 }
 
 void device_resume(struct device *dev)
 {
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 }
 
 struct filter *device_filter_quiesced(struct device *dev, const struct filter_ops *ops)
@@ -611,10 +632,10 @@ size_t device_filter_names(struct device *dev, const char **names, size_t max)
 {
 	size_t n = 0;
 
-	pthread_rwlock_rdlock(&dev->io_lock);
+	drain_rdlock(dev);
 	for (struct filter *f = dev->top; f && n < max; f = f->below)
 		names[n++] = f->ops->name;
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 	return n;
 }
 
@@ -622,8 +643,8 @@ bool device_has_filter(struct device *dev, const struct filter_ops *ops)
 {
 	bool found;
 
-	pthread_rwlock_rdlock(&dev->io_lock);
+	drain_rdlock(dev);
 	found = find_filter(dev, ops) != NULL;
-	pthread_rwlock_unlock(&dev->io_lock);
+	drain_unlock(dev);
 	return found;
 }

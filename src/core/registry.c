@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/lock_order.h"
 #include "common/log.h"
 #include "core/device.h"
 #include "core/store_id.h"
@@ -90,7 +91,7 @@ int registry_add(struct registry *reg, struct device *dev)
 
 	/* The lock is held across the observers, so that an add and a remove of
 	 * the same name cannot interleave. Observers must not call back in. */
-	pthread_mutex_lock(&reg->lock);
+	lock_mutex(&reg->lock, LOCK_REGISTRY);
 	if (find(reg, device_name(dev)) >= 0) {
 		r = -EEXIST;
 		goto out;
@@ -123,7 +124,7 @@ int registry_add(struct registry *reg, struct device *dev)
 	}
 	v[reg->n++] = device_get(dev);
 out:
-	pthread_mutex_unlock(&reg->lock);
+	unlock_mutex(&reg->lock, LOCK_REGISTRY);
 	return r;
 }
 
@@ -132,11 +133,11 @@ struct device *registry_find_store(struct registry *reg, const struct store_id *
 {
 	struct device *dev = NULL;
 
-	pthread_mutex_lock(&reg->lock);
+	lock_mutex(&reg->lock, LOCK_REGISTRY);
 	for (size_t i = 0; i < reg->n && !dev; i++)
 		if (device_store_overlaps(reg->devs[i], ids, n, offset, len))
 			dev = device_get(reg->devs[i]);
-	pthread_mutex_unlock(&reg->lock);
+	unlock_mutex(&reg->lock, LOCK_REGISTRY);
 	return dev;
 }
 
@@ -158,7 +159,7 @@ int registry_claim(struct registry *reg, const struct store_id *ids, size_t n, c
 	c->n_ranges = n_r;
 	if (dev)
 		*dev = NULL;
-	pthread_mutex_lock(&reg->lock);
+	lock_mutex(&reg->lock, LOCK_REGISTRY);
 	for (size_t i = 0; i < n_r && ret == 0; i++) {
 		for (size_t k = 0; k < reg->n && ret == 0; k++)
 			if (device_store_overlaps(reg->devs[k], ids, n, r[i].offset, r[i].len)) {
@@ -177,7 +178,7 @@ int registry_claim(struct registry *reg, const struct store_id *ids, size_t n, c
 		reg->claims = c;
 		*claim = c;
 	}
-	pthread_mutex_unlock(&reg->lock);
+	unlock_mutex(&reg->lock, LOCK_REGISTRY);
 	if (ret < 0)
 		free(c);
 	return ret;
@@ -185,19 +186,19 @@ int registry_claim(struct registry *reg, const struct store_id *ids, size_t n, c
 
 void registry_unclaim(struct registry *reg, struct store_claim *claim)
 {
-	pthread_mutex_lock(&reg->lock);
+	lock_mutex(&reg->lock, LOCK_REGISTRY);
 	for (struct store_claim **pp = &reg->claims; *pp; pp = &(*pp)->next)
 		if (*pp == claim) {
 			*pp = claim->next;
 			free(claim);
 			break;
 		}
-	pthread_mutex_unlock(&reg->lock);
+	unlock_mutex(&reg->lock, LOCK_REGISTRY);
 }
 
 void registry_unclaim_owner(struct registry *reg, const void *owner)
 {
-	pthread_mutex_lock(&reg->lock);
+	lock_mutex(&reg->lock, LOCK_REGISTRY);
 	for (struct store_claim **pp = &reg->claims; *pp;) {
 		struct store_claim *c = *pp;
 
@@ -208,7 +209,7 @@ void registry_unclaim_owner(struct registry *reg, const void *owner)
 			pp = &c->next;
 		}
 	}
-	pthread_mutex_unlock(&reg->lock);
+	unlock_mutex(&reg->lock, LOCK_REGISTRY);
 }
 
 /* Kill DEV (FORCE: even if that fails), then take it out of the table and
@@ -224,11 +225,11 @@ static int remove_device(struct registry *reg, struct device *dev, bool force)
 		r = 0; /* killed by a remove that is taking it out right now */
 	if (r < 0 && !force)
 		return r;
-	pthread_mutex_lock(&reg->lock);
+	lock_mutex(&reg->lock, LOCK_REGISTRY);
 	for (i = 0; i < (ssize_t)reg->n && reg->devs[i] != dev; i++)
 		;
 	if (i == (ssize_t)reg->n) {
-		pthread_mutex_unlock(&reg->lock);
+		unlock_mutex(&reg->lock, LOCK_REGISTRY);
 		return -ENOENT;
 	}
 	memmove(&reg->devs[i], &reg->devs[i + 1], (reg->n - (size_t)i - 1) * sizeof(*reg->devs));
@@ -236,7 +237,7 @@ static int remove_device(struct registry *reg, struct device *dev, bool force)
 	for (size_t k = reg->n_obs; k > 0; k--)
 		if (reg->obs[k - 1].removed)
 			reg->obs[k - 1].removed(reg->obs[k - 1].opaque, dev);
-	pthread_mutex_unlock(&reg->lock);
+	unlock_mutex(&reg->lock, LOCK_REGISTRY);
 	device_put(dev);
 	return r;
 }
@@ -263,11 +264,11 @@ struct device *registry_get(struct registry *reg, const char *name)
 	struct device *dev = NULL;
 	ssize_t i;
 
-	pthread_mutex_lock(&reg->lock);
+	lock_mutex(&reg->lock, LOCK_REGISTRY);
 	i = find(reg, name);
 	if (i >= 0)
 		dev = device_get(reg->devs[i]);
-	pthread_mutex_unlock(&reg->lock);
+	unlock_mutex(&reg->lock, LOCK_REGISTRY);
 	return dev;
 }
 
@@ -275,13 +276,13 @@ struct device **registry_list(struct registry *reg, size_t *n)
 {
 	struct device **v;
 
-	pthread_mutex_lock(&reg->lock);
+	lock_mutex(&reg->lock, LOCK_REGISTRY);
 	v = malloc((reg->n ? reg->n : 1) * sizeof(*v));
 	if (v) {
 		for (size_t i = 0; i < reg->n; i++)
 			v[i] = device_get(reg->devs[i]);
 		*n = reg->n;
 	}
-	pthread_mutex_unlock(&reg->lock);
+	unlock_mutex(&reg->lock, LOCK_REGISTRY);
 	return v;
 }
