@@ -20,6 +20,7 @@
 #include "backup/repo.h"
 #include "backup/util.h"
 #include "backup/source.h"
+#include "common/io.h"
 
 /* What one reader asks for in one request. */
 #define ITEM_BYTES (1u << 20)
@@ -28,11 +29,6 @@
 #define READER_DEPTH 4
 /* Buffers per reader: its requests', and one the writer empties. */
 #define BUFFERS_PER_READER (READER_DEPTH + 1)
-/* What O_DIRECT needs of buffers, lengths and offsets. */
-#define DIRECT_ALIGN 4096u
-/* Smaller pieces go through the page cache: a direct write waits for the
- * disk, and an incremental's scattered blocks would each pay that wait. */
-#define DIRECT_MIN (256u << 10)
 
 struct item {
 	uint64_t first, count; /* blocks */
@@ -55,7 +51,7 @@ struct copy {
 	uint64_t size;
 	uint32_t block_size;
 	int datafd;
-	int directfd; /* the data file again, O_DIRECT; -1 where that is not possible */
+	int directfd; /* the data file again, O_DIRECT; < 0 where that is not possible */
 	struct item *items;
 	size_t n_items;
 	struct repo_entry *entries;
@@ -80,23 +76,6 @@ static bool all_zero(const char *p, size_t len)
 	if (len < 16)
 		return memcmp(p, zero, len) == 0;
 	return memcmp(p, zero, 16) == 0 && memcmp(p, p + 16, len - 16) == 0;
-}
-
-static int pwrite_all(int fd, const char *buf, size_t len, uint64_t off)
-{
-	while (len > 0) {
-		ssize_t w = pwrite(fd, buf, len, (off_t)off);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += w;
-		len -= (size_t)w;
-		off += (uint64_t)w;
-	}
-	return 0;
 }
 
 static void set_error(struct copy *c, int err)
@@ -289,14 +268,12 @@ static void *writer_run(void *opaque)
 
 		/* O_DIRECT where the piece allows it: the backup does not pass
 		 * through (and push the machine's working set out of) the page
-		 * cache, and the copy into it, the writer's largest cost, is gone. */
+		 * cache, and the copy into it, the writer's largest cost, is gone.
+		 * An incremental's scattered small pieces go through the cache. */
 		if (atomic_load(&c->err) || f.kept == 0)
 			r = 0;
-		else if (c->directfd >= 0 && f.kept >= DIRECT_MIN && f.kept % DIRECT_ALIGN == 0 &&
-			 c->data_end % DIRECT_ALIGN == 0)
-			r = pwrite_all(c->directfd, f.buf, f.kept, c->data_end);
 		else
-			r = pwrite_all(c->datafd, f.buf, f.kept, c->data_end);
+			r = io_pwrite_direct(c->datafd, c->directfd, f.buf, f.kept, c->data_end);
 		if (r < 0) {
 			bk_error("writing the backup's data: %s", strerror(-r));
 			set_error(c, r);
@@ -333,15 +310,6 @@ static int make_items(struct copy *c, const struct block_list *l)
 			entry += count;
 		}
 	return 0;
-}
-
-/* FD opened again with O_DIRECT, or -1 (tmpfs, say, has none). */
-static int open_direct(int fd)
-{
-	char path[64];
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	return open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
 }
 
 static void free_buffers(struct copy *c, size_t n)
@@ -389,7 +357,7 @@ static int copy_blocks(struct copy *c, const struct block_list *l, struct nbd_ha
 	}
 	c->q_cap = bufs;
 	for (; c->n_free < bufs; c->n_free++)
-		if (posix_memalign((void **)&c->free_bufs[c->n_free], DIRECT_ALIGN, buf_bytes) != 0) {
+		if (!(c->free_bufs[c->n_free] = io_alloc_aligned(buf_bytes))) {
 			nbd_close(h);
 			free(rd);
 			free_buffers(c, c->n_free);
@@ -399,7 +367,7 @@ static int copy_blocks(struct copy *c, const struct block_list *l, struct nbd_ha
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
 	c->readers_left = n;
-	c->directfd = open_direct(c->datafd);
+	c->directfd = io_reopen_direct(c->datafd); /* tmpfs, say, has none */
 	rd[0].h = h;
 	if (pthread_create(&writer, NULL, writer_run, c) != 0) {
 		bk_error("cannot start a thread");

@@ -12,6 +12,7 @@
 #include "backup/block_list.h"
 #include "backup/repo.h"
 #include "backup/util.h"
+#include "common/io.h"
 
 /* Per backup, the checksum errors listed before "and N more". */
 #define ERRORS_PER_BACKUP 10
@@ -47,7 +48,7 @@ static uint64_t verify_backup(struct repo *r, unsigned num, char *buf, const cha
 		const char *data = zeros;
 
 		if (e[i].offset != REPO_ZERO_BLOCK) {
-			if (pread(fd, buf, len, (off_t)e[i].offset) != (ssize_t)len) {
+			if (io_pread_all(fd, buf, len, e[i].offset) != (ssize_t)len) {
 				add_error(errors, bk_format("backup %u: block %" PRIu64 ": cannot read its data", num,
 						      e[i].block));
 				bad++;

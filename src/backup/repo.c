@@ -20,6 +20,7 @@
 #include "backup/block_list.h"
 #include "backup/repo.h"
 #include "backup/util.h"
+#include "common/io.h"
 
 #define REPO_FORMAT "bdfilter-backup"
 #define REPO_VERSION 1
@@ -81,31 +82,13 @@ static bool valid_block_size(uint64_t bs)
 
 /* ---- small file helpers, relative to the repository's directory ---- */
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t w = write(fd, p, len);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Read a whole small file (at most MAX bytes) into a NUL-terminated buffer. */
 static int read_small(int dirfd, const char *name, size_t max, char **out, size_t *len)
 {
 	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	char *buf;
-	size_t got = 0;
+	ssize_t got;
 
 	if (fd < 0)
 		return -errno;
@@ -120,20 +103,17 @@ static int read_small(int dirfd, const char *name, size_t max, char **out, size_
 		close(fd);
 		return -ENOMEM;
 	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
+	/* A file that shrank since the fstat is read as it is now. */
+	got = io_read_all(fd, buf, (size_t)st.st_size);
 	close(fd);
+	if (got < 0) {
+		free(buf);
+		return (int)got;
+	}
 	buf[got] = '\0';
 	*out = buf;
 	if (len)
-		*len = got;
+		*len = (size_t)got;
 	return 0;
 }
 
@@ -148,7 +128,7 @@ static int write_file_atomic(int dirfd, const char *name, const void *buf, size_
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
-	r = write_all(fd, buf, len);
+	r = io_write_all(fd, buf, len);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	close(fd);

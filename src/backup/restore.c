@@ -20,30 +20,18 @@
 #include "backup/progress.h"
 #include "backup/repo.h"
 #include "backup/util.h"
+#include "common/io.h"
 
 #define RUN_BYTES (4u << 20)
-#define DIRECT_ALIGN 4096u
-#define DIRECT_MIN (256u << 10)
 
 /* Where the image goes. */
 struct target {
 	const char *name;
 	int fd;              /* a file or block device, or -1 */
-	int directfd;        /* the same with O_DIRECT, or -1 */
+	int directfd;        /* the same with O_DIRECT, or < 0 */
 	bool sparse;         /* a new regular file: zeros need no write */
 	struct nbd_handle *h; /* or an NBD export */
 };
-
-/* Large aligned pieces go around the page cache, as the backup's data file
- * does: restoring an image should not push the machine's working set out,
- * and the copy into the cache is the largest cost of a restore. */
-static void open_direct(struct target *t)
-{
-	char path[64];
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", t->fd);
-	t->directfd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
-}
 
 static bool is_nbd_uri(const char *s)
 {
@@ -95,7 +83,7 @@ static int target_open(struct target *t, const char *to, uint64_t size)
 			bk_error("%s is too small: %" PRIu64 " bytes, the image is %" PRIu64, to, have, size);
 			return -ENOSPC;
 		}
-		open_direct(t);
+		t->directfd = io_reopen_direct(t->fd);
 		return 0;
 	}
 	if (!S_ISREG(st.st_mode)) {
@@ -110,14 +98,16 @@ static int target_open(struct target *t, const char *to, uint64_t size)
 		return e;
 	}
 	t->sparse = true;
-	open_direct(t);
+	t->directfd = io_reopen_direct(t->fd);
 	return 0;
 }
 
+/* Large aligned pieces go around the page cache, as the backup's data file
+ * does: restoring an image should not push the machine's working set out,
+ * and the copy into the cache is the largest cost of a restore. */
 static int target_write(struct target *t, const void *buf, size_t len, uint64_t off)
 {
-	const char *p = buf;
-	int fd = t->fd;
+	int r;
 
 	if (t->h) {
 		if (nbd_pwrite(t->h, buf, len, off, 0) < 0) {
@@ -126,25 +116,10 @@ static int target_write(struct target *t, const void *buf, size_t len, uint64_t 
 		}
 		return 0;
 	}
-	if (t->directfd >= 0 && len >= DIRECT_MIN && len % DIRECT_ALIGN == 0 && off % DIRECT_ALIGN == 0 &&
-	    (uintptr_t)buf % DIRECT_ALIGN == 0)
-		fd = t->directfd;
-	while (len > 0) {
-		ssize_t w = pwrite(fd, p, len, (off_t)off);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			int e = -errno;
-
-			bk_error("%s: writing at %" PRIu64 ": %s", t->name, off, strerror(-e));
-			return e;
-		}
-		p += w;
-		len -= (size_t)w;
-		off += (uint64_t)w;
-	}
-	return 0;
+	r = io_pwrite_direct(t->fd, t->directfd, buf, len, off);
+	if (r < 0)
+		bk_error("%s: writing at %" PRIu64 ": %s", t->name, off, strerror(-r));
+	return r;
 }
 
 static int target_zero(struct target *t, uint64_t off, uint64_t len, char *zeros)
@@ -289,8 +264,7 @@ int restore_run(const struct restore_opts *o, struct json_object **result)
 	nblocks = block_count(size, r->block_size);
 	src = calloc(nblocks ? nblocks : 1, sizeof(*src));
 	off = calloc(nblocks ? nblocks : 1, sizeof(*off));
-	if (posix_memalign((void **)&buf, DIRECT_ALIGN, RUN_BYTES > r->block_size ? RUN_BYTES : r->block_size) != 0)
-		buf = NULL;
+	buf = io_alloc_aligned(RUN_BYTES > r->block_size ? RUN_BYTES : r->block_size);
 	zeros = calloc(1, RUN_BYTES);
 	if (!src || !off || !buf || !zeros) {
 		err = -ENOMEM;
@@ -334,10 +308,10 @@ int restore_run(const struct restore_opts *o, struct json_object **result)
 				len += block_length(end, size, r->block_size);
 				end++;
 			}
-			got = pread(ch->fd[c], buf, len, (off_t)first->offset);
+			got = io_pread_all(ch->fd[c], buf, len, first->offset);
 			if (got != (ssize_t)len) {
 				bk_error("backup %u: data: %s at offset %" PRIu64, ch->num[c],
-					 got < 0 ? strerror(errno) : "short read", first->offset);
+					 got < 0 ? strerror((int)-got) : "short read", first->offset);
 				err = -EIO;
 				goto out;
 			}

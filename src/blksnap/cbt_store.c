@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include "common/bytes.h"
+#include "common/io.h"
 #include "common/lock_order.h"
 #include "common/log.h"
 #include "blksnap/cbt_map.h"
@@ -162,8 +163,8 @@ int cbt_store_load(const char *path, uint64_t capacity, const struct params *p, 
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	uint8_t *buf = NULL;
-	size_t len = 0;
 	struct stat st;
+	ssize_t len;
 	int r;
 
 	if (fd < 0) {
@@ -187,23 +188,16 @@ int cbt_store_load(const char *path, uint64_t capacity, const struct params *p, 
 		return -ENOMEM;
 	}
 	/* One byte more than the size: a file that grew since is read whole. */
-	while (len < (size_t)st.st_size + 1) {
-		ssize_t n = read(fd, buf + len, (size_t)st.st_size + 1 - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			log_error("%s: read: %s", path, strerror(errno));
-			free(buf);
-			close(fd);
-			return CBT_STORE_UNREADABLE;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
+	len = io_read_all(fd, buf, (size_t)st.st_size + 1);
+	if (len < 0) {
+		log_error("%s: read: %s", path, strerror((int)-len));
+		free(buf);
+		close(fd);
+		return CBT_STORE_UNREADABLE;
 	}
 	close(fd);
-	r = len > (size_t)st.st_size ? CBT_STORE_LONG : cbt_store_decode(buf, len, capacity, p, out);
+	r = (size_t)len > (size_t)st.st_size ? CBT_STORE_LONG
+					       : cbt_store_decode(buf, (size_t)len, capacity, p, out);
 	free(buf);
 	return r;
 }
@@ -239,21 +233,6 @@ static int sync_dir_of(const char *path)
 	return r;
 }
 
-static int write_all(int fd, const uint8_t *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 int cbt_store_save(const char *path, struct cbt_map *m, bool clean)
 {
 	const char *step = "open";
@@ -276,7 +255,7 @@ int cbt_store_save(const char *path, struct cbt_map *m, bool clean)
 		goto fail;
 	}
 	step = "write";
-	r = write_all(fd, buf, len);
+	r = io_write_all(fd, buf, len);
 	if (r < 0)
 		goto fail;
 	step = "fsync";

@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
+
+#include "common/io.h"
 
 static const struct {
 	int err;
@@ -186,12 +186,9 @@ int line_reader_next(struct line_reader *lr, char **line, size_t *len)
 			lr->buf = nb;
 			lr->cap = ncap;
 		}
-		r = read(lr->fd, lr->buf + lr->len, lr->cap - lr->len);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
+		r = io_read_some(lr->fd, lr->buf + lr->len, lr->cap - lr->len);
+		if (r < 0)
+			return (int)r;
 		if (r == 0)
 			return skipping ? -EMSGSIZE : 0;
 		lr->len += (size_t)r;
@@ -203,23 +200,13 @@ int wire_send(int fd, json_object *obj)
 	const char *s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
 	size_t len = strlen(s);
 	char *line = malloc(len + 1);
-	size_t off = 0;
+	int r;
 
 	if (!line)
 		return -ENOMEM;
 	memcpy(line, s, len);
 	line[len] = '\n';
-	while (off < len + 1) {
-		ssize_t w = send(fd, line + off, len + 1 - off, MSG_NOSIGNAL);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			free(line);
-			return -errno;
-		}
-		off += (size_t)w;
-	}
+	r = io_send_all(fd, line, len + 1);
 	free(line);
-	return 0;
+	return r;
 }

@@ -18,6 +18,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "common/io.h"
 #include "common/log.h"
 #include "core/extents.h"
 #include "core/io.h"
@@ -235,46 +236,14 @@ const char *backing_path(const struct backing *b)
 
 int backing_pread(struct backing *b, void *buf, uint64_t count, uint64_t offset)
 {
-	char *p = buf;
+	ssize_t r;
 
 	if (b->ops)
 		return b->ops->pread ? b->ops->pread(b->priv, buf, count, offset) : -EOPNOTSUPP;
-	while (count > 0) {
-		ssize_t r = pread(b->fd, p, count, (off_t)offset);
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (r == 0)
-			return -EIO; /* the file shrank under us */
-		p += r;
-		count -= (uint64_t)r;
-		offset += (uint64_t)r;
-	}
-	return 0;
-}
-
-static int write_all(struct backing *b, const void *buf, uint64_t count, uint64_t offset, int rwf)
-{
-	const char *p = buf;
-
-	while (count > 0) {
-		struct iovec iov = { .iov_base = (void *)p, .iov_len = count };
-		ssize_t r = rwf ? pwritev2(b->fd, &iov, 1, (off_t)offset, rwf)
-				: pwrite(b->fd, p, count, (off_t)offset);
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += r;
-		count -= (uint64_t)r;
-		offset += (uint64_t)r;
-	}
-	return 0;
+	r = io_pread_all(b->fd, buf, count, offset);
+	if (r < 0)
+		return (int)r;
+	return (uint64_t)r < count ? -EIO : 0; /* the file shrank under us */
 }
 
 int backing_flush(struct backing *b)
@@ -288,19 +257,10 @@ int backing_flush(struct backing *b)
 
 int backing_pwrite(struct backing *b, const void *buf, uint64_t count, uint64_t offset, uint32_t flags)
 {
-	int r;
-
 	if (b->ops)
 		return b->ops->pwrite ? b->ops->pwrite(b->priv, buf, count, offset, flags) : -EOPNOTSUPP;
-	if (flags & BDF_FUA) {
-		r = write_all(b, buf, count, offset, RWF_DSYNC);
-		if (r != -EOPNOTSUPP)
-			return r;
-	}
-	r = write_all(b, buf, count, offset, 0);
-	if (r == 0 && (flags & BDF_FUA))
-		r = backing_flush(b);
-	return r;
+	/* io_pwrite_all does the fdatasync where RWF_DSYNC is not supported. */
+	return io_pwrite_all(b->fd, buf, count, offset, flags & BDF_FUA ? RWF_DSYNC : 0);
 }
 
 static int punch_hole(struct backing *b, uint64_t count, uint64_t offset)
@@ -352,7 +312,7 @@ static int write_zeroes_slow(struct backing *b, uint64_t count, uint64_t offset)
 	while (count > 0 && r == 0) {
 		uint64_t n = count < chunk ? count : chunk;
 
-		r = write_all(b, zero, n, offset, 0);
+		r = io_pwrite_all(b->fd, zero, n, offset, 0);
 		count -= n;
 		offset += n;
 	}
