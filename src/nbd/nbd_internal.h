@@ -12,6 +12,7 @@
 
 #include "core/meta_context.h"
 #include "nbd/nbd_server.h"
+#include "nbd/nbd_transport.h"
 
 struct extents;
 struct nbd_export;
@@ -57,7 +58,7 @@ struct nbd_meta_selected {
 struct nbd_conn {
 	struct nbd_server *srv;
 	struct nbd_conn *next, *prev; /* srv->conns, guarded by srv->lock */
-	int fd;
+	struct nbd_transport tr; /* the socket, or later a TLS session on it */
 	uint64_t id;
 	char peer[64];
 	uint64_t deadline_ns; /* handshake deadline on CLOCK_MONOTONIC; 0: none */
@@ -85,10 +86,19 @@ struct nbd_conn {
 	atomic_bool closing;
 };
 
-/* Socket I/O. 0 on success, -1 when the connection is done (EOF, error, timeout). */
+/* A connection on the accepted socket FD (which it owns from now on), not yet
+ * in the server's list; NULL if out of memory (FD is then closed). */
+struct nbd_conn *nbd_conn_new(struct nbd_server *srv, int fd);
+/* Drop C's export reference and close its transport. */
+void nbd_conn_free(struct nbd_conn *c);
+
+/* Connection I/O through c->tr. 0 on success, -1 when the connection is done
+ * (EOF, error, timeout). */
 int conn_recv(struct nbd_conn *c, void *buf, size_t len);
 int conn_discard(struct nbd_conn *c, uint64_t len);
 int conn_sendv(struct nbd_conn *c, struct iovec *iov, int n);
+/* shutdown(2) HOW on C's transport: wakes a worker blocked in recv or send. */
+void conn_shutdown(struct nbd_conn *c, int how);
 
 /* What clients see as EXP's description. */
 const char *nbd_export_description(const struct nbd_export *exp);

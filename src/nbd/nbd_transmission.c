@@ -62,7 +62,7 @@ static void conn_broken(struct nbd_conn *c)
 {
 	atomic_store(&c->closing, true);
 	/* Wake the worker blocked in recv() so the connection winds down. */
-	shutdown(c->fd, SHUT_RDWR);
+	conn_shutdown(c, SHUT_RDWR);
 }
 
 static int send_locked(struct nbd_conn *c, struct iovec *iov, int n)
