@@ -2,6 +2,7 @@
  * so that a bad command line fails with one message before anything listens. */
 #include "daemon/options.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -93,7 +94,8 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 
 	errno = 0;
 	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-' || v < min || v > max)
+	/* A digit first: strtoul takes leading blanks and a sign ("-1" as ULONG_MAX). */
+	if (errno || !isdigit((unsigned char)s[0]) || *end || v < min || v > max)
 		return -1;
 	*out = (unsigned)v;
 	return 0;
