@@ -13,6 +13,10 @@
 #include "control/wire.h"
 #include "core/device.h"
 #include "filters/filters.h"
+#include "nbd/nbd_server.h"
+
+/* More connections than this is a typo, not a setting. */
+#define MAX_CONNECTIONS_MAX 65536u
 
 enum {
 	OPT_HELP = 'h',
@@ -28,6 +32,7 @@ enum {
 	OPT_PARAM,
 	OPT_FUSE_DIR,
 	OPT_STATE_DIR,
+	OPT_MAX_CONNECTIONS,
 };
 
 static const struct option long_opts[] = {
@@ -44,6 +49,7 @@ static const struct option long_opts[] = {
 	{ "param", required_argument, NULL, OPT_PARAM },
 	{ "fuse-dir", required_argument, NULL, OPT_FUSE_DIR },
 	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
+	{ "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -79,6 +85,8 @@ static void usage(FILE *f)
 		"                             FUSE export (default 16)\n"
 		"      --handshake-timeout S  close clients that take longer than S seconds to\n"
 		"                             negotiate (default 10; 0: no limit)\n"
+		"      --max-connections N    NBD connections at once (default 128, 1 to 65536);\n"
+		"                             more are closed at once, and the log says so\n"
 		"  -h, --help                 print this help and exit\n"
 		"  -V, --version              print the version and exit\n"
 		"\n"
@@ -193,6 +201,7 @@ int options_parse(int argc, char **argv, struct options *o)
 	o->log_level = LOG_LEVEL_INFO;
 	o->threads = 16;
 	o->handshake_timeout_s = 10;
+	o->max_connections = NBD_DEFAULT_MAX_CONNECTIONS;
 	o->control = strdup(WIRE_DEFAULT_SOCKET);
 	params_defaults(&o->params);
 	opterr = 0;
@@ -260,6 +269,13 @@ int options_parse(int argc, char **argv, struct options *o)
 			if (parse_uint(optarg, 0, 86400, &o->handshake_timeout_s) < 0) {
 				fprintf(stderr, "bdfilterd: --handshake-timeout '%s': expected seconds (0 to 86400)\n",
 					optarg);
+				return -1;
+			}
+			break;
+		case OPT_MAX_CONNECTIONS:
+			if (parse_uint(optarg, 1, MAX_CONNECTIONS_MAX, &o->max_connections) < 0) {
+				fprintf(stderr, "bdfilterd: --max-connections '%s': expected a number from 1 to %u\n",
+					optarg, MAX_CONNECTIONS_MAX);
 				return -1;
 			}
 			break;

@@ -28,6 +28,7 @@ struct options {
 	enum log_level log_level;
 	unsigned threads;
 	unsigned handshake_timeout_s;
+	unsigned max_connections;   /* NBD connections at once */
 	char *control; /* control socket path; NULL: none */
 	char *fuse_dir; /* FUSE export mount point; NULL: none */
 	char *state_dir; /* where trackers keep their CBT maps; NULL: in memory only */

@@ -47,6 +47,10 @@ struct nbd_server {
 	size_t n_conns;
 	uint64_t next_conn_id;
 	bool shutting_down;
+	/* Connections refused over max_connections since the last log line,
+	 * and when that was (guarded by lock). */
+	unsigned long refused;
+	uint64_t refused_logged_ns;
 };
 
 /* A context selected with NBD_OPT_SET_META_CONTEXT. */

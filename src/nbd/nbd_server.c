@@ -21,6 +21,9 @@
 /* How long shutdown waits for in-flight replies before it cuts connections. */
 #define SHUTDOWN_GRACE_S 10
 #define NBD_SOCKET_SNDBUF (4 << 20)
+/* At most one line per this many seconds about connections refused over
+ * max_connections: a flood of them must not flood the log. */
+#define REFUSED_LOG_INTERVAL_S 10
 
 static uint64_t now_ns(void)
 {
@@ -39,6 +42,8 @@ int nbd_server_new(const struct nbd_server_config *cfg, struct nbd_server **out)
 	srv->cfg = *cfg;
 	if (srv->cfg.threads == 0)
 		srv->cfg.threads = 1;
+	if (srv->cfg.max_connections == 0)
+		srv->cfg.max_connections = NBD_DEFAULT_MAX_CONNECTIONS;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->conns_gone, NULL);
 	*out = srv;
@@ -380,6 +385,26 @@ static void *conn_thread(void *arg)
 	return NULL;
 }
 
+/* Under srv->lock: log a refused connection, or count it for the next line. */
+static void refuse(struct nbd_server *srv, const char *peer)
+{
+	uint64_t now = now_ns();
+
+	srv->refused++;
+	if (srv->refused_logged_ns &&
+	    now - srv->refused_logged_ns < (uint64_t)REFUSED_LOG_INTERVAL_S * 1000000000u)
+		return;
+	if (srv->refused == 1)
+		log_warn("connection from %s refused: %zu NBD connections already (--max-connections)",
+			 peer ? peer : "?", srv->n_conns);
+	else
+		log_warn("%lu connections refused since the last message, the latest from %s: "
+			 "%zu NBD connections already (--max-connections)",
+			 srv->refused, peer ? peer : "?", srv->n_conns);
+	srv->refused = 0;
+	srv->refused_logged_ns = now;
+}
+
 int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer)
 {
 	pthread_attr_t attr;
@@ -399,6 +424,13 @@ int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer)
 		pthread_mutex_unlock(&srv->lock);
 		nbd_conn_free(c);
 		return -ESHUTDOWN;
+	}
+	if (srv->n_conns >= srv->cfg.max_connections) {
+		refuse(srv, peer);
+		pthread_mutex_unlock(&srv->lock);
+		/* Closed before the greeting: the client sees EOF at once. */
+		nbd_conn_free(c);
+		return -EBUSY;
 	}
 	c->id = ++srv->next_conn_id;
 	snprintf(c->peer, sizeof(c->peer), "conn %llu (%s)", (unsigned long long)c->id, peer ? peer : "?");

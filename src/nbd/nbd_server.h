@@ -8,9 +8,13 @@
 struct device;
 struct nbd_server;
 
+/* The defaults of the limits below (bdfilterd's options say the same). */
+#define NBD_DEFAULT_MAX_CONNECTIONS 128u
+
 struct nbd_server_config {
 	unsigned threads;              /* request workers per connection */
 	unsigned handshake_timeout_ms; /* 0: none */
+	unsigned max_connections;      /* at once, handshakes included; 0: the default */
 };
 
 int nbd_server_new(const struct nbd_server_config *cfg, struct nbd_server **out);
@@ -29,7 +33,9 @@ int nbd_server_add_export(struct nbd_server *srv, struct device *dev, const char
 int nbd_server_remove_export(struct nbd_server *srv, const char *name);
 
 /* Take over an accepted connection: the server negotiates and serves it on its own
- * threads and closes FD when done. */
+ * threads and closes FD when done. With max_connections open already, FD is
+ * closed at once (the client sees EOF before the greeting) and -EBUSY returned;
+ * the log says so (one line, then at most one every 10 s). */
 int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer);
 
 /* Stop taking requests: every connection stops reading, answers what is in flight

@@ -1,4 +1,5 @@
-/* Unit tests: bdfilterd's command-line values (daemon/options.c, daemon/listen.c). */
+/* Unit tests: bdfilterd's command-line values (daemon/options.c, daemon/listen.c),
+ * the NBD limits among them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -133,12 +134,35 @@ static void command_lines(void **state)
 	options_free(&o);
 }
 
+static void nbd_limits(void **state)
+{
+	struct options o;
+	char *defaults[] = { "bdfilterd", "--device", "d=/x", NULL };
+	char *two[] = { "bdfilterd", "--device", "d=/x", "--max-connections", "2", NULL };
+	const char *bad_conns[] = { "0", "-1", "abc", "65537", "", " 5", "5x", "4294967297" };
+
+	assert_int_equal(options_parse(3, defaults, &o), 0);
+	assert_int_equal(o.max_connections, 128);
+	options_free(&o);
+	assert_int_equal(options_parse(5, two, &o), 0);
+	assert_int_equal(o.max_connections, 2);
+	options_free(&o);
+
+	for (size_t i = 0; i < sizeof(bad_conns) / sizeof(bad_conns[0]); i++) {
+		char *argv[] = { "bdfilterd", "--device", "d=/x", "--max-connections", (char *)bad_conns[i], NULL };
+
+		assert_int_equal(options_parse(5, argv, &o), -1);
+		options_free(&o);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(device_specs),
 		cmocka_unit_test(listen_addrs),
 		cmocka_unit_test(command_lines),
+		cmocka_unit_test(nbd_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
