@@ -365,6 +365,8 @@ int main(int argc, char **argv)
 	cfg.threads = d.opt.threads;
 	cfg.handshake_timeout_ms = d.opt.handshake_timeout_s * 1000u;
 	cfg.max_connections = d.opt.max_connections;
+	cfg.max_inflight = d.opt.max_inflight;
+	cfg.max_inflight_conn = d.opt.max_inflight_conn;
 	if (registry_new(&d.reg) < 0 || nbd_server_new(&cfg, &d.nbd) < 0)
 		goto out;
 	blksnap_init(&d.bs, &d.opt.params, d.reg);

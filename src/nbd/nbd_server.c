@@ -25,6 +25,8 @@
  * max_connections: a flood of them must not flood the log. */
 #define REFUSED_LOG_INTERVAL_S 10
 
+_Static_assert(NBD_SERVER_MAX_PAYLOAD == NBD_MAX_PAYLOAD, "nbd_server.h and nbd_proto.h disagree");
+
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -44,8 +46,18 @@ int nbd_server_new(const struct nbd_server_config *cfg, struct nbd_server **out)
 		srv->cfg.threads = 1;
 	if (srv->cfg.max_connections == 0)
 		srv->cfg.max_connections = NBD_DEFAULT_MAX_CONNECTIONS;
+	if (srv->cfg.max_inflight == 0)
+		srv->cfg.max_inflight = NBD_DEFAULT_MAX_INFLIGHT;
+	if (srv->cfg.max_inflight_conn == 0)
+		srv->cfg.max_inflight_conn = srv->cfg.max_inflight / NBD_INFLIGHT_CONN_SHARE;
+	/* Every request must fit, or it would wait forever. */
+	if (srv->cfg.max_inflight_conn < NBD_MAX_PAYLOAD)
+		srv->cfg.max_inflight_conn = NBD_MAX_PAYLOAD;
+	if (srv->cfg.max_inflight < srv->cfg.max_inflight_conn)
+		srv->cfg.max_inflight = srv->cfg.max_inflight_conn;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->conns_gone, NULL);
+	nbd_budget_init(&srv->budget, srv->cfg.max_inflight, srv->cfg.max_inflight_conn);
 	*out = srv;
 	return 0;
 }
@@ -58,6 +70,7 @@ void nbd_server_free(struct nbd_server *srv)
 	for (size_t i = 0; i < srv->n_exports; i++)
 		nbd_export_put(srv->exports[i]);
 	free(srv->exports);
+	nbd_budget_destroy(&srv->budget);
 	pthread_cond_destroy(&srv->conns_gone);
 	pthread_mutex_destroy(&srv->lock);
 	free(srv);
@@ -318,6 +331,7 @@ struct nbd_conn *nbd_conn_new(struct nbd_server *srv, int fd)
 	nbd_socket_transport(&c->tr, fd);
 	pthread_mutex_init(&c->read_lock, NULL);
 	pthread_mutex_init(&c->write_lock, NULL);
+	pthread_cond_init(&c->budget_cond, NULL);
 	atomic_init(&c->closing, false);
 	return c;
 }
@@ -340,6 +354,7 @@ void nbd_conn_free(struct nbd_conn *c)
 	conn_close(c);
 	pthread_mutex_destroy(&c->read_lock);
 	pthread_mutex_destroy(&c->write_lock);
+	pthread_cond_destroy(&c->budget_cond);
 	free(c);
 }
 
