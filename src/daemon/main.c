@@ -349,7 +349,7 @@ int main(int argc, char **argv)
 	struct daemon d = { .sigfd = -1, .control_fd = -1, .state_lock_fd = -1 };
 	struct registry_observer nbd_observer, fuse_observer;
 	char err[512];
-	struct nbd_server_config cfg;
+	struct nbd_server_config cfg = { 0 };
 	int r, ready_fd = -1, pid_fd = -1, rc = 1;
 	sigset_t mask;
 
@@ -364,6 +364,9 @@ int main(int argc, char **argv)
 
 	cfg.threads = d.opt.threads;
 	cfg.handshake_timeout_ms = d.opt.handshake_timeout_s * 1000u;
+	cfg.max_connections = d.opt.max_connections;
+	cfg.max_inflight = d.opt.max_inflight;
+	cfg.max_inflight_conn = d.opt.max_inflight_conn;
 	if (registry_new(&d.reg) < 0 || nbd_server_new(&cfg, &d.nbd) < 0)
 		goto out;
 	blksnap_init(&d.bs, &d.opt.params, d.reg);

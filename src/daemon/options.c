@@ -2,6 +2,7 @@
  * so that a bad command line fails with one message before anything listens. */
 #include "daemon/options.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -12,6 +13,13 @@
 #include "control/wire.h"
 #include "core/device.h"
 #include "filters/filters.h"
+#include "nbd/nbd_server.h"
+
+/* Bounds of the NBD limits: a connection's in-flight bound holds at least one
+ * request of the maximum payload; more than these is a typo, not a setting. */
+#define MAX_CONNECTIONS_MAX 65536u
+#define INFLIGHT_MIN ((uint64_t)NBD_SERVER_MAX_PAYLOAD)
+#define INFLIGHT_MAX (UINT64_C(1) << 40)
 
 enum {
 	OPT_HELP = 'h',
@@ -27,6 +35,9 @@ enum {
 	OPT_PARAM,
 	OPT_FUSE_DIR,
 	OPT_STATE_DIR,
+	OPT_MAX_CONNECTIONS,
+	OPT_MAX_INFLIGHT,
+	OPT_MAX_INFLIGHT_CONN,
 };
 
 static const struct option long_opts[] = {
@@ -43,6 +54,9 @@ static const struct option long_opts[] = {
 	{ "param", required_argument, NULL, OPT_PARAM },
 	{ "fuse-dir", required_argument, NULL, OPT_FUSE_DIR },
 	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
+	{ "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
+	{ "max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT },
+	{ "max-inflight-per-conn", required_argument, NULL, OPT_MAX_INFLIGHT_CONN },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -78,6 +92,15 @@ static void usage(FILE *f)
 		"                             FUSE export (default 16)\n"
 		"      --handshake-timeout S  close clients that take longer than S seconds to\n"
 		"                             negotiate (default 10; 0: no limit)\n"
+		"      --max-connections N    NBD connections at once (default 128, 1 to 65536);\n"
+		"                             more are closed at once, and the log says so\n"
+		"      --max-inflight SIZE    READ and WRITE data in memory at once, over all NBD\n"
+		"                             connections (default 512M; 32M to 1T); requests\n"
+		"                             over it wait\n"
+		"      --max-inflight-per-conn SIZE\n"
+		"                             the same for one connection: 32M (the largest\n"
+		"                             request) to --max-inflight (default an eighth of\n"
+		"                             --max-inflight, at least 32M)\n"
 		"  -h, --help                 print this help and exit\n"
 		"  -V, --version              print the version and exit\n"
 		"\n"
@@ -93,9 +116,50 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 
 	errno = 0;
 	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-' || v < min || v > max)
+	/* A digit first: strtoul takes leading blanks and a sign ("-1" as ULONG_MAX). */
+	if (errno || !isdigit((unsigned char)s[0]) || *end || v < min || v > max)
 		return -1;
 	*out = (unsigned)v;
+	return 0;
+}
+
+int parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	/* strtoull would take "-1" (as 2^64 - 1) and leading blanks. */
+	if (errno || !isdigit((unsigned char)s[0]))
+		return -1;
+	switch (*end) {
+	case 'K': case 'k':
+		shift = 10;
+		break;
+	case 'M': case 'm':
+		shift = 20;
+		break;
+	case 'G': case 'g':
+		shift = 30;
+		break;
+	case 'T': case 't':
+		shift = 40;
+		break;
+	case '\0':
+		break;
+	default:
+		return -1;
+	}
+	if (shift && *++end)
+		return -1;
+	if (v > (UINT64_MAX >> shift))
+		return -1;
+	v <<= shift;
+	if (v < min || v > max)
+		return -1;
+	*out = v;
 	return 0;
 }
 
@@ -191,6 +255,8 @@ int options_parse(int argc, char **argv, struct options *o)
 	o->log_level = LOG_LEVEL_INFO;
 	o->threads = 16;
 	o->handshake_timeout_s = 10;
+	o->max_connections = NBD_DEFAULT_MAX_CONNECTIONS;
+	o->max_inflight = NBD_DEFAULT_MAX_INFLIGHT;
 	o->control = strdup(WIRE_DEFAULT_SOCKET);
 	params_defaults(&o->params);
 	opterr = 0;
@@ -261,6 +327,23 @@ int options_parse(int argc, char **argv, struct options *o)
 				return -1;
 			}
 			break;
+		case OPT_MAX_CONNECTIONS:
+			if (parse_uint(optarg, 1, MAX_CONNECTIONS_MAX, &o->max_connections) < 0) {
+				fprintf(stderr, "bdfilterd: --max-connections '%s': expected a number from 1 to %u\n",
+					optarg, MAX_CONNECTIONS_MAX);
+				return -1;
+			}
+			break;
+		case OPT_MAX_INFLIGHT:
+		case OPT_MAX_INFLIGHT_CONN:
+			if (parse_size(optarg, INFLIGHT_MIN, INFLIGHT_MAX,
+				       c == OPT_MAX_INFLIGHT ? &o->max_inflight : &o->max_inflight_conn) < 0) {
+				fprintf(stderr, "bdfilterd: --%s '%s': expected a size from 32M to 1T "
+					"(bytes, or a number with K, M, G or T)\n",
+					c == OPT_MAX_INFLIGHT ? "max-inflight" : "max-inflight-per-conn", optarg);
+				return -1;
+			}
+			break;
 		case OPT_CONTROL:
 			free(o->control);
 			o->control = strcmp(optarg, "none") == 0 ? NULL : strdup(optarg);
@@ -311,6 +394,15 @@ int options_parse(int argc, char **argv, struct options *o)
 	}
 	if (optind < argc) {
 		fprintf(stderr, "bdfilterd: unexpected argument '%s' (see --help)\n", argv[optind]);
+		return -1;
+	}
+	if (o->max_inflight_conn == 0) {
+		o->max_inflight_conn = o->max_inflight / NBD_INFLIGHT_CONN_SHARE;
+		if (o->max_inflight_conn < INFLIGHT_MIN)
+			o->max_inflight_conn = INFLIGHT_MIN;
+	} else if (o->max_inflight_conn > o->max_inflight) {
+		fprintf(stderr, "bdfilterd: --max-inflight-per-conn (%llu bytes) is over --max-inflight (%llu bytes)\n",
+			(unsigned long long)o->max_inflight_conn, (unsigned long long)o->max_inflight);
 		return -1;
 	}
 	if (o->n_devices == 0 && !o->control) {

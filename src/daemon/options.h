@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/log.h"
 #include "blksnap/params.h"
@@ -28,6 +29,9 @@ struct options {
 	enum log_level log_level;
 	unsigned threads;
 	unsigned handshake_timeout_s;
+	unsigned max_connections;   /* NBD connections at once */
+	uint64_t max_inflight;      /* NBD payload bytes in memory, in all */
+	uint64_t max_inflight_conn; /* ... on one connection (derived if not given) */
 	char *control; /* control socket path; NULL: none */
 	char *fuse_dir; /* FUSE export mount point; NULL: none */
 	char *state_dir; /* where trackers keep their CBT maps; NULL: in memory only */
@@ -37,6 +41,10 @@ struct options {
 /* Parse ARGV. 0: run; 1: exit 0 (--help, --version printed); -1: error (printed). */
 int options_parse(int argc, char **argv, struct options *o);
 void options_free(struct options *o);
+
+/* Parse a size: bytes, or a number with K, M, G or T (powers of 1024).
+ * -1 if it is not one or is outside MIN..MAX (exposed for tests). */
+int parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
 /* Parse one --device value "NAME=PATH[,ro][,filter=NAME]..." (exposed for tests). */
 int device_spec_parse(const char *arg, struct device_spec *d, char *err, size_t errlen);

@@ -12,6 +12,7 @@
 
 #include "core/meta_context.h"
 #include "nbd/nbd_server.h"
+#include "nbd/nbd_transport.h"
 
 struct extents;
 struct nbd_export;
@@ -36,6 +37,24 @@ struct nbd_export {
 	atomic_int refs;
 };
 
+/* Payload memory (nbd_budget.c): on the whole server here, per connection
+ * in struct nbd_conn; all of it guarded by lock. */
+#define NBD_PAYLOAD_CLASSES 8 /* large buffers: 256 KiB, 512 KiB, ... 32 MiB */
+struct nbd_budget {
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* the total went down */
+	uint64_t limit, conn_limit;
+	uint64_t used; /* held by requests */
+	/* Waiters for the total are served in turn, so that a large request is
+	 * not overtaken forever by small ones. */
+	uint64_t next_ticket, serving;
+	unsigned waiting;
+	/* Large buffers no request holds, kept for the next one of their size
+	 * (linked through their first bytes); used + cached <= limit. */
+	void *cache[NBD_PAYLOAD_CLASSES];
+	uint64_t cached, cache_max;
+};
+
 struct nbd_server {
 	struct nbd_server_config cfg;
 	pthread_mutex_t lock;
@@ -46,6 +65,11 @@ struct nbd_server {
 	size_t n_conns;
 	uint64_t next_conn_id;
 	bool shutting_down;
+	/* Connections refused over max_connections since the last log line,
+	 * and when that was (guarded by lock). */
+	unsigned long refused;
+	uint64_t refused_logged_ns;
+	struct nbd_budget budget;
 };
 
 /* A context selected with NBD_OPT_SET_META_CONTEXT. */
@@ -57,7 +81,7 @@ struct nbd_meta_selected {
 struct nbd_conn {
 	struct nbd_server *srv;
 	struct nbd_conn *next, *prev; /* srv->conns, guarded by srv->lock */
-	int fd;
+	struct nbd_transport tr; /* the socket, or later a TLS session on it */
 	uint64_t id;
 	char peer[64];
 	uint64_t deadline_ns; /* handshake deadline on CLOCK_MONOTONIC; 0: none */
@@ -83,15 +107,38 @@ struct nbd_conn {
 	pthread_mutex_t read_lock;
 	pthread_mutex_t write_lock;
 	atomic_bool closing;
+	/* this connection's share of srv->budget (guarded by its lock) */
+	uint64_t budget_used;
+	unsigned budget_waiting;
+	pthread_cond_t budget_cond;
 };
 
-/* Socket I/O. 0 on success, -1 when the connection is done (EOF, error, timeout). */
+/* A connection on the accepted socket FD (which it owns from now on), not yet
+ * in the server's list; NULL if out of memory (FD is then closed). */
+struct nbd_conn *nbd_conn_new(struct nbd_server *srv, int fd);
+/* Drop C's export reference and close its transport. */
+void nbd_conn_free(struct nbd_conn *c);
+
+/* Connection I/O through c->tr. 0 on success, -1 when the connection is done
+ * (EOF, error, timeout). */
 int conn_recv(struct nbd_conn *c, void *buf, size_t len);
 int conn_discard(struct nbd_conn *c, uint64_t len);
 int conn_sendv(struct nbd_conn *c, struct iovec *iov, int n);
+/* shutdown(2) HOW on C's transport: wakes a worker blocked in recv or send. */
+void conn_shutdown(struct nbd_conn *c, int how);
 
 /* What clients see as EXP's description. */
 const char *nbd_export_description(const struct nbd_export *exp);
+
+/* Payload memory (nbd_budget.c). get waits until a buffer of LEN bytes
+ * (at most NBD_MAX_PAYLOAD) fits in both C's and the server's bound, then
+ * takes one: NULL (nothing held) only if the system has no memory. put gives
+ * it back (BUF may be NULL). */
+void nbd_budget_init(struct nbd_budget *b, uint64_t limit, uint64_t conn_limit);
+void nbd_budget_destroy(struct nbd_budget *b);
+void *nbd_payload_get(struct nbd_conn *c, size_t len);
+void nbd_payload_put(struct nbd_conn *c, void *buf, size_t len);
+
 /* Exports: look up NAME ("" is the default) and take a reference; NULL if unknown. */
 struct nbd_export *nbd_export_get(struct nbd_server *srv, const char *name);
 void nbd_export_put(struct nbd_export *exp);

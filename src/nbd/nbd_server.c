@@ -1,5 +1,6 @@
-/* NBD server: the export table, connection threads and their socket I/O, and
- * shutdown. The protocol phases live in nbd_handshake.c and nbd_transmission.c. */
+/* NBD server: the export table, connection threads and their I/O (through
+ * the connection's transport, nbd_transport.h), and shutdown. The protocol
+ * phases live in nbd_handshake.c and nbd_transmission.c. */
 #include "nbd/nbd_server.h"
 
 #include <errno.h>
@@ -20,6 +21,11 @@
 /* How long shutdown waits for in-flight replies before it cuts connections. */
 #define SHUTDOWN_GRACE_S 10
 #define NBD_SOCKET_SNDBUF (4 << 20)
+/* At most one line per this many seconds about connections refused over
+ * max_connections: a flood of them must not flood the log. */
+#define REFUSED_LOG_INTERVAL_S 10
+
+_Static_assert(NBD_SERVER_MAX_PAYLOAD == NBD_MAX_PAYLOAD, "nbd_server.h and nbd_proto.h disagree");
 
 static uint64_t now_ns(void)
 {
@@ -38,8 +44,20 @@ int nbd_server_new(const struct nbd_server_config *cfg, struct nbd_server **out)
 	srv->cfg = *cfg;
 	if (srv->cfg.threads == 0)
 		srv->cfg.threads = 1;
+	if (srv->cfg.max_connections == 0)
+		srv->cfg.max_connections = NBD_DEFAULT_MAX_CONNECTIONS;
+	if (srv->cfg.max_inflight == 0)
+		srv->cfg.max_inflight = NBD_DEFAULT_MAX_INFLIGHT;
+	if (srv->cfg.max_inflight_conn == 0)
+		srv->cfg.max_inflight_conn = srv->cfg.max_inflight / NBD_INFLIGHT_CONN_SHARE;
+	/* Every request must fit, or it would wait forever. */
+	if (srv->cfg.max_inflight_conn < NBD_MAX_PAYLOAD)
+		srv->cfg.max_inflight_conn = NBD_MAX_PAYLOAD;
+	if (srv->cfg.max_inflight < srv->cfg.max_inflight_conn)
+		srv->cfg.max_inflight = srv->cfg.max_inflight_conn;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->conns_gone, NULL);
+	nbd_budget_init(&srv->budget, srv->cfg.max_inflight, srv->cfg.max_inflight_conn);
 	*out = srv;
 	return 0;
 }
@@ -52,6 +70,7 @@ void nbd_server_free(struct nbd_server *srv)
 	for (size_t i = 0; i < srv->n_exports; i++)
 		nbd_export_put(srv->exports[i]);
 	free(srv->exports);
+	nbd_budget_destroy(&srv->budget);
 	pthread_cond_destroy(&srv->conns_gone);
 	pthread_mutex_destroy(&srv->lock);
 	free(srv);
@@ -184,13 +203,16 @@ int nbd_export_foreach(struct nbd_server *srv, int (*fn)(struct nbd_export *, vo
 	return r;
 }
 
-/* ---- socket I/O ---- */
+/* ---- connection I/O ---- */
 
-/* Wait until FD is readable, or the handshake deadline passes. */
+/* Wait until the transport has bytes for us, or the handshake deadline passes. */
 static int wait_readable(struct nbd_conn *c)
 {
+	/* Bytes a TLS session has already decrypted are not on the socket. */
+	if (c->tr.ops->pending && c->tr.ops->pending(&c->tr) > 0)
+		return 0;
 	for (;;) {
-		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+		struct pollfd pfd = { .fd = c->tr.fd, .events = POLLIN };
 		uint64_t now = now_ns();
 		int ms, r;
 
@@ -231,13 +253,13 @@ int conn_recv(struct nbd_conn *c, void *buf, size_t len)
 		 * next header is read alone, so that the payload behind it is not
 		 * pulled into the buffer and copied twice. */
 		if (len >= sizeof(c->rbuf) / 2)
-			r = recv(c->fd, p, len, 0);
+			r = c->tr.ops->recv(&c->tr, p, len);
 		else
-			r = recv(c->fd, c->rbuf, c->no_readahead ? len : sizeof(c->rbuf), 0);
+			r = c->tr.ops->recv(&c->tr, c->rbuf, c->no_readahead ? len : sizeof(c->rbuf));
+		if (r == -EINTR)
+			continue;
 		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			log_debug("%s: recv: %s", c->peer, strerror(errno));
+			log_debug("%s: recv: %s", c->peer, strerror((int)-r));
 			return -1;
 		}
 		if (r == 0)
@@ -269,13 +291,12 @@ int conn_discard(struct nbd_conn *c, uint64_t len)
 int conn_sendv(struct nbd_conn *c, struct iovec *iov, int n)
 {
 	while (n > 0) {
-		struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)n };
-		ssize_t r = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+		ssize_t r = c->tr.ops->sendv(&c->tr, iov, n);
 
+		if (r == -EINTR)
+			continue;
 		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			log_debug("%s: send: %s", c->peer, strerror(errno));
+			log_debug("%s: send: %s", c->peer, strerror((int)-r));
 			return -1;
 		}
 		while (n > 0 && (size_t)r >= iov->iov_len) {
@@ -291,15 +312,49 @@ int conn_sendv(struct nbd_conn *c, struct iovec *iov, int n)
 	return 0;
 }
 
+void conn_shutdown(struct nbd_conn *c, int how)
+{
+	c->tr.ops->shutdown(&c->tr, how);
+}
+
 /* ---- connections ---- */
 
-static void conn_free(struct nbd_conn *c)
+struct nbd_conn *nbd_conn_new(struct nbd_server *srv, int fd)
+{
+	struct nbd_conn *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		close(fd);
+		return NULL;
+	}
+	c->srv = srv;
+	nbd_socket_transport(&c->tr, fd);
+	pthread_mutex_init(&c->read_lock, NULL);
+	pthread_mutex_init(&c->write_lock, NULL);
+	pthread_cond_init(&c->budget_cond, NULL);
+	atomic_init(&c->closing, false);
+	return c;
+}
+
+/* The transport's close runs once, whichever of conn_thread and
+ * nbd_conn_free gets there first. */
+static void conn_close(struct nbd_conn *c)
+{
+	if (c->tr.ops) {
+		c->tr.ops->close(&c->tr);
+		c->tr.ops = NULL;
+	}
+}
+
+void nbd_conn_free(struct nbd_conn *c)
 {
 	nbd_export_put(c->exp);
 	free(c->meta_export);
 	free(c->meta);
+	conn_close(c);
 	pthread_mutex_destroy(&c->read_lock);
 	pthread_mutex_destroy(&c->write_lock);
+	pthread_cond_destroy(&c->budget_cond);
 	free(c);
 }
 
@@ -319,11 +374,11 @@ static void *conn_thread(void *arg)
 		/* Reads check the deadline; a client that stops reading our replies
 		 * is bounded by the same time through SO_SNDTIMEO. */
 		c->deadline_ns = now_ns() + (uint64_t)srv->cfg.handshake_timeout_ms * 1000000u;
-		set_send_timeout(c->fd, srv->cfg.handshake_timeout_ms);
+		set_send_timeout(c->tr.fd, srv->cfg.handshake_timeout_ms);
 	}
 	if (nbd_handshake(c) == 0) {
 		c->deadline_ns = 0;
-		set_send_timeout(c->fd, 0);
+		set_send_timeout(c->tr.fd, 0);
 		log_debug("%s: serving export '%s'", c->peer, c->exp->name);
 		nbd_transmission(c);
 	}
@@ -336,12 +391,33 @@ static void *conn_thread(void *arg)
 		srv->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	close(c->fd);
+	/* Closed before n_conns drops: shutdown's wait covers the close too. */
+	conn_close(c);
 	if (--srv->n_conns == 0)
 		pthread_cond_broadcast(&srv->conns_gone);
 	pthread_mutex_unlock(&srv->lock);
-	conn_free(c);
+	nbd_conn_free(c);
 	return NULL;
+}
+
+/* Under srv->lock: log a refused connection, or count it for the next line. */
+static void refuse(struct nbd_server *srv, const char *peer)
+{
+	uint64_t now = now_ns();
+
+	srv->refused++;
+	if (srv->refused_logged_ns &&
+	    now - srv->refused_logged_ns < (uint64_t)REFUSED_LOG_INTERVAL_S * 1000000000u)
+		return;
+	if (srv->refused == 1)
+		log_warn("connection from %s refused: %zu NBD connections already (--max-connections)",
+			 peer ? peer : "?", srv->n_conns);
+	else
+		log_warn("%lu connections refused since the last message, the latest from %s: "
+			 "%zu NBD connections already (--max-connections)",
+			 srv->refused, peer ? peer : "?", srv->n_conns);
+	srv->refused = 0;
+	srv->refused_logged_ns = now;
 }
 
 int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer)
@@ -351,26 +427,25 @@ int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer)
 	pthread_t t;
 	int r;
 
-	c = calloc(1, sizeof(*c));
-	if (!c) {
-		close(fd);
-		return -ENOMEM;
-	}
 	/* A 1 MiB READ reply fits the socket buffer whole: fewer wakeups of the
 	 * worker blocked in sendmsg (measured: +15-20% sequential read). */
 	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &(int){ NBD_SOCKET_SNDBUF }, sizeof(int));
-	c->srv = srv;
-	c->fd = fd;
-	pthread_mutex_init(&c->read_lock, NULL);
-	pthread_mutex_init(&c->write_lock, NULL);
-	atomic_init(&c->closing, false);
+	c = nbd_conn_new(srv, fd);
+	if (!c)
+		return -ENOMEM;
 
 	pthread_mutex_lock(&srv->lock);
 	if (srv->shutting_down) {
 		pthread_mutex_unlock(&srv->lock);
-		close(fd);
-		conn_free(c);
+		nbd_conn_free(c);
 		return -ESHUTDOWN;
+	}
+	if (srv->n_conns >= srv->cfg.max_connections) {
+		refuse(srv, peer);
+		pthread_mutex_unlock(&srv->lock);
+		/* Closed before the greeting: the client sees EOF at once. */
+		nbd_conn_free(c);
+		return -EBUSY;
 	}
 	c->id = ++srv->next_conn_id;
 	snprintf(c->peer, sizeof(c->peer), "conn %llu (%s)", (unsigned long long)c->id, peer ? peer : "?");
@@ -391,8 +466,7 @@ int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer)
 		srv->n_conns--;
 		pthread_mutex_unlock(&srv->lock);
 		log_error("cannot start a thread for a connection: %s", strerror(r));
-		close(fd);
-		conn_free(c);
+		nbd_conn_free(c);
 		return -r;
 	}
 	pthread_mutex_unlock(&srv->lock);
@@ -406,7 +480,7 @@ void nbd_server_shutdown(struct nbd_server *srv)
 	srv->shutting_down = true;
 	/* Stop reading: pending recv()s see EOF, in-flight replies still go out. */
 	for (struct nbd_conn *c = srv->conns; c; c = c->next)
-		shutdown(c->fd, SHUT_RD);
+		conn_shutdown(c, SHUT_RD);
 	/* A client that stops reading its replies would hold us forever: after a
 	 * grace period, cut the remaining connections in both directions. */
 	while (srv->n_conns > 0) {
@@ -418,7 +492,7 @@ void nbd_server_shutdown(struct nbd_server *srv)
 			log_warn("%zu connection(s) still busy after %d s; disconnecting them",
 				 srv->n_conns, SHUTDOWN_GRACE_S);
 			for (struct nbd_conn *c = srv->conns; c; c = c->next)
-				shutdown(c->fd, SHUT_RDWR);
+				conn_shutdown(c, SHUT_RDWR);
 		}
 	}
 	pthread_mutex_unlock(&srv->lock);

@@ -4,9 +4,11 @@
  * Each connection has a few worker threads (nbdkit's model). A worker takes the
  * read lock, reads one request with its payload, lets go, runs it, and sends the
  * reply under the write lock; so requests run in parallel and replies go out in
- * the order they finish. Nothing a client sends can make a worker allocate more
- * than one maximum payload, and only a broken framing (bad magic, a payload too
- * large to skip) ends the session. */
+ * the order they finish. A READ or WRITE buffer comes from the server's payload
+ * budget (nbd_budget.c) for one request and is freed after its reply: whatever
+ * clients send, a request that does not fit waits, and memory stays bounded.
+ * Only a broken framing (bad magic, a payload too large to skip) ends the
+ * session. */
 #include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -26,8 +28,6 @@
 
 struct worker {
 	struct nbd_conn *c;
-	char *buf;
-	size_t cap;
 	pthread_t thread;
 };
 
@@ -62,7 +62,7 @@ static void conn_broken(struct nbd_conn *c)
 {
 	atomic_store(&c->closing, true);
 	/* Wake the worker blocked in recv() so the connection winds down. */
-	shutdown(c->fd, SHUT_RDWR);
+	conn_shutdown(c, SHUT_RDWR);
 }
 
 static int send_locked(struct nbd_conn *c, struct iovec *iov, int n)
@@ -204,20 +204,27 @@ static int send_hole_chunk(struct nbd_conn *c, const struct nbd_request *req, ui
 	return nbd_reply_chunk(c, req, last ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_OFFSET_HOLE, iov, 2);
 }
 
-static void do_read(struct worker *w, const struct nbd_request *req)
+/* The buffer comes from the budget once REQ is checked (at most the maximum
+ * payload), and goes back once the reply is out. */
+static void do_read(struct nbd_conn *c, const struct nbd_request *req)
 {
-	struct nbd_conn *c = w->c;
 	struct device *dev = c->exp->dev;
 	uint64_t end = req->offset + req->length, pos;
 	struct extents *e = NULL;
+	char *buf = nbd_payload_get(c, req->length);
 	int r;
 
+	if (!buf) {
+		nbd_reply_error(c, req, -ENOMEM, "out of memory");
+		return;
+	}
 	if (!c->structured && !c->extended) {
-		r = device_pread(dev, w->buf, req->length, req->offset, 0);
+		r = device_pread(dev, buf, req->length, req->offset, 0);
 		if (r < 0)
 			reply_simple(c, req, nbd_errno(r), NULL, 0);
 		else
-			reply_simple(c, req, 0, w->buf, req->length);
+			reply_simple(c, req, 0, buf, req->length);
+		nbd_payload_put(c, buf, req->length);
 		return;
 	}
 
@@ -240,7 +247,7 @@ static void do_read(struct worker *w, const struct nbd_request *req)
 		if (x && (x->type & EXTENT_ZERO)) {
 			r = send_hole_chunk(c, req, pos, (uint32_t)len, last);
 		} else {
-			char *p = w->buf + (pos - req->offset);
+			char *p = buf + (pos - req->offset);
 
 			r = device_pread(dev, p, len, pos, 0);
 			if (r < 0) {
@@ -254,6 +261,7 @@ static void do_read(struct worker *w, const struct nbd_request *req)
 		pos += len;
 	}
 	extents_free(e);
+	nbd_payload_put(c, buf, req->length);
 }
 
 static void do_zero(struct nbd_conn *c, const struct nbd_request *req)
@@ -366,9 +374,9 @@ static int check_request(struct nbd_conn *c, const struct nbd_request *req, cons
 	return 0;
 }
 
-static void handle_request(struct worker *w, const struct nbd_request *req)
+/* Run REQ (its payload, if any, in BUF) and reply. */
+static void handle_request(struct nbd_conn *c, const struct nbd_request *req, void *buf)
 {
-	struct nbd_conn *c = w->c;
 	struct device *dev = c->exp->dev;
 	uint32_t fua = (req->flags & NBD_CMD_FLAG_FUA) ? BDF_FUA : 0;
 	const char *msg = NULL;
@@ -380,10 +388,10 @@ static void handle_request(struct worker *w, const struct nbd_request *req)
 	}
 	switch (req->type) {
 	case NBD_CMD_READ:
-		do_read(w, req);
+		do_read(c, req);
 		break;
 	case NBD_CMD_WRITE:
-		reply_result(c, req, device_pwrite(dev, w->buf, req->length, req->offset, fua), "write failed");
+		reply_result(c, req, device_pwrite(dev, buf, req->length, req->offset, fua), "write failed");
 		break;
 	case NBD_CMD_FLUSH:
 		reply_result(c, req, device_flush(dev, 0), "flush failed");
@@ -401,20 +409,6 @@ static void handle_request(struct worker *w, const struct nbd_request *req)
 		nbd_block_status(c, req);
 		break;
 	}
-}
-
-static int grow_buffer(struct worker *w, size_t len)
-{
-	char *nb;
-
-	if (len <= w->cap)
-		return 0;
-	nb = realloc(w->buf, len);
-	if (!nb)
-		return -ENOMEM;
-	w->buf = nb;
-	w->cap = len;
-	return 0;
 }
 
 /* Read one request header. 0, or -1 when the session is over. */
@@ -438,12 +432,12 @@ static int read_request(struct nbd_conn *c, struct nbd_request *req)
 	return 0;
 }
 
-/* Under the read lock: read REQ's payload, if it has one, into the worker's
- * buffer. Returns 0 (payload read), a negative errno for a request that must
- * fail but leaves the stream in sync (payload skipped), or 1 to close. */
-static int read_payload(struct worker *w, const struct nbd_request *req)
+/* Under the read lock: read REQ's payload, if it has one, into a buffer from
+ * the budget (*BUF; nbd_payload_put it). Returns 0 (payload read, or none), a
+ * negative errno for a request that must fail but leaves the stream in sync
+ * (payload skipped), or 1 to close. */
+static int read_payload(struct nbd_conn *c, const struct nbd_request *req, void **buf)
 {
-	struct nbd_conn *c = w->c;
 	bool has_payload = c->extended ? (req->flags & NBD_CMD_FLAG_PAYLOAD_LEN) : req->type == NBD_CMD_WRITE;
 
 	c->no_readahead = has_payload && req->length >= NBD_RECV_BUFFER;
@@ -459,12 +453,14 @@ static int read_payload(struct worker *w, const struct nbd_request *req)
 			return 1;
 		return -EINVAL;
 	}
-	if (grow_buffer(w, req->length) < 0) {
+	/* May wait for budget, with the read lock: see nbd_budget.c. */
+	*buf = nbd_payload_get(c, req->length);
+	if (!*buf) {
 		if (conn_discard(c, req->length) < 0)
 			return 1;
 		return -ENOMEM;
 	}
-	return conn_recv(c, w->buf, req->length) < 0 ? 1 : 0;
+	return conn_recv(c, *buf, req->length) < 0 ? 1 : 0;
 }
 
 static void *worker_loop(void *arg)
@@ -474,6 +470,7 @@ static void *worker_loop(void *arg)
 
 	for (;;) {
 		struct nbd_request req;
+		void *buf = NULL;
 		int r;
 
 		pthread_mutex_lock(&c->read_lock);
@@ -489,22 +486,24 @@ static void *worker_loop(void *arg)
 			pthread_mutex_unlock(&c->read_lock);
 			break;
 		}
-		r = read_payload(w, &req);
+		r = read_payload(c, &req, &buf);
 		if (r > 0)
 			atomic_store(&c->closing, true);
 		pthread_mutex_unlock(&c->read_lock);
-		if (r > 0)
+		if (r > 0) {
+			nbd_payload_put(c, buf, req.length);
 			break;
+		}
 
 		if (r < 0)
 			nbd_reply_error(c, &req, r,
 					r == -ENOMEM ? "out of memory" :
 					req.type == NBD_CMD_WRITE ? "write larger than the maximum payload"
 								  : "this command takes no payload");
-		else if (req.type == NBD_CMD_READ && grow_buffer(w, req.length <= NBD_MAX_PAYLOAD ? req.length : 0) < 0)
-			nbd_reply_error(c, &req, -ENOMEM, "out of memory");
 		else
-			handle_request(w, &req);
+			handle_request(c, &req, buf);
+		/* Freed now that the reply is out: idle workers hold no payload. */
+		nbd_payload_put(c, buf, req.length);
 	}
 	return NULL;
 }
@@ -532,7 +531,5 @@ void nbd_transmission(struct nbd_conn *c)
 	worker_loop(&w[0]);
 	for (unsigned i = 1; i < started; i++)
 		pthread_join(w[i].thread, NULL);
-	for (unsigned i = 0; i < n; i++)
-		free(w[i].buf);
 	free(w);
 }

@@ -110,7 +110,7 @@ static void setup_once(void)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct nbd_conn c = { 0 };
+	struct nbd_conn *c;
 	struct feed f;
 	pthread_t t;
 	uint8_t *buf;
@@ -139,22 +139,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	f = (struct feed){ .fd = sv[1], .data = buf, .len = n };
 	pthread_create(&t, NULL, feeder, &f);
 
-	c.srv = srv;
-	c.fd = sv[0];
-	strcpy(c.peer, "fuzz");
-	pthread_mutex_init(&c.read_lock, NULL);
-	pthread_mutex_init(&c.write_lock, NULL);
-	if (nbd_handshake(&c) == 0)
-		nbd_transmission(&c);
-	shutdown(sv[0], SHUT_RDWR);
+	c = nbd_conn_new(srv, sv[0]); /* closes sv[0] when freed */
+	if (!c)
+		abort();
+	strcpy(c->peer, "fuzz");
+	if (nbd_handshake(c) == 0)
+		nbd_transmission(c);
+	conn_shutdown(c, SHUT_RDWR);
 	pthread_join(t, NULL);
-	close(sv[0]);
+	nbd_conn_free(c);
 	close(sv[1]);
-	nbd_export_put(c.exp);
-	free(c.meta_export);
-	free(c.meta);
-	pthread_mutex_destroy(&c.read_lock);
-	pthread_mutex_destroy(&c.write_lock);
 	free(buf);
 	return 0;
 }

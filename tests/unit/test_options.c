@@ -1,4 +1,5 @@
-/* Unit tests: bdfilterd's command-line values (daemon/options.c, daemon/listen.c). */
+/* Unit tests: bdfilterd's command-line values (daemon/options.c, daemon/listen.c),
+ * the NBD limits among them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -133,12 +134,103 @@ static void command_lines(void **state)
 	options_free(&o);
 }
 
+static void sizes(void **state)
+{
+	uint64_t v;
+
+	assert_int_equal(parse_size("0", 0, UINT64_MAX, &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(parse_size("4096", 0, UINT64_MAX, &v), 0);
+	assert_int_equal(v, 4096);
+	assert_int_equal(parse_size("1k", 0, UINT64_MAX, &v), 0);
+	assert_int_equal(v, 1024);
+	assert_int_equal(parse_size("32M", 0, UINT64_MAX, &v), 0);
+	assert_int_equal(v, 32u << 20);
+	assert_int_equal(parse_size("3G", 0, UINT64_MAX, &v), 0);
+	assert_int_equal(v, UINT64_C(3) << 30);
+	assert_int_equal(parse_size("1T", 0, UINT64_MAX, &v), 0);
+	assert_int_equal(v, UINT64_C(1) << 40);
+	assert_int_equal(parse_size("16777215T", 0, UINT64_MAX, &v), 0);
+	assert_int_equal(v, UINT64_C(16777215) << 40);
+
+	const char *bad[] = {
+		"", "-1", "+1", " 1", "1 ", "M", "1X", "1MB", "1.5M", "0x10", "1e3",
+		"18446744073709551616", "16777216T", "17179869184G", "99999999999999999999999",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		v = 7;
+		assert_int_equal(parse_size(bad[i], 0, UINT64_MAX, &v), -1);
+		assert_int_equal(v, 7);
+	}
+	/* the bounds are inclusive */
+	assert_int_equal(parse_size("32M", 32u << 20, 32u << 20, &v), 0);
+	assert_int_equal(parse_size("33554431", 32u << 20, UINT64_MAX, &v), -1);
+	assert_int_equal(parse_size("33554433", 0, 32u << 20, &v), -1);
+}
+
+static void nbd_limits(void **state)
+{
+	struct options o;
+	char *defaults[] = { "bdfilterd", "--device", "d=/x", NULL };
+	char *small[] = { "bdfilterd", "--device", "d=/x", "--max-inflight", "64M", NULL };
+	char *big[] = { "bdfilterd", "--device", "d=/x", "--max-inflight", "1G", "--max-connections", "2", NULL };
+	char *share[] = { "bdfilterd", "--device", "d=/x", "--max-inflight-per-conn", "40M", NULL };
+	char *equal[] = { "bdfilterd", "--device", "d=/x", "--max-inflight-per-conn", "32M",
+			  "--max-inflight", "32M", NULL };
+	char *over[] = { "bdfilterd", "--device", "d=/x", "--max-inflight-per-conn", "65M",
+			 "--max-inflight", "64M", NULL };
+	const char *bad_conns[] = { "0", "-1", "abc", "65537", "", " 5", "5x", "4294967297" };
+	const char *bad_sizes[] = { "0", "-1", "abc", "31M", "2T", "", "32MB", "18446744073709551616" };
+
+	assert_int_equal(options_parse(3, defaults, &o), 0);
+	assert_int_equal(o.max_connections, 128);
+	assert_int_equal(o.max_inflight, 512u << 20);
+	assert_int_equal(o.max_inflight_conn, 64u << 20);
+	options_free(&o);
+	/* an eighth of the total, but never under the largest request */
+	assert_int_equal(options_parse(5, small, &o), 0);
+	assert_int_equal(o.max_inflight_conn, 32u << 20);
+	options_free(&o);
+	assert_int_equal(options_parse(7, big, &o), 0);
+	assert_int_equal(o.max_connections, 2);
+	assert_int_equal(o.max_inflight_conn, 128u << 20);
+	options_free(&o);
+	assert_int_equal(options_parse(5, share, &o), 0);
+	assert_int_equal(o.max_inflight, 512u << 20);
+	assert_int_equal(o.max_inflight_conn, 40u << 20);
+	options_free(&o);
+	assert_int_equal(options_parse(7, equal, &o), 0);
+	assert_int_equal(o.max_inflight_conn, 32u << 20);
+	options_free(&o);
+	assert_int_equal(options_parse(7, over, &o), -1);
+	options_free(&o);
+
+	for (size_t i = 0; i < sizeof(bad_conns) / sizeof(bad_conns[0]); i++) {
+		char *argv[] = { "bdfilterd", "--device", "d=/x", "--max-connections", (char *)bad_conns[i], NULL };
+
+		assert_int_equal(options_parse(5, argv, &o), -1);
+		options_free(&o);
+	}
+	for (size_t i = 0; i < sizeof(bad_sizes) / sizeof(bad_sizes[0]); i++) {
+		char *total[] = { "bdfilterd", "--device", "d=/x", "--max-inflight", (char *)bad_sizes[i], NULL };
+		char *conn[] = { "bdfilterd", "--device", "d=/x", "--max-inflight-per-conn", (char *)bad_sizes[i],
+				 NULL };
+
+		assert_int_equal(options_parse(5, total, &o), -1);
+		options_free(&o);
+		assert_int_equal(options_parse(5, conn, &o), -1);
+		options_free(&o);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(device_specs),
 		cmocka_unit_test(listen_addrs),
 		cmocka_unit_test(command_lines),
+		cmocka_unit_test(sizes),
+		cmocka_unit_test(nbd_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
