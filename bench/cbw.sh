@@ -130,19 +130,21 @@ cbw_start() { # NAME
 	esac
 }
 # MiB copied before writes during the job (a check that copy-before-write did
-# happen), on stdout; fails when a bdfilterd snapshot broke (it would stop copying).
-cbw_copied() { # NAME [CONTROL-SOCKET]
-	local info ec used blocks
+# happen: the storage file's allocated bytes, since bdfilterd reserves a chunk
+# but copies only the blocks written), on stdout; fails when a bdfilterd
+# snapshot broke (it would stop copying).
+cbw_copied() { # NAME [CONTROL-SOCKET STORAGE-FILE]
+	local info ec blocks
 	case $1 in
 	bdf_snap | bdf_snap64 | bdf_snap_full)
 		info=$("$build/bdfilter" --control "${2:-$work/control.sock}" snapshot_info -d disk)
 		ec=$(sed -n 's/^error_code=//p' <<<"$info")
-		used=$(sed -n 's/^storage_used=//p' <<<"$info")
 		if [ "$ec" != 0 ]; then
 			echo "bench cbw: $1: the snapshot broke during the job: $(tr "\n" " " <<<"$info")" >&2
 			return 1
 		fi
-		echo "$((used >> 20))"
+		blocks=$(stat -c %b "${3:-$cbw_dir/diff.img}")
+		echo "$((blocks * 512 >> 20))"
 		;;
 	qsd_cbw)
 		kill -0 "$server_pid" 2>/dev/null || { echo "bench cbw: qemu-storage-daemon died" >&2; cat "$work/server.log" >&2; return 1; }
@@ -236,7 +238,7 @@ cbw_cold
 sock_saved=$sock
 sock=$steady_sock
 run_fio section=cbw round=1 server=bdf_snap_full job=prefill "cache=$cbw_cache" -- "${prefill[@]}" >"$work/line"
-copied=$(cbw_copied bdf_snap_full "$steady_ctl")
+copied=$(cbw_copied bdf_snap_full "$steady_ctl" "$cbw_dir/steady-diff.img")
 sock=$sock_saved
 cbw_record bdf_snap_full 1 prefill "$copied" <"$work/line"
 if [ "$copied" -lt "$cbw_mib" ]; then
@@ -251,7 +253,7 @@ for round in $(seq "$rounds"); do
 			run_fio section=cbw "round=$round" server=bdf_snap_full job=steady "cache=$cbw_cache" -- \
 				"${steady[@]}" >"$work/line"
 			sock=$sock_saved
-			copied=$(cbw_copied bdf_snap_full "$steady_ctl")
+			copied=$(cbw_copied bdf_snap_full "$steady_ctl" "$cbw_dir/steady-diff.img")
 		else
 			cbw_start bdf_tracker
 			cbw_cold

@@ -267,7 +267,6 @@ static int copy_blocks_locked(struct diff_area *da, struct filter *tracker, uint
 {
 	uint64_t need = want & ~copied(da, chunk), start = chunk << da->chunk_shift;
 	unsigned bit = 0, next;
-	void *buf = NULL;
 	int r;
 
 	if (!need)
@@ -287,6 +286,7 @@ static int copy_blocks_locked(struct diff_area *da, struct filter *tracker, uint
 	}
 	while (bit < BLOCKS_PER_CHUNK && r == 0) {
 		uint64_t pos, len;
+		void *buf;
 
 		if (!((need >> bit) & 1)) {
 			bit++;
@@ -295,16 +295,19 @@ static int copy_blocks_locked(struct diff_area *da, struct filter *tracker, uint
 		run_of(da, chunk, need, bit, &next, &pos, &len);
 		if (len == 0)
 			break; /* past a short last chunk */
-		if (!buf && !(buf = malloc(1ull << da->chunk_shift))) {
+		/* The run's size, not the chunk's: a 256 KiB buffer is an mmap
+		 * and a munmap per copy (malloc's threshold is 128 KiB). */
+		buf = malloc(len);
+		if (!buf) {
 			set_error(da, -ENOMEM);
 			return -ENOMEM;
 		}
 		r = filter_next_pread(tracker, buf, len, start + pos, 0);
 		if (r == 0)
 			r = diff_storage_write(da->storage, da->loc[chunk] + pos, buf, len);
+		free(buf);
 		bit = next;
 	}
-	free(buf);
 	if (r < 0) {
 		set_error(da, -EIO);
 		return -EIO;
