@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/lock_order.h"
 #include "common/log.h"
 #include "core/device.h"
 #include "fuse/fuse_internal.h"
@@ -100,7 +101,7 @@ int fuse_export_add(struct fuse_export *fx, struct device *dev)
 	f->added = time(NULL);
 	atomic_init(&f->removed, false);
 
-	pthread_mutex_lock(&fx->lock);
+	lock_mutex(&fx->lock, LOCK_EXPORTS);
 	if (fx_find_name_locked(fx, f->name)) {
 		r = -EEXIST;
 	} else if (!(v = realloc(fx->files, (fx->n_files + 1) * sizeof(*v)))) {
@@ -111,7 +112,7 @@ int fuse_export_add(struct fuse_export *fx, struct device *dev)
 		f->dev = device_get(dev);
 		fx->files[fx->n_files++] = f;
 	}
-	pthread_mutex_unlock(&fx->lock);
+	unlock_mutex(&fx->lock, LOCK_EXPORTS);
 	if (r < 0) {
 		fx_file_free(f);
 		return r;
@@ -129,14 +130,14 @@ void fuse_export_remove(struct fuse_export *fx, const char *name)
 	/* No kernel notification: lookups are never cached (entry_timeout 0),
 	 * and a notification from here could wait on a request that waits on
 	 * the caller's locks. */
-	pthread_mutex_lock(&fx->lock);
+	lock_mutex(&fx->lock, LOCK_EXPORTS);
 	f = fx_find_name_locked(fx, name);
 	if (f) {
 		atomic_store(&f->removed, true);
 		open = f->nopen > 0;
 		dev = fx_settle_locked(fx, f, &gone);
 	}
-	pthread_mutex_unlock(&fx->lock);
+	unlock_mutex(&fx->lock, LOCK_EXPORTS);
 	if (open)
 		log_info("fuse: %s/%s removed while open: its I/O fails with EIO from now on", fx->dir, name);
 	device_put(dev);

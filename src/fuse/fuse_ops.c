@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include "common/lock_order.h"
 #include "core/device.h"
 #include "core/io.h"
 #include "fuse/fuse_internal.h"
@@ -71,13 +72,13 @@ static void forget_one(struct fuse_export *fx, fuse_ino_t ino, uint64_t nlookup)
 	struct fx_file *f, *gone = NULL;
 	struct device *dev = NULL;
 
-	pthread_mutex_lock(&fx->lock);
+	lock_mutex(&fx->lock, LOCK_EXPORTS);
 	f = fx_find_ino_locked(fx, ino);
 	if (f) {
 		f->nlookup = nlookup > f->nlookup ? 0 : f->nlookup - nlookup;
 		dev = fx_settle_locked(fx, f, &gone);
 	}
-	pthread_mutex_unlock(&fx->lock);
+	unlock_mutex(&fx->lock, LOCK_EXPORTS);
 	device_put(dev);
 	fx_file_free(gone);
 }
@@ -89,10 +90,10 @@ static void fx_file_close(struct fuse_export *fx, struct fx_file *f)
 	struct fx_file *gone = NULL;
 	struct device *dev;
 
-	pthread_mutex_lock(&fx->lock);
+	lock_mutex(&fx->lock, LOCK_EXPORTS);
 	f->nopen--;
 	dev = fx_settle_locked(fx, f, &gone);
-	pthread_mutex_unlock(&fx->lock);
+	unlock_mutex(&fx->lock, LOCK_EXPORTS);
 	device_put(dev);
 	fx_file_free(gone);
 }
@@ -108,14 +109,14 @@ static void fx_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	memset(&e, 0, sizeof(e));
-	pthread_mutex_lock(&fx->lock);
+	lock_mutex(&fx->lock, LOCK_EXPORTS);
 	f = fx_find_name_locked(fx, name);
 	if (f) {
 		f->nlookup++;
 		e.ino = f->ino;
 		fill_attr(fx, f, &e.attr);
 	}
-	pthread_mutex_unlock(&fx->lock);
+	unlock_mutex(&fx->lock, LOCK_EXPORTS);
 	if (!f) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -145,12 +146,12 @@ static void fx_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fx_file *f = NULL;
 	struct stat st;
 
-	pthread_mutex_lock(&fx->lock);
+	lock_mutex(&fx->lock, LOCK_EXPORTS);
 	if (ino != ROOT_INO)
 		f = fx_find_ino_locked(fx, ino);
 	if (ino == ROOT_INO || f)
 		fill_attr(fx, f, &st);
-	pthread_mutex_unlock(&fx->lock);
+	unlock_mutex(&fx->lock, LOCK_EXPORTS);
 	if (ino != ROOT_INO && !f)
 		fuse_reply_err(req, ENOENT);
 	else
@@ -166,7 +167,7 @@ static void fx_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	struct stat st;
 	int err = 0;
 
-	pthread_mutex_lock(&fx->lock);
+	lock_mutex(&fx->lock, LOCK_EXPORTS);
 	if (ino != ROOT_INO)
 		f = fx_find_ino_locked(fx, ino);
 	if (ino != ROOT_INO && !f)
@@ -177,7 +178,7 @@ static void fx_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		err = f && f->readonly ? EROFS : EPERM;
 	else
 		fill_attr(fx, f, &st);
-	pthread_mutex_unlock(&fx->lock);
+	unlock_mutex(&fx->lock, LOCK_EXPORTS);
 	if (err)
 		fuse_reply_err(req, err);
 	else
@@ -190,7 +191,7 @@ static void fx_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fx_file *f;
 	int err = 0;
 
-	pthread_mutex_lock(&fx->lock);
+	lock_mutex(&fx->lock, LOCK_EXPORTS);
 	f = fx_find_ino_locked(fx, ino);
 	if (ino == ROOT_INO)
 		err = EISDIR;
@@ -200,7 +201,7 @@ static void fx_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		err = EROFS; /* losetup falls back to a read-only loop device on EROFS */
 	else
 		f->nopen++;
-	pthread_mutex_unlock(&fx->lock);
+	unlock_mutex(&fx->lock, LOCK_EXPORTS);
 	if (err) {
 		fuse_reply_err(req, err);
 		return;
@@ -397,7 +398,7 @@ static void fx_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	pthread_mutex_lock(&fx->lock);
+	lock_mutex(&fx->lock, LOCK_EXPORTS);
 	need = fuse_add_direntry(req, NULL, 0, ".", NULL, 0) + fuse_add_direntry(req, NULL, 0, "..", NULL, 0);
 	for (size_t i = 0; i < fx->n_files; i++)
 		if (!atomic_load(&fx->files[i]->removed))
@@ -410,7 +411,7 @@ static void fx_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 			if (!atomic_load(&fx->files[i]->removed))
 				dir_add(req, d, fx->files[i]->name, fx->files[i]->ino, S_IFREG);
 	}
-	pthread_mutex_unlock(&fx->lock);
+	unlock_mutex(&fx->lock, LOCK_EXPORTS);
 	if (!d->buf) {
 		free(d);
 		fuse_reply_err(req, ENOMEM);
@@ -448,13 +449,13 @@ static void fx_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct statvfs sv;
 	uint64_t bytes = 0, files = 0;
 
-	pthread_mutex_lock(&fx->lock);
+	lock_mutex(&fx->lock, LOCK_EXPORTS);
 	for (size_t i = 0; i < fx->n_files; i++)
 		if (!atomic_load(&fx->files[i]->removed)) {
 			bytes += fx->files[i]->size;
 			files++;
 		}
-	pthread_mutex_unlock(&fx->lock);
+	unlock_mutex(&fx->lock, LOCK_EXPORTS);
 	memset(&sv, 0, sizeof(sv));
 	sv.f_bsize = sv.f_frsize = FX_BLOCK;
 	sv.f_blocks = (bytes + FX_BLOCK - 1) / FX_BLOCK;

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/lock_order.h"
 #include "common/log.h"
 #include "core/device.h"
 #include "nbd/nbd_internal.h"
@@ -97,7 +98,7 @@ int nbd_server_add_export(struct nbd_server *srv, struct device *dev, const char
 	exp->readonly = readonly || device_readonly(dev);
 	atomic_init(&exp->refs, 1);
 
-	pthread_mutex_lock(&srv->lock);
+	lock_mutex(&srv->lock, LOCK_EXPORTS);
 	for (size_t i = 0; i < srv->n_exports; i++)
 		if (strcmp(srv->exports[i]->name, name) == 0)
 			r = -EEXIST;
@@ -110,7 +111,7 @@ int nbd_server_add_export(struct nbd_server *srv, struct device *dev, const char
 			srv->exports = v;
 		}
 	}
-	pthread_mutex_unlock(&srv->lock);
+	unlock_mutex(&srv->lock, LOCK_EXPORTS);
 	if (r == 0) {
 		log_debug("export '%s' added", name);
 		return 0;
@@ -132,7 +133,7 @@ struct nbd_export *nbd_export_get(struct nbd_server *srv, const char *name)
 {
 	struct nbd_export *exp = NULL;
 
-	pthread_mutex_lock(&srv->lock);
+	lock_mutex(&srv->lock, LOCK_EXPORTS);
 	if (name[0] == '\0' && srv->n_exports > 0)
 		exp = srv->exports[0];
 	for (size_t i = 0; !exp && i < srv->n_exports; i++)
@@ -140,7 +141,7 @@ struct nbd_export *nbd_export_get(struct nbd_server *srv, const char *name)
 			exp = srv->exports[i];
 	if (exp)
 		atomic_fetch_add(&exp->refs, 1);
-	pthread_mutex_unlock(&srv->lock);
+	unlock_mutex(&srv->lock, LOCK_EXPORTS);
 	return exp;
 }
 
@@ -148,7 +149,7 @@ int nbd_server_remove_export(struct nbd_server *srv, const char *name)
 {
 	struct nbd_export *exp = NULL;
 
-	pthread_mutex_lock(&srv->lock);
+	lock_mutex(&srv->lock, LOCK_EXPORTS);
 	for (size_t i = 0; i < srv->n_exports; i++)
 		if (strcmp(srv->exports[i]->name, name) == 0) {
 			exp = srv->exports[i];
@@ -157,7 +158,7 @@ int nbd_server_remove_export(struct nbd_server *srv, const char *name)
 			srv->n_exports--;
 			break;
 		}
-	pthread_mutex_unlock(&srv->lock);
+	unlock_mutex(&srv->lock, LOCK_EXPORTS);
 	if (!exp)
 		return -ENOENT;
 	/* Connections already on it keep their reference until they close. */
@@ -183,7 +184,7 @@ int nbd_export_foreach(struct nbd_server *srv, int (*fn)(struct nbd_export *, vo
 	int r = 0;
 
 	/* Snapshot the table so FN (which sends on a socket) runs without the lock. */
-	pthread_mutex_lock(&srv->lock);
+	lock_mutex(&srv->lock, LOCK_EXPORTS);
 	n = srv->n_exports;
 	snap = malloc((n ? n : 1) * sizeof(*snap));
 	if (snap)
@@ -191,7 +192,7 @@ int nbd_export_foreach(struct nbd_server *srv, int (*fn)(struct nbd_export *, vo
 			snap[i] = srv->exports[i];
 			atomic_fetch_add(&snap[i]->refs, 1);
 		}
-	pthread_mutex_unlock(&srv->lock);
+	unlock_mutex(&srv->lock, LOCK_EXPORTS);
 	if (!snap)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
@@ -384,7 +385,7 @@ static void *conn_thread(void *arg)
 	}
 	log_debug("%s: closed", c->peer);
 
-	pthread_mutex_lock(&srv->lock);
+	lock_mutex(&srv->lock, LOCK_EXPORTS);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -395,7 +396,7 @@ static void *conn_thread(void *arg)
 	conn_close(c);
 	if (--srv->n_conns == 0)
 		pthread_cond_broadcast(&srv->conns_gone);
-	pthread_mutex_unlock(&srv->lock);
+	unlock_mutex(&srv->lock, LOCK_EXPORTS);
 	nbd_conn_free(c);
 	return NULL;
 }
@@ -434,15 +435,15 @@ int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer)
 	if (!c)
 		return -ENOMEM;
 
-	pthread_mutex_lock(&srv->lock);
+	lock_mutex(&srv->lock, LOCK_EXPORTS);
 	if (srv->shutting_down) {
-		pthread_mutex_unlock(&srv->lock);
+		unlock_mutex(&srv->lock, LOCK_EXPORTS);
 		nbd_conn_free(c);
 		return -ESHUTDOWN;
 	}
 	if (srv->n_conns >= srv->cfg.max_connections) {
 		refuse(srv, peer);
-		pthread_mutex_unlock(&srv->lock);
+		unlock_mutex(&srv->lock, LOCK_EXPORTS);
 		/* Closed before the greeting: the client sees EOF at once. */
 		nbd_conn_free(c);
 		return -EBUSY;
@@ -464,19 +465,19 @@ int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer)
 		if (c->next)
 			c->next->prev = NULL;
 		srv->n_conns--;
-		pthread_mutex_unlock(&srv->lock);
+		unlock_mutex(&srv->lock, LOCK_EXPORTS);
 		log_error("cannot start a thread for a connection: %s", strerror(r));
 		nbd_conn_free(c);
 		return -r;
 	}
-	pthread_mutex_unlock(&srv->lock);
+	unlock_mutex(&srv->lock, LOCK_EXPORTS);
 	log_debug("%s: accepted", c->peer);
 	return 0;
 }
 
 void nbd_server_shutdown(struct nbd_server *srv)
 {
-	pthread_mutex_lock(&srv->lock);
+	lock_mutex(&srv->lock, LOCK_EXPORTS);
 	srv->shutting_down = true;
 	/* Stop reading: pending recv()s see EOF, in-flight replies still go out. */
 	for (struct nbd_conn *c = srv->conns; c; c = c->next)
@@ -495,5 +496,5 @@ void nbd_server_shutdown(struct nbd_server *srv)
 				conn_shutdown(c, SHUT_RDWR);
 		}
 	}
-	pthread_mutex_unlock(&srv->lock);
+	unlock_mutex(&srv->lock, LOCK_EXPORTS);
 }
