@@ -9,11 +9,20 @@
  * first write to a chunk reads 4 KiB from the origin, not 256 KiB, and a
  * backup that reads the image reads each block from wherever it is.
  *
+ * A write waits only for the old data to be read (blksnap's pipeline): the
+ * blocks read go into a buffer that is queued for the area's writer thread,
+ * which stores them in the difference storage, and until it has, readers of
+ * the image read them from the buffer. The queue holds at most
+ * chunk_maximum_in_queue buffers; when it is full, the copier stores its
+ * blocks itself.
+ *
  * Striped read-write locks order a copy against readers of the image: an
- * image read holds its stripe shared while it reads the origin, so a copy
- * (exclusive) cannot slip between, and the origin write waits for the copy.
- * Lock order everywhere: the origin device's drain lock, then a stripe, then
- * the storage's lock (docs/locking.md). */
+ * image read holds its stripe shared while it reads the origin or a queued
+ * buffer, so a copy (exclusive) cannot slip between, and the origin write
+ * waits for the copy. A stripe also guards its chunks' queued buffers (the
+ * list of them is per stripe). Lock order everywhere: the origin device's
+ * drain lock, then a stripe, then the queue's lock or the storage's
+ * (docs/locking.md). */
 #include "blksnap/diff_area.h"
 
 #include <errno.h>
@@ -40,6 +49,16 @@
 #define MIN_BLOCK_SHIFT 12 /* 4 KiB: the page, and what file systems write */
 #define NOT_ALLOCATED UINT64_MAX
 
+/* Blocks read from the origin, waiting in the queue to be stored. */
+struct pending {
+	struct pending *next;        /* the queue, oldest first */
+	struct pending *stripe_next; /* its stripe's list: under the stripe */
+	uint64_t chunk;
+	uint64_t bits;     /* its blocks */
+	uint64_t pos, len; /* bytes within the chunk */
+	char data[];
+};
+
 struct diff_area {
 	atomic_int refs;
 	struct device *orig;
@@ -55,11 +74,31 @@ struct diff_area {
 	 * before the first bit, under the stripe held exclusive). */
 	_Atomic uint64_t *copied;
 	uint64_t *loc;
+	/* Per chunk: the copied blocks still in a queued buffer (under the
+	 * stripe), and per stripe those buffers. */
+	uint64_t *pending_bits;
+	struct pending *pending[STRIPES];
 	pthread_rwlock_t stripes[STRIPES];
+	/* The queue and its writer. in_flight: taken off the queue and not
+	 * stored and retired yet. */
+	pthread_mutex_t q_lock;
+	pthread_cond_t q_cond;
+	struct pending *q_head, **q_tail;
+	unsigned q_len, q_max, in_flight;
+	bool q_stop;
+	/* Buffers of a chunk's size, for reuse (free_diff_buffer_pool_size of
+	 * them at most): a fresh one of 256 KiB is a mapping whose pages fault
+	 * in as the copy fills them, which cost more than the copy itself. */
+	struct pending *pool;
+	unsigned pool_n, pool_max;
+	pthread_t writer;
+	bool writer_running;
 	atomic_int error;
 	atomic_bool detached;
 	atomic_ullong chunks_allocated;
 };
+
+static void *writer_thread(void *arg);
 
 void diff_area_geometry(const struct params *p, uint64_t capacity, uint32_t min_io, unsigned *shift,
 			uint64_t *count)
@@ -93,9 +132,11 @@ int diff_area_new(struct device *orig, const struct params *p, struct diff_stora
 	if (da->block_shift < min_block)
 		da->block_shift = min_block < da->chunk_shift ? min_block : da->chunk_shift;
 	da->copied = calloc(da->chunk_count ? da->chunk_count : 1, sizeof(*da->copied));
+	da->pending_bits = calloc(da->chunk_count ? da->chunk_count : 1, sizeof(*da->pending_bits));
 	da->loc = malloc((da->chunk_count ? da->chunk_count : 1) * sizeof(*da->loc));
-	if (!da->copied || !da->loc) {
+	if (!da->copied || !da->pending_bits || !da->loc) {
 		free(da->copied);
+		free(da->pending_bits);
 		free(da->loc);
 		free(da);
 		return -ENOMEM;
@@ -113,6 +154,15 @@ int diff_area_new(struct device *orig, const struct params *p, struct diff_stora
 	da->events = events;
 	da->owner_put = owner_put;
 	da->owner = owner;
+	pthread_mutex_init(&da->q_lock, NULL);
+	pthread_cond_init(&da->q_cond, NULL);
+	da->q_tail = &da->q_head;
+	da->q_max = p->chunk_maximum_in_queue;
+	da->pool_max = p->free_diff_buffer_pool_size;
+	/* Without its thread the area stores every copy itself. */
+	da->writer_running = pthread_create(&da->writer, NULL, writer_thread, da) == 0;
+	if (!da->writer_running)
+		da->q_max = 0;
 	*out = da;
 	return 0;
 }
@@ -127,10 +177,27 @@ void diff_area_put(struct diff_area *da)
 {
 	if (!da || atomic_fetch_sub(&da->refs, 1) != 1)
 		return;
+	/* The writer stores what is queued, then goes: the storage is there
+	 * until the owner's put, below. */
+	lock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+	da->q_stop = true;
+	pthread_cond_broadcast(&da->q_cond);
+	unlock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+	if (da->writer_running)
+		pthread_join(da->writer, NULL);
+	while (da->pool) {
+		struct pending *b = da->pool;
+
+		da->pool = b->next;
+		free(b);
+	}
+	pthread_cond_destroy(&da->q_cond);
+	pthread_mutex_destroy(&da->q_lock);
 	for (int i = 0; i < STRIPES; i++)
 		pthread_rwlock_destroy(&da->stripes[i]);
 	device_put(da->orig);
 	free(da->copied);
+	free(da->pending_bits);
 	free(da->loc);
 	if (da->owner_put)
 		da->owner_put(da->owner);
@@ -259,11 +326,138 @@ static void run_of(struct diff_area *da, uint64_t chunk, uint64_t mask, unsigned
 		*len = clen - *pos;
 }
 
+/* The bits of the blocks in [pos, pos+len) of a chunk. */
+static uint64_t bits_of_run(struct diff_area *da, uint64_t pos, uint64_t len)
+{
+	unsigned first = (unsigned)(pos >> da->block_shift);
+	unsigned n = (unsigned)((len + (1ull << da->block_shift) - 1) >> da->block_shift);
+
+	return (n >= 64 ? ~0ull : ((1ull << n) - 1)) << first;
+}
+
+/* A buffer for a copy: from the pool, or new. */
+static struct pending *buffer_get(struct diff_area *da)
+{
+	struct pending *b;
+
+	lock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+	b = da->pool;
+	if (b) {
+		da->pool = b->next;
+		da->pool_n--;
+	}
+	unlock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+	return b ? b : malloc(sizeof(*b) + (1ull << da->chunk_shift));
+}
+
+static void buffer_put(struct diff_area *da, struct pending *b)
+{
+	if (!b)
+		return;
+	lock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+	if (da->pool_n < da->pool_max) {
+		b->next = da->pool;
+		da->pool = b;
+		da->pool_n++;
+		b = NULL;
+	}
+	unlock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+	free(b);
+}
+
+/* Queue P (its chunk's stripe held exclusive): false if the queue is full
+ * or stopping, and the caller stores P itself. */
+static bool queue_locked(struct diff_area *da, struct pending *p)
+{
+	bool queued = false;
+
+	lock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+	if (!da->q_stop && da->q_len < da->q_max) {
+		p->next = NULL;
+		*da->q_tail = p;
+		da->q_tail = &p->next;
+		da->q_len++;
+		pthread_cond_broadcast(&da->q_cond);
+		queued = true;
+	}
+	unlock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+	if (queued) {
+		/* Readers find it from now on (the writer, which takes the
+		 * stripe to retire it, cannot before we let go). */
+		p->stripe_next = da->pending[p->chunk % STRIPES];
+		da->pending[p->chunk % STRIPES] = p;
+		da->pending_bits[p->chunk] |= p->bits;
+	}
+	return queued;
+}
+
+/* The writer: stores each queued buffer, then retires it under its stripe,
+ * so that readers turn to the storage. A failure corrupts the image. */
+static void *writer_thread(void *arg)
+{
+	struct diff_area *da = arg;
+
+	for (;;) {
+		struct pending *p;
+
+		lock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+		while (!da->q_head && !da->q_stop)
+			pthread_cond_wait(&da->q_cond, &da->q_lock);
+		p = da->q_head;
+		if (p) {
+			da->q_head = p->next;
+			if (!da->q_head)
+				da->q_tail = &da->q_head;
+			da->q_len--;
+			da->in_flight++;
+		}
+		unlock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+		if (!p)
+			break; /* stopping, and nothing left */
+
+		if (!atomic_load(&da->error) &&
+		    diff_storage_write(da->storage, da->loc[p->chunk] + p->pos, p->data, p->len) < 0)
+			set_error(da, -EIO);
+
+		stripe_lock(da, p->chunk, true);
+		for (struct pending **pp = &da->pending[p->chunk % STRIPES]; *pp; pp = &(*pp)->stripe_next)
+			if (*pp == p) {
+				*pp = p->stripe_next;
+				break;
+			}
+		da->pending_bits[p->chunk] &= ~p->bits;
+		stripe_unlock(da, p->chunk);
+		buffer_put(da, p);
+
+		lock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+		da->in_flight--;
+		pthread_cond_broadcast(&da->q_cond);
+		unlock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+	}
+	return NULL;
+}
+
+/* Wait until every queued buffer is stored (no stripe held). */
+static void drain_queue(struct diff_area *da)
+{
+	lock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+	while (da->q_head || da->in_flight)
+		pthread_cond_wait(&da->q_cond, &da->q_lock);
+	unlock_mutex(&da->q_lock, LOCK_STORE_QUEUE);
+}
+
+void diff_area_drain(struct diff_area *da)
+{
+	drain_queue(da);
+}
+
 /* With the chunk's stripe held exclusive: copy the blocks WANT of CHUNK not
- * copied yet from the origin (the layers below the tracker) into the
- * storage, reserving the chunk's room first if it has none. 0, or the error
- * now set on the area. */
-static int copy_blocks_locked(struct diff_area *da, struct filter *tracker, uint64_t chunk, uint64_t want)
+ * copied yet from the origin (the layers below the tracker), reserving the
+ * chunk's room in the storage first if it has none; the blocks read are
+ * queued for the writer (with MAY_QUEUE, and room in the queue) or stored
+ * here. 0, or the error now set on the area. */
+static int copy_blocks_locked(struct diff_area *da, struct filter *tracker, uint64_t chunk, uint64_t want,
+			      bool may_queue)
 {
 	uint64_t need = want & ~copied(da, chunk), start = chunk << da->chunk_shift;
 	unsigned bit = 0, next;
@@ -286,7 +480,7 @@ static int copy_blocks_locked(struct diff_area *da, struct filter *tracker, uint
 	}
 	while (bit < BLOCKS_PER_CHUNK && r == 0) {
 		uint64_t pos, len;
-		void *buf;
+		struct pending *p;
 
 		if (!((need >> bit) & 1)) {
 			bit++;
@@ -295,17 +489,21 @@ static int copy_blocks_locked(struct diff_area *da, struct filter *tracker, uint
 		run_of(da, chunk, need, bit, &next, &pos, &len);
 		if (len == 0)
 			break; /* past a short last chunk */
-		/* The run's size, not the chunk's: a 256 KiB buffer is an mmap
-		 * and a munmap per copy (malloc's threshold is 128 KiB). */
-		buf = malloc(len);
-		if (!buf) {
+		p = buffer_get(da);
+		if (!p) {
 			set_error(da, -ENOMEM);
 			return -ENOMEM;
 		}
-		r = filter_next_pread(tracker, buf, len, start + pos, 0);
-		if (r == 0)
-			r = diff_storage_write(da->storage, da->loc[chunk] + pos, buf, len);
-		free(buf);
+		p->chunk = chunk;
+		p->bits = bits_of_run(da, pos, len);
+		p->pos = pos;
+		p->len = len;
+		r = filter_next_pread(tracker, p->data, len, start + pos, 0);
+		if (r == 0 && may_queue && queue_locked(da, p))
+			p = NULL;
+		else if (r == 0)
+			r = diff_storage_write(da->storage, da->loc[chunk] + pos, p->data, len);
+		buffer_put(da, p);
 		bit = next;
 	}
 	if (r < 0) {
@@ -330,7 +528,7 @@ void diff_area_cow(struct diff_area *da, struct filter *tracker, uint64_t offset
 		if ((copied(da, c) & want) == want)
 			continue;
 		stripe_lock(da, c, true);
-		copy_blocks_locked(da, tracker, c, want);
+		copy_blocks_locked(da, tracker, c, want, true);
 		stripe_unlock(da, c);
 		if (atomic_load_explicit(&da->error, memory_order_relaxed))
 			return; /* corrupted: the origin write goes on without copies */
@@ -349,22 +547,37 @@ static int check_image(struct diff_area *da, uint64_t count, uint64_t offset)
 }
 
 /* Read [offset, offset+n) of one chunk of the image: each run of blocks from
- * the storage where copied, else from the origin. Stripe held shared. */
+ * the origin where not copied, from a queued buffer where the copy waits to
+ * be stored, else from the storage. Stripe held shared. */
 static int read_chunk_locked(struct diff_area *da, struct filter *tracker, uint64_t chunk, char *p, uint64_t n,
 			     uint64_t offset)
 {
-	uint64_t start = chunk << da->chunk_shift, done = 0, bits = copied(da, chunk);
+	uint64_t start = chunk << da->chunk_shift, done = 0;
+	uint64_t cbits = copied(da, chunk), pbits = da->pending_bits[chunk];
 	int r = 0;
 
 	while (done < n && r == 0) {
 		uint64_t pos = offset + done - start, run_pos, run_len, take;
 		unsigned bit = (unsigned)(pos >> da->block_shift), next;
+		struct pending *q = NULL;
 
-		run_of(da, chunk, bits, bit, &next, &run_pos, &run_len);
+		if (((cbits & pbits) >> bit) & 1) {
+			for (q = da->pending[chunk % STRIPES]; q; q = q->stripe_next)
+				if (q->chunk == chunk && ((q->bits >> bit) & 1))
+					break;
+			if (!q)
+				return -EIO; /* a pending bit with no buffer: a bug */
+			run_pos = q->pos;
+			run_len = q->len;
+		} else {
+			run_of(da, chunk, (cbits >> bit) & 1 ? cbits & ~pbits : cbits, bit, &next, &run_pos, &run_len);
+		}
 		take = run_pos + run_len - pos;
 		if (take > n - done)
 			take = n - done;
-		if ((bits >> bit) & 1)
+		if (q)
+			memcpy(p + done, q->data + (pos - q->pos), take);
+		else if ((cbits >> bit) & 1)
 			r = diff_storage_read(da->storage, da->loc[chunk] + pos, p + done, take);
 		else
 			r = filter_next_pread(tracker, p + done, take, offset + done, 0);
@@ -451,9 +664,15 @@ int diff_area_image_write(struct diff_area *da, struct filter *tracker, struct c
 		if (n > count)
 			n = count;
 		/* The blocks it touches are copied first, so that what the
-		 * write does not cover is the origin's at take. */
+		 * write does not cover is the origin's at take; and stored, not
+		 * queued: a queued copy stored after this write would undo it. */
 		stripe_lock(da, c, true);
-		r = copy_blocks_locked(da, tracker, c, blocks_of(da, c, offset, n));
+		while (da->pending_bits[c] & blocks_of(da, c, offset, n)) {
+			stripe_unlock(da, c);
+			drain_queue(da);
+			stripe_lock(da, c, true);
+		}
+		r = copy_blocks_locked(da, tracker, c, blocks_of(da, c, offset, n), false);
 		if (r == 0)
 			r = diff_storage_write(da->storage, da->loc[c] + within, p, n);
 		if (r < 0 && r != -ENOSPC)

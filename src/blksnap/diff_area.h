@@ -46,6 +46,9 @@ int diff_area_image_write(struct diff_area *da, struct filter *tracker, struct c
 int diff_area_image_extents(struct diff_area *da, struct filter *tracker, uint64_t count, uint64_t offset,
 			    uint32_t flags, struct extents *e);
 
+/* Wait until every copy queued for the storage is stored (an image's flush
+ * needs it before the storage's). */
+void diff_area_drain(struct diff_area *da);
 /* 0, or the sticky error that corrupted the image (-ENOSPC, -EIO). */
 int diff_area_error(struct diff_area *da);
 /* The snapshot is gone: image I/O fails from now on. */

@@ -58,13 +58,15 @@ static int image_pread(void *priv, void *buf, uint64_t count, uint64_t offset)
 	return image_run(&io);
 }
 
+static int image_flush(void *priv);
+
 static int image_pwrite(void *priv, const void *buf, uint64_t count, uint64_t offset, uint32_t flags)
 {
 	struct image_io io = { .da = priv, .cbuf = buf, .count = count, .offset = offset, .write = true };
 	int r = image_run(&io);
 
 	if (r == 0 && (flags & BDF_FUA))
-		r = diff_storage_flush(diff_area_storage(priv));
+		r = image_flush(priv);
 	return r;
 }
 
@@ -75,11 +77,16 @@ static int image_extents(void *priv, uint64_t count, uint64_t offset, uint32_t f
 	return image_run(&io);
 }
 
+/* What the image holds goes to stable storage: the copies still queued
+ * first. */
 static int image_flush(void *priv)
 {
 	struct diff_area *da = priv;
 
-	return diff_area_detached(da) ? -EIO : diff_storage_flush(diff_area_storage(da));
+	if (diff_area_detached(da))
+		return -EIO;
+	diff_area_drain(da);
+	return diff_storage_flush(diff_area_storage(da));
 }
 
 static int image_zero(void *priv, uint64_t count, uint64_t offset, uint32_t flags)

@@ -13,6 +13,7 @@ static const char *const names[LOCK_RANKS] = {
 	[LOCK_IMAGE_DRAIN] = "image drain",
 	[LOCK_DEVICE_DRAIN] = "device drain",
 	[LOCK_STRIPE] = "stripe",
+	[LOCK_STORE_QUEUE] = "store queue",
 	[LOCK_STORAGE] = "storage",
 	[LOCK_CBT_MAP] = "cbt_map",
 	[LOCK_EVENTS] = "events",

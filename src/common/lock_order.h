@@ -17,6 +17,7 @@ enum lock_rank {
 	LOCK_IMAGE_DRAIN,   /* a snapshot image's drain lock (a device over a custom store) */
 	LOCK_DEVICE_DRAIN,  /* a device's drain lock; several, in name order */
 	LOCK_STRIPE,        /* a diff area's stripe */
+	LOCK_STORE_QUEUE,   /* a diff area's queue of copies to store */
 	LOCK_STORAGE,       /* a difference storage */
 	LOCK_CBT_MAP,       /* a CBT map */
 	LOCK_EVENTS,        /* a snapshot's event queue */

@@ -166,7 +166,7 @@ static void stamp(uint8_t *p, uint64_t lba, uint64_t gen)
 	}
 }
 
-static void setup_with(struct fixture *f, uint64_t size, uint64_t storage)
+static void setup_with(struct fixture *f, uint64_t size, uint64_t storage, unsigned queue)
 {
 	struct backing *ob, *sb;
 	struct ds_file *file;
@@ -175,6 +175,8 @@ static void setup_with(struct fixture *f, uint64_t size, uint64_t storage)
 	log_set_level(LOG_LEVEL_ERROR);
 	f->size = size;
 	params_defaults(&f->params);
+	if (queue)
+		f->params.chunk_maximum_in_queue = queue;
 	assert_int_equal(registry_new(&f->reg), 0);
 	blksnap_init(&f->bs, &f->params, f->reg);
 	f->origin = fake_new(size);
@@ -205,7 +207,17 @@ static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
-	setup_with(f, 16 * MIB, 32 * MIB);
+	setup_with(f, 16 * MIB, 32 * MIB, 0);
+	*state = f;
+	return 0;
+}
+
+/* A queue of one: copiers mostly store their copies themselves. */
+static int setup_small_queue(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	setup_with(f, 16 * MIB, 32 * MIB, 1);
 	*state = f;
 	return 0;
 }
@@ -223,9 +235,11 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
-	if (!diff_area_detached(f->da))
+	bool detached = diff_area_detached(f->da);
+
+	device_put(f->img); /* before the disarm, as a destroy does: its flush works */
+	if (!detached)
 		disarm(f);
-	device_put(f->img);
 	diff_area_put(f->da);
 	device_put(f->dev);
 	diff_storage_free(f->ds);
@@ -272,15 +286,18 @@ static void a_write_copies_only_its_blocks(void **state)
 	struct diff_storage_stats st;
 
 	assert_int_equal(write_stamped(f, 256 * KIB + 4096 + 512, 512, 1), 0);
+	diff_area_drain(f->da);
 	assert_int_equal(f->store->bytes_written, 4096);
 	diff_storage_stats(f->ds, &st);
 	assert_int_equal(st.used, 256 * KIB); /* the chunk is the unit of allocation */
 	assert_int_equal(diff_area_copied(f->da), 1);
 	/* a write across two blocks of the same chunk copies the second only */
 	assert_int_equal(write_stamped(f, 256 * KIB + 4096 + 3584, 1024, 2), 0);
+	diff_area_drain(f->da);
 	assert_int_equal(f->store->bytes_written, 8192);
 	/* a write across a chunk boundary: a block on each side */
 	assert_int_equal(write_stamped(f, 512 * KIB - 512, 1024, 3), 0);
+	diff_area_drain(f->da);
 	assert_int_equal(f->store->bytes_written, 16384);
 	assert_int_equal(diff_area_copied(f->da), 2);
 	assert_image(f, 0, f->size);
@@ -372,10 +389,11 @@ static void *one_read(void *arg)
 	return NULL;
 }
 
-/* While a copy is stuck in the storage, a reader of another chunk is served
- * (no lock wider than the chunk's stripe is held), and a reader of the same
- * chunk gets the data at take once the copy is done, never the new write. */
-static void image_reads_while_a_copy_is_stuck(void **state)
+/* A write waits for the old data to be read, not stored: while the storage
+ * is stuck, origin writes complete, and the image reads the old data of
+ * their blocks from the queued buffers, the rest of their chunks from the
+ * origin; once the storage moves, from the storage. */
+static void writes_do_not_wait_for_the_storage(void **state)
 {
 	struct fixture *f = *state;
 	struct one_write w = { f, 3 * 256 * KIB + 8192, 4096, 1 };
@@ -385,17 +403,41 @@ static void image_reads_while_a_copy_is_stuck(void **state)
 
 	f->store->pause_writes = true;
 	assert_int_equal(pthread_create(&tw, NULL, one_write, &w), 0);
+	pthread_join(tw, NULL); /* returns while its copy is not stored */
+	assert_int_equal(w.r, 0);
+	assert_int_equal(write_stamped(f, 3 * 256 * KIB + 65536, 8192, 2), 0);
 	fake_wait_paused(f->store, 1);
 	assert_int_equal(pthread_create(&ts, NULL, one_read, &same), 0);
 	assert_int_equal(pthread_create(&to, NULL, one_read, &other), 0);
-	pthread_join(to, NULL); /* returns while the copy is still stuck */
+	pthread_join(ts, NULL);
+	pthread_join(to, NULL);
+	assert_int_equal(same.r, 0);
 	assert_int_equal(other.r, 0);
 	assert_int_equal(f->store->paused, 1);
+	assert_int_equal(f->store->bytes_written, 0);
 	fake_release(f->store);
-	pthread_join(tw, NULL);
-	pthread_join(ts, NULL);
-	assert_int_equal(w.r, 0);
-	assert_int_equal(same.r, 0);
+	diff_area_drain(f->da);
+	assert_int_equal(f->store->bytes_written, 4096 + 8192);
+	assert_image(f, 0, f->size);
+}
+
+/* An image write over blocks whose copy is still queued waits for it: the
+ * copy stored after the image write would undo it. */
+static void image_write_over_a_queued_copy(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t data[4096], back[4096];
+
+	f->store->pause_writes = true;
+	assert_int_equal(write_stamped(f, 7 * 256 * KIB, 4096, 1), 0);
+	fake_wait_paused(f->store, 1);
+	memset(data, 0x77, sizeof(data));
+	fake_release(f->store); /* the image write waits for the queue, then goes */
+	assert_int_equal(device_pwrite(f->img, data, sizeof(data), 7 * 256 * KIB, 0), 0);
+	diff_area_drain(f->da);
+	assert_int_equal(device_pread(f->img, back, sizeof(back), 7 * 256 * KIB, 0), 0);
+	assert_memory_equal(back, data, sizeof(data));
+	memcpy(f->at_take + 7 * 256 * KIB, data, sizeof(data));
 	assert_image(f, 0, f->size);
 }
 
@@ -410,8 +452,9 @@ static void overflow_in_the_middle(void **state)
 	struct event ev;
 	uint8_t buf[4096];
 
-	setup_with(f, 16 * MIB, 4 * 256 * KIB);
+	setup_with(f, 16 * MIB, 4 * 256 * KIB, 0);
 	*state = f;
+	f->store->pause_writes = true; /* the first copies stay queued: overflow comes in their middle */
 	for (int i = 0; i < 16; i++) {
 		w[i] = (struct one_write){ f, (uint64_t)i * 256 * KIB + 4096, 8192, 1 };
 		assert_int_equal(pthread_create(&t[i], NULL, one_write, &w[i]), 0);
@@ -420,6 +463,9 @@ static void overflow_in_the_middle(void **state)
 		pthread_join(t[i], NULL);
 		assert_int_equal(w[i].r, 0);
 	}
+	assert_int_equal(diff_area_error(f->da), -ENOSPC);
+	fake_release(f->store);
+	diff_area_drain(f->da);
 	assert_int_equal(diff_area_error(f->da), -ENOSPC);
 	assert_int_equal(device_pread(f->img, buf, sizeof(buf), 0, 0), -EIO);
 	/* exactly one corrupted event (after the first low_free_space ones) */
@@ -449,9 +495,11 @@ static void storage_fails_mid_copy(void **state)
 	struct event ev;
 
 	assert_int_equal(write_stamped(f, 0, 4096, 1), 0); /* one good copy */
+	diff_area_drain(f->da);
 	f->store->fail_writes = EIO;
 	f->store->writes_ok = 0;
 	assert_int_equal(write_stamped(f, MIB, 4096, 2), 0);
+	diff_area_drain(f->da); /* the writer stores it, and fails */
 	assert_int_equal(diff_area_error(f->da), -EIO);
 	assert_int_equal(device_pread(f->img, buf, sizeof(buf), 0, 0), -EIO);
 	assert_int_equal(event_queue_wait(&f->events, 0, &ev), 0); /* low_free_space at start */
@@ -479,42 +527,23 @@ static void origin_read_fails_mid_copy(void **state)
 	assert_int_equal(diff_area_error(f->da), -EIO);
 }
 
-struct destroyer {
-	struct fixture *f;
-};
-
-static void *destroy_now(void *arg)
-{
-	disarm(((struct destroyer *)arg)->f);
-	return NULL;
-}
-
-/* The snapshot is destroyed while copies are stuck in the storage: the
- * destroy waits for them (the drain), nothing is freed under them, and the
- * image fails from then on. */
-static void destroy_while_copies_are_stuck(void **state)
+/* The snapshot is destroyed while copies are queued and the storage is
+ * stuck: the destroy does not wait for them, the image fails from then on,
+ * the origin goes on without copies, and the queue is stored or dropped when
+ * the area goes (teardown), never written to freed memory. */
+static void destroy_while_stores_are_queued(void **state)
 {
 	struct fixture *f = *state;
-	struct one_write w[4];
-	struct destroyer d = { f };
-	pthread_t t[4], td;
 	uint8_t buf[4096];
 
 	f->store->pause_writes = true;
-	for (int i = 0; i < 4; i++) {
-		w[i] = (struct one_write){ f, (uint64_t)i * 256 * KIB, 4096, 1 };
-		assert_int_equal(pthread_create(&t[i], NULL, one_write, &w[i]), 0);
-	}
-	fake_wait_paused(f->store, 4);
-	assert_int_equal(pthread_create(&td, NULL, destroy_now, &d), 0);
-	fake_release(f->store);
-	for (int i = 0; i < 4; i++) {
-		pthread_join(t[i], NULL);
-		assert_int_equal(w[i].r, 0);
-	}
-	pthread_join(td, NULL);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(write_stamped(f, (uint64_t)i * 256 * KIB, 4096, 1), 0);
+	fake_wait_paused(f->store, 1);
+	disarm(f);
 	assert_int_equal(device_pread(f->img, buf, sizeof(buf), 0, 0), -EIO);
-	assert_int_equal(write_stamped(f, 0, 4096, 9), 0); /* no copy now */
+	assert_int_equal(write_stamped(f, 8 * 256 * KIB, 4096, 9), 0); /* no copy now */
+	fake_release(f->store);
 }
 
 int main(void)
@@ -522,11 +551,13 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(a_write_copies_only_its_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(concurrent_writers_and_readers, setup, teardown),
-		cmocka_unit_test_setup_teardown(image_reads_while_a_copy_is_stuck, setup, teardown),
+		cmocka_unit_test_setup_teardown(concurrent_writers_and_readers, setup_small_queue, teardown),
+		cmocka_unit_test_setup_teardown(writes_do_not_wait_for_the_storage, setup, teardown),
+		cmocka_unit_test_setup_teardown(image_write_over_a_queued_copy, setup, teardown),
 		cmocka_unit_test_teardown(overflow_in_the_middle, teardown),
 		cmocka_unit_test_setup_teardown(storage_fails_mid_copy, setup, teardown),
 		cmocka_unit_test_setup_teardown(origin_read_fails_mid_copy, setup, teardown),
-		cmocka_unit_test_setup_teardown(destroy_while_copies_are_stuck, setup, teardown),
+		cmocka_unit_test_setup_teardown(destroy_while_stores_are_queued, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
