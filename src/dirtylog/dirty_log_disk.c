@@ -32,7 +32,7 @@ size_t dl_disk_buffer_size(uint64_t region_count)
 {
 	uint64_t bytes;
 
-	if (region_count > (UINT64_MAX - 2 * DL_DISK_PAGE) / 2)
+	if (region_count > UINT64_MAX - 31)	/* the rounding up would wrap */
 		return 0;
 	bytes = DL_DISK_BITS_OFFSET + dl_disk_bitset_bytes(region_count);
 	bytes = (bytes + DL_DISK_PAGE - 1) / DL_DISK_PAGE * DL_DISK_PAGE;
