@@ -56,7 +56,13 @@ struct dirty_log_config {
 /* Make a log in state CONSTRUCTED. A disk log opens DISK_PATH (O_RDWR,
  * O_CLOEXEC) and checks that it is large enough: a regular file is extended,
  * a block device that is too small is -ENOSPC. Nothing is read or written
- * before dirty_log_resume(). */
+ * before dirty_log_resume().
+ * Also -EINVAL: a TYPE that is not one of the four, a disk path given to a
+ * core type or missing for a disk type, a DISK_PATH that is neither a regular
+ * file nor a block device, more than UINT32_MAX regions (dm-log and cmirrord
+ * count regions in 32 bits). A core log starts as dm-log's create_log_context
+ * makes it: every region clean, in sync only with NOSYNC; with KNOWN every
+ * region dirty and out of sync. */
 int dirty_log_create(struct dirty_log **out, const struct dirty_log_config *cfg);
 /* Flush what is pending (errors logged, not returned) and free. */
 void dirty_log_destroy(struct dirty_log *log);
@@ -68,11 +74,20 @@ void dirty_log_destroy(struct dirty_log *log);
  * for resync work starts over, and a disk log writes and flushes the result.
  * A log already resumed: 0, nothing changes (cmirrord). -EIO when the disk
  * cannot be read or written (the log is then failed). */
+/* In detail: with KNOWN the disk is read whatever SYNC says, and regions
+ * beyond nr_regions are dirty even with NOSYNC. A version other than 1 (read
+ * as 2) or 2 is -EINVAL: nothing is written and the log stays in its state.
+ * After -EIO the log is RESUMED all the same, with the bits of a new log when
+ * the read failed, and stays failed (INFO shows D) until destroyed; a failed
+ * log is not read at its next resume (cmirrord): a new log. A core log's
+ * resume keeps its bits and only restarts the search (dm-log's core_resume). */
 int dirty_log_resume(struct dirty_log *log);
 /* Stop handing out resync work (is_remote_recovering says "no"). */
 int dirty_log_presuspend(struct dirty_log *log);
 /* Write what is pending; the log goes to SUSPENDED; recovery is forgotten. */
 int dirty_log_postsuspend(struct dirty_log *log);
+/* Both are -EINVAL unless the log is RESUMED (cmirrord); until the next
+ * resume get_resync_work hands out nothing after a presuspend. */
 
 uint32_t dirty_log_region_sectors(const struct dirty_log *log);
 uint64_t dirty_log_region_count(const struct dirty_log *log);
