@@ -23,14 +23,14 @@ static int fill_addr(struct sockaddr_un *sa, const char *path)
 }
 
 /* A socket file left by a process that died: nothing answers on it. */
-static bool stale(const struct sockaddr_un *sa)
+static bool stale(const struct sockaddr_un *sa, int type)
 {
 	struct stat st;
 	int fd, r;
 
 	if (stat(sa->sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
 		return false;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return false;
 	r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
@@ -40,6 +40,11 @@ static bool stale(const struct sockaddr_un *sa)
 
 int unix_socket_listen(const char *path, mode_t mode, char *err, size_t errlen)
 {
+	return unix_socket_listen_type(path, SOCK_STREAM, mode, err, errlen);
+}
+
+int unix_socket_listen_type(const char *path, int type, mode_t mode, char *err, size_t errlen)
+{
 	struct sockaddr_un sa;
 	mode_t old = 0;
 	int fd, r, e;
@@ -48,7 +53,7 @@ int unix_socket_listen(const char *path, mode_t mode, char *err, size_t errlen)
 		snprintf(err, errlen, "unix:%s: path must be 1 to %zu bytes", path, sizeof(sa.sun_path) - 1);
 		return -1;
 	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "socket: %s", strerror(errno));
 		return -1;
@@ -58,7 +63,7 @@ int unix_socket_listen(const char *path, mode_t mode, char *err, size_t errlen)
 	if (mode)
 		old = umask(~mode & 0777);
 	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-	if (r < 0 && errno == EADDRINUSE && stale(&sa)) {
+	if (r < 0 && errno == EADDRINUSE && stale(&sa, type)) {
 		unlink(sa.sun_path);
 		r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
 	}
