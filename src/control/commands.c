@@ -60,6 +60,9 @@ const struct command_def command_table[CMD_COUNT] = {
 	[CMD_SNAPSHOT_WATCHER] = { .id = CMD_SNAPSHOT_WATCHER, .name = "snapshot_watcher",
 		.summary = "print a snapshot's events until it is destroyed", .args = { ID_ARG }, .cli_loop = true },
 	CMD(CMD_SNAPSHOT_DESTROY, "snapshot_destroy", "destroy a snapshot: its images and its storage", ID_ARG),
+	CMD(CMD_DIRTYLOG_LIST, "dirtylog_list", "list the device-mapper dirty logs the daemon serves"),
+	CMD(CMD_DIRTYLOG_STATUS, "dirtylog_status", "print a dirty log's state and its dm status lines",
+	    ARG('u', "uuid", ARG_STRING, true, "UUID", "the log's uuid, as the mirror table names it")),
 };
 
 const struct command_def *command_find(const char *name)

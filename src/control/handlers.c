@@ -21,6 +21,8 @@
 #include "filters/filters.h"
 #include "blksnap/snapshot.h"
 #include "blksnap/tracker.h"
+#include "dirtylog/dirty_log.h"
+#include "dirtylog/ulog_server.h"
 
 #define READCBTMAP_MAX (1u << 20) /* bytes of map per request */
 
@@ -655,6 +657,83 @@ static int h_snapshot_waitevent(void *opaque, json_object *args, json_object *re
 	return 0;
 }
 
+static const char *const dirty_log_state_names[] = {
+	[DIRTY_LOG_CONSTRUCTED] = "constructed",
+	[DIRTY_LOG_RESUMED] = "resumed",
+	[DIRTY_LOG_SUSPENDED] = "suspended",
+};
+
+static void add_dirty_log(json_object *o, const char *uuid, uint64_t luid, const char *ctr, struct dirty_log *log)
+{
+	struct dirty_log_stats st;
+
+	dirty_log_get_stats(log, &st);
+	add_str(o, "uuid", uuid);
+	add_u64(o, "luid", luid);
+	add_str(o, "table", ctr);
+	add_str(o, "state", dirty_log_state_names[st.state]);
+	add_u64(o, "region_size", (uint64_t)st.region_sectors << 9);
+	add_u64(o, "regions", st.region_count);
+	add_u64(o, "in_sync", st.sync_count);
+	add_u64(o, "dirty", st.dirty_count);
+	add_u64(o, "disk_writes", st.writes);
+	add_u64(o, "disk_flushes", st.flushes);
+	json_object_object_add(o, "failed", json_object_new_boolean(st.failed));
+}
+
+static void list_one(void *opaque, const char *uuid, uint64_t luid, const char *ctr, struct dirty_log *log)
+{
+	json_object *o = json_object_new_object();
+
+	add_dirty_log(o, uuid, luid, ctr, log);
+	json_object_array_add(opaque, o);
+}
+
+static int h_dirtylog_list(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	json_object *arr = json_object_new_array();
+
+	if (ctx->ulog)
+		ulog_server_visit(ctx->ulog, list_one, arr);
+	json_object_object_add(res, "logs", arr);
+	return 0;
+}
+
+struct status_visit {
+	const char *uuid;
+	json_object *res;
+	unsigned found;
+};
+
+static void status_one(void *opaque, const char *uuid, uint64_t luid, const char *ctr, struct dirty_log *log)
+{
+	struct status_visit *v = opaque;
+	char line[512];
+
+	/* Two tables (live and inactive) may share a uuid: the first one. */
+	if (strcmp(uuid, v->uuid) != 0 || v->found++)
+		return;
+	add_dirty_log(v->res, uuid, luid, ctr, log);
+	add_str(v->res, "status_info", dirty_log_status_info(log, line, sizeof(line)) >= 0 ? line : "");
+	add_str(v->res, "status_table", dirty_log_status_table(log, line, sizeof(line)) >= 0 ? line : "");
+}
+
+static int h_dirtylog_status(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	struct status_visit v = { .uuid = arg_str(args, "uuid", ""), .res = res };
+
+	if (ctx->ulog)
+		ulog_server_visit(ctx->ulog, status_one, &v);
+	if (!v.found) {
+		snprintf(msg, msglen, "no dirty log with uuid '%.128s'%s", v.uuid,
+			 ctx->ulog ? "" : " (the daemon serves none: start it with --dm-ulog or --dm-ulog-listen)");
+		return -ENOENT;
+	}
+	return 0;
+}
+
 const control_handler control_handlers[CMD_COUNT] = {
 	[CMD_SNAPSHOT_CREATE] = h_snapshot_create,
 	[CMD_SNAPSHOT_ADD] = h_snapshot_add,
@@ -676,4 +755,6 @@ const control_handler control_handlers[CMD_COUNT] = {
 	[CMD_MARKDIRTYBLOCK] = h_markdirtyblock,
 	[CMD_PARAMS] = h_params,
 	[CMD_STATUS] = h_status,
+	[CMD_DIRTYLOG_LIST] = h_dirtylog_list,
+	[CMD_DIRTYLOG_STATUS] = h_dirtylog_status,
 };

@@ -11,12 +11,14 @@
 
 struct blksnap;
 struct registry;
+struct ulog_server;
 
 struct control_ctx {
 	struct registry *reg;
 	struct blksnap *bs;
 	const char *fuse_dir; /* the FUSE export's mount point, or NULL */
 	const char *state_dir; /* --state-dir, or NULL */
+	struct ulog_server *ulog; /* the dm userspace-log server, or NULL */
 	time_t started;
 	atomic_bool stopping; /* set at shutdown: waits end early */
 };

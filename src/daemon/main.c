@@ -27,6 +27,8 @@
 #include "daemon/listen.h"
 #include "daemon/options.h"
 #include "daemon/storage_veto.h"
+#include "dirtylog/ulog_server.h"
+#include "dirtylog/ulog_transport.h"
 #include "fuse/fuse_export.h"
 #include "nbd/nbd_server.h"
 #include "blksnap/blksnap.h"
@@ -52,6 +54,8 @@ struct daemon {
 	struct storage_veto veto;
 	int sigfd;
 	int state_lock_fd; /* holds the flock on --state-dir */
+	struct ulog_server *ulog; /* the dm userspace-log server, if asked for */
+	struct ulog_transport *ulog_cn, *ulog_sp;
 	bool wrote_pidfile;
 };
 
@@ -173,6 +177,27 @@ static int open_listeners(struct daemon *d)
 		listen_addr_free(&addrs[i]);
 	free(addrs);
 	return r;
+}
+
+/* The dm userspace-log server and its transports, bound before we fork so
+ * that a bad path is said on stderr; served once the signal mask is set. */
+static int open_dirty_logs(struct daemon *d)
+{
+	struct ulog_server_config cfg = { .state_dir = d->opt.state_dir };
+
+	if (!d->opt.dm_ulog && !d->opt.dm_ulog_listen)
+		return 0;
+	if (ulog_server_new(&cfg, &d->ulog) < 0)
+		return -1;
+	if (d->opt.dm_ulog && ulog_connector_open(d->ulog, &d->ulog_cn) < 0)
+		return -1;
+	if (d->opt.dm_ulog_listen && ulog_seqpacket_open(d->ulog, d->opt.dm_ulog_listen, &d->ulog_sp) < 0)
+		return -1;
+	if (d->ulog_sp)
+		log_info("dirty logs on unix:%s (SOCK_SEQPACKET)", d->opt.dm_ulog_listen);
+	if (d->ulog_cn)
+		log_info("dirty logs on the netlink connector");
+	return 0;
 }
 
 /* Fork into the background. The parent exits 0 once the child is serving, so
@@ -322,6 +347,11 @@ static void teardown(struct daemon *d)
 	for (size_t i = 0; i < d->n_listeners; i++)
 		listener_close(&d->listeners[i]);
 	free(d->listeners);
+	/* The dirty logs are written as they are freed; the state file keeps
+	 * them live for the kernel's CTR + RESUME after a restart. */
+	ulog_transport_stop(d->ulog_cn);
+	ulog_transport_stop(d->ulog_sp);
+	ulog_server_free(d->ulog);
 	if (d->nbd)
 		nbd_server_shutdown(d->nbd);
 	/* Before the devices go: a loop device on a file may still be writing. */
@@ -395,7 +425,7 @@ int main(int argc, char **argv)
 		fuse_observer = (struct registry_observer){ fuse_device_added, fuse_device_removed, d.fuse };
 		registry_observe(d.reg, &fuse_observer);
 	}
-	if (open_devices(&d) < 0 || open_listeners(&d) < 0)
+	if (open_devices(&d) < 0 || open_listeners(&d) < 0 || open_dirty_logs(&d) < 0)
 		goto out;
 	if (d.opt.control) {
 		d.control_fd = control_socket_bind(d.opt.control, err, sizeof(err));
@@ -441,6 +471,8 @@ int main(int argc, char **argv)
 
 	if (d.fuse && fuse_export_start(d.fuse) < 0)
 		goto out;
+	if ((d.ulog_cn && ulog_transport_start(d.ulog_cn) < 0) || (d.ulog_sp && ulog_transport_start(d.ulog_sp) < 0))
+		goto out;
 	d.veto.fuse_dir = d.fuse ? fuse_export_dir(d.fuse) : NULL;
 	d.veto.state_dir = d.opt.state_dir;
 	d.bs.storage_veto = storage_veto_check;
@@ -450,6 +482,7 @@ int main(int argc, char **argv)
 		d.control_ctx.fuse_dir = d.fuse ? fuse_export_dir(d.fuse) : NULL;
 		d.control_ctx.bs = &d.bs;
 		d.control_ctx.state_dir = d.opt.state_dir;
+		d.control_ctx.ulog = d.ulog;
 		d.control_ctx.started = time(NULL);
 		atomic_init(&d.control_ctx.stopping, false);
 		r = control_server_start(d.control_fd, d.opt.control, control_handlers, &d.control_ctx, &d.control);

@@ -38,6 +38,8 @@ enum {
 	OPT_MAX_CONNECTIONS,
 	OPT_MAX_INFLIGHT,
 	OPT_MAX_INFLIGHT_CONN,
+	OPT_DM_ULOG,
+	OPT_DM_ULOG_LISTEN,
 };
 
 static const struct option long_opts[] = {
@@ -57,6 +59,8 @@ static const struct option long_opts[] = {
 	{ "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
 	{ "max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT },
 	{ "max-inflight-per-conn", required_argument, NULL, OPT_MAX_INFLIGHT_CONN },
+	{ "dm-ulog", no_argument, NULL, OPT_DM_ULOG },
+	{ "dm-ulog-listen", required_argument, NULL, OPT_DM_ULOG_LISTEN },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -84,6 +88,13 @@ static void usage(FILE *f)
 		"                             memory only, as in blksnap. While stopped, write\n"
 		"                             the devices only through bdfilterd, or the saved\n"
 		"                             maps miss those changes\n"
+		"      --dm-ulog              serve device-mapper's userspace dirty logs on the\n"
+		"                             netlink connector, as cmirrord does (mirrors made\n"
+		"                             with dmsetup and the 'userspace' log type)\n"
+		"      --dm-ulog-listen PATH  serve the same protocol on a Unix SOCK_SEQPACKET\n"
+		"                             socket (0600): each packet a struct cn_msg and its\n"
+		"                             struct dm_ulog_request. With --state-dir the live\n"
+		"                             logs are remembered across a restart\n"
 		"      --param NAME=VALUE     set a blksnap parameter (see bdfilter params)\n"
 		"  -f, --foreground           do not daemonize; log to stderr\n"
 		"  -P, --pidfile PATH         write the daemon's pid to PATH\n"
@@ -356,6 +367,17 @@ int options_parse(int argc, char **argv, struct options *o)
 			free(o->fuse_dir);
 			o->fuse_dir = strdup(optarg);
 			break;
+		case OPT_DM_ULOG:
+			o->dm_ulog = true;
+			break;
+		case OPT_DM_ULOG_LISTEN:
+			if (!*optarg) {
+				fprintf(stderr, "bdfilterd: --dm-ulog-listen: expected a socket path\n");
+				return -1;
+			}
+			free(o->dm_ulog_listen);
+			o->dm_ulog_listen = strdup(optarg);
+			break;
 		case OPT_STATE_DIR:
 			if (!*optarg) {
 				fprintf(stderr, "bdfilterd: --state-dir: expected a directory\n");
@@ -424,5 +446,6 @@ void options_free(struct options *o)
 	free(o->control);
 	free(o->fuse_dir);
 	free(o->state_dir);
+	free(o->dm_ulog_listen);
 	memset(o, 0, sizeof(*o));
 }

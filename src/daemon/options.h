@@ -35,6 +35,8 @@ struct options {
 	char *control; /* control socket path; NULL: none */
 	char *fuse_dir; /* FUSE export mount point; NULL: none */
 	char *state_dir; /* where trackers keep their CBT maps; NULL: in memory only */
+	bool dm_ulog; /* serve dirty logs on the netlink connector */
+	char *dm_ulog_listen; /* ... and on this SEQPACKET socket; NULL: not */
 	struct params params;
 };
 
