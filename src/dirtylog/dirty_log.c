@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1007,6 +1008,72 @@ int dirty_log_status_table(struct dirty_log *log, char *buf, size_t len)
 			    log->region_sectors, sync, log->block_on_error ? "block_on_error" : "");
 	}
 	return -EINVAL;
+}
+
+bool dirty_log_next_dirty(struct dirty_log *log, uint64_t *region)
+{
+	uint64_t g;
+
+	pthread_mutex_lock(&log->lock);
+	g = *region < log->region_count ? bits_next_zero(log, log->clean, *region) : log->region_count;
+	pthread_mutex_unlock(&log->lock);
+	if (g >= log->region_count)
+		return false;
+	*region = g;
+	return true;
+}
+
+int dirty_log_clear_all(struct dirty_log *log)
+{
+	int r;
+
+	pthread_mutex_lock(&log->lock);
+	r = check_resumed(log, "clear_all");
+	for (size_t w = 0; r == 0 && w < log->nwords; w++) {
+		uint64_t m = word_mask(log, w);
+
+		if (log->clean[w] != m && log->disk)
+			bit_set(log->pages_changed, dl_disk_word_page(w));
+		log->clean[w] = m;
+		log->in_sync[w] = m;
+	}
+	if (r == 0) {
+		log->clean_count = log->region_count;
+		log->sync_count = log->region_count;
+	}
+	pthread_mutex_unlock(&log->lock);
+	return r;
+}
+
+int dirty_log_probe(const char *path, uint64_t *nr_regions, char *reason, size_t reason_len)
+{
+	unsigned char buf[DL_DISK_HEADER_BYTES];
+	struct dl_disk_header h;
+	ssize_t got;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+
+	if (fd < 0) {
+		r = -errno;
+		snprintf(reason, reason_len, "%s", strerror(errno));
+		return r;
+	}
+	got = io_pread_all(fd, buf, sizeof(buf), 0);
+	close(fd);
+	if (got < 0) {
+		snprintf(reason, reason_len, "%s", strerror((int)-got));
+		return (int)got;
+	}
+	if ((size_t)got < sizeof(buf)) {
+		snprintf(reason, reason_len, "shorter than a header");
+		return -EINVAL;
+	}
+	dl_disk_get_header(buf, &h);
+	if (h.magic != DL_DISK_MAGIC || (h.version != DL_DISK_VERSION && h.version != 1)) {
+		snprintf(reason, reason_len, "not a dirty log (magic %#x, version %u)", h.magic, h.version);
+		return -EINVAL;
+	}
+	*nr_regions = h.nr_regions;
+	return 0;
 }
 
 void dirty_log_get_stats(struct dirty_log *log, struct dirty_log_stats *st)

@@ -124,6 +124,19 @@ int dirty_log_is_remote_recovering(struct dirty_log *log, uint64_t region, bool 
 int dirty_log_status_info(struct dirty_log *log, char *buf, size_t len);
 int dirty_log_status_table(struct dirty_log *log, char *buf, size_t len);
 
+/* ---- for users in the daemon (the tracker's write-intent log) ---- */
+
+/* The first region at or after *REGION that is not clean: true and *REGION,
+ * or false when there is none. */
+bool dirty_log_next_dirty(struct dirty_log *log, uint64_t *region);
+/* Every region clean and in sync at once: what a checkpoint that covers all
+ * the marks so far allows. Lazy as any clear: on disk at the next write. */
+int dirty_log_clear_all(struct dirty_log *log);
+/* What the disk log at PATH says, without opening it as a log: 0 and its
+ * region count, -ENOENT (no file), -EINVAL (short, a bad magic or version;
+ * logged at info with REASON filled in) or another -errno. */
+int dirty_log_probe(const char *path, uint64_t *nr_regions, char *reason, size_t reason_len);
+
 struct dirty_log_stats {
 	enum dirty_log_state state;
 	uint64_t region_count;

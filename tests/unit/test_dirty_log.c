@@ -943,6 +943,59 @@ static void disk_resume_write_error(void **state)
 
 /* ---- status ---- */
 
+/* The calls the tracker's write-intent log uses: the dirty regions one by
+ * one, all cleared at a checkpoint (lazily), and a look at a file's header. */
+static void in_process_calls(void **state)
+{
+	uint64_t regs[] = { 3, 64, 129 }, g = 0, nr = 0;
+	char path[256], reason[96];
+	uint8_t d[4096];
+	struct dirty_log *log;
+	int fd;
+
+	temp_path(path, sizeof(path));
+	assert_int_equal(dirty_log_probe(path, &nr, reason, sizeof(reason)), -EINVAL); /* empty */
+	log = make_resumed("disk", 130, DIRTY_LOG_NOSYNC, path, false);
+	assert_int_equal(dirty_log_probe(path, &nr, reason, sizeof(reason)), 0);
+	assert_int_equal(nr, 130);
+	assert_false(dirty_log_next_dirty(log, &g));
+	assert_int_equal(dirty_log_mark_flush(log, regs, 3), 0);
+	for (size_t i = 0; i < 3; i++, g++) {
+		assert_true(dirty_log_next_dirty(log, &g));
+		assert_int_equal(g, regs[i]);
+	}
+	assert_false(dirty_log_next_dirty(log, &g));
+	g = 1000;
+	assert_false(dirty_log_next_dirty(log, &g));
+	/* A region out of sync too: clear_all makes it clean and in sync. */
+	assert_int_equal(dirty_log_set_region_sync(log, 64, false), 0);
+	assert_int_equal(dirty_log_clear_all(log), 0);
+	g = 0;
+	assert_false(dirty_log_next_dirty(log, &g));
+	assert_int_equal(dirty_log_sync_count(log), 130);
+	assert_int_equal(stats(log).dirty_count, 0);
+	read_disk(path, d, sizeof(d));
+	assert_false(disk_clean(d, 3));			/* lazy */
+	assert_int_equal(dirty_log_flush(log), 0);
+	read_disk(path, d, sizeof(d));
+	for (uint64_t r = 0; r < 130; r++)
+		assert_true(disk_clean(d, r));
+	/* Marked again after the clear: durable again, and found. */
+	assert_int_equal(dirty_log_mark_flush(log, &regs[1], 1), 0);
+	read_disk(path, d, sizeof(d));
+	assert_false(disk_clean(d, 64));
+	dirty_log_destroy(log);
+	/* A damaged header; a missing file. */
+	fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "XXXX", 4, 0), 4);
+	close(fd);
+	assert_int_equal(dirty_log_probe(path, &nr, reason, sizeof(reason)), -EINVAL);
+	assert_non_null(strstr(reason, "not a dirty log"));
+	unlink(path);
+	assert_int_equal(dirty_log_probe(path, &nr, reason, sizeof(reason)), -ENOENT);
+}
+
 static void check_status(struct dirty_log *log, const char *info, const char *table)
 {
 	char buf[512];
@@ -1043,6 +1096,7 @@ int main(void)
 		cmocka_unit_test(disk_write_error),
 		cmocka_unit_test(disk_resume_write_error),
 		cmocka_unit_test(status_lines),
+		cmocka_unit_test(in_process_calls),
 	};
 
 	/* The refusals this provokes are warnings; errors still show. */
