@@ -51,6 +51,7 @@ const char *cbt_store_verdict_str(enum cbt_store_verdict v)
 	case CBT_STORE_NOT_CLEAN: return "not clean: the daemon did not stop cleanly";
 	case CBT_STORE_CAPACITY: return "the device's capacity changed";
 	case CBT_STORE_GEOMETRY: return "the block geometry changed (tracking parameters)";
+	case CBT_STORE_CHECKPOINT: return "a checkpoint, to complete with the write-intent log";
 	}
 	return "?";
 }
@@ -62,6 +63,13 @@ char *cbt_store_path(const char *dir, const char *name)
 	return asprintf(&p, "%s/%s.cbt", dir, name) < 0 ? NULL : p;
 }
 
+char *cbt_store_wil_path(const char *dir, const char *name)
+{
+	char *p;
+
+	return asprintf(&p, "%s/%s.wil", dir, name) < 0 ? NULL : p;
+}
+
 static uint32_t checksum(const uint8_t *hdr, const uint8_t *maps, uint64_t maps_len)
 {
 	uLong c = crc32_z(0, Z_NULL, 0);
@@ -71,7 +79,7 @@ static uint32_t checksum(const uint8_t *hdr, const uint8_t *maps, uint64_t maps_
 	return (uint32_t)c;
 }
 
-int cbt_store_encode(struct cbt_map *m, bool clean, uint8_t **buf, size_t *len)
+int cbt_store_encode(struct cbt_map *m, unsigned flags, uint8_t **buf, size_t *len)
 {
 	uint8_t *b, *h;
 	size_t n;
@@ -90,7 +98,7 @@ int cbt_store_encode(struct cbt_map *m, bool clean, uint8_t **buf, size_t *len)
 	h = b;
 	memcpy(h + OFF_MAGIC, CBT_STORE_MAGIC, 8);
 	put_le32(h + OFF_VERSION, CBT_STORE_VERSION);
-	put_le32(h + OFF_FLAGS, clean ? CBT_STORE_FLAG_CLEAN : 0);
+	put_le32(h + OFF_FLAGS, flags & (CBT_STORE_FLAG_CLEAN | CBT_STORE_FLAG_LOGGED));
 	put_le64(h + OFF_CAPACITY, m->device_capacity);
 	put_le32(h + OFF_SHIFT, m->blk_size_shift);
 	put_le64(h + OFF_COUNT, m->blk_count);
@@ -134,10 +142,10 @@ int cbt_store_decode(const uint8_t *buf, size_t len, uint64_t capacity, const st
 		return CBT_STORE_CHECKSUM;
 	flags = get_le32(buf + OFF_FLAGS);
 	shift = get_le32(buf + OFF_SHIFT);
-	if ((flags & ~CBT_STORE_FLAG_CLEAN) || shift > 63 || get_le32(buf + OFF_RESERVED1) ||
+	if ((flags & ~(CBT_STORE_FLAG_CLEAN | CBT_STORE_FLAG_LOGGED)) || shift > 63 || get_le32(buf + OFF_RESERVED1) ||
 	    buf[OFF_RESERVED2] || buf[OFF_ACTIVE] == 0 || buf[OFF_CORRUPTED] > 1)
 		return CBT_STORE_INVALID;
-	if (!(flags & CBT_STORE_FLAG_CLEAN))
+	if (!(flags & (CBT_STORE_FLAG_CLEAN | CBT_STORE_FLAG_LOGGED)))
 		return CBT_STORE_NOT_CLEAN;
 	cap = get_le64(buf + OFF_CAPACITY);
 	if (cap != capacity)
@@ -156,7 +164,7 @@ int cbt_store_decode(const uint8_t *buf, size_t len, uint64_t capacity, const st
 	memcpy(m->read_map, buf + CBT_STORE_HEADER_SIZE, count);
 	memcpy(m->write_map, buf + CBT_STORE_HEADER_SIZE + count, count);
 	*out = m;
-	return CBT_STORE_OK;
+	return flags & CBT_STORE_FLAG_CLEAN ? CBT_STORE_OK : CBT_STORE_CHECKPOINT;
 }
 
 int cbt_store_load(const char *path, uint64_t capacity, const struct params *p, struct cbt_map **out)
@@ -233,7 +241,7 @@ static int sync_dir_of(const char *path)
 	return r;
 }
 
-int cbt_store_save(const char *path, struct cbt_map *m, bool clean)
+int cbt_store_save(const char *path, struct cbt_map *m, unsigned flags)
 {
 	const char *step = "open";
 	uint8_t *buf = NULL;
@@ -246,7 +254,7 @@ int cbt_store_save(const char *path, struct cbt_map *m, bool clean)
 		r = -ENOMEM;
 		goto fail;
 	}
-	r = cbt_store_encode(m, clean, &buf, &len);
+	r = cbt_store_encode(m, flags, &buf, &len);
 	if (r < 0)
 		goto fail;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

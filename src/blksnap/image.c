@@ -39,8 +39,10 @@ static int image_io_on_tracker(struct filter *f, void *opaque)
 		return -EIO;
 	if (io->e)
 		return diff_area_image_extents(io->da, f, io->count, io->offset, io->flags, io->e);
-	if (io->write)
+	if (io->write) {
+		tracker_log_change(f, io->offset, io->count);
 		return diff_area_image_write(io->da, f, tracker_cbt(f), io->cbuf, io->count, io->offset);
+	}
 	return diff_area_image_read(io->da, f, io->buf, io->count, io->offset);
 }
 

@@ -441,6 +441,11 @@ int snapshot_take(struct blksnap *bs, const uuid_t id, char *err, size_t errlen)
 		if (cbt_map_switch(tracker_cbt(f), device_size(s->devs[i]), &bs->params) < 0)
 			log_error("%s: the CBT could not be reset at the take (out of memory): it is "
 				  "corrupted, and the next take tries again", device_name(s->devs[i]));
+		/* With --state-dir: the new numbers reach the disk before any
+		 * write after the instant can (a failure is logged, and gives
+		 * up the write-intent log: a crash then issues a new
+		 * generation; the take itself stands). */
+		tracker_checkpoint(f);
 		tracker_set_diff_area(f, s->areas[i]);
 	}
 	for (size_t i = s->n_devs; i-- > 0;)

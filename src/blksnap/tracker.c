@@ -1,13 +1,23 @@
 /* tracker: change-block tracking of every write, discard and write-zeroes,
  * before it reaches the layers below. Reads are not tracked. With a state
- * directory it decides when the map's file (cbt_store) is loaded, marked in
- * use, saved CLEAN and removed. */
+ * directory it decides when the map's file (cbt_store) is loaded,
+ * checkpointed, saved CLEAN and removed, and keeps the write-intent log
+ * beside it (a disk dirty log, DIR/NAME.wil): before the first write to a
+ * region since the last checkpoint reaches the store, the region is marked
+ * and the mark is durable, so that after a crash the last checkpoint plus
+ * the log's dirty regions over-report the writes, never under-report them.
+ * A checkpoint is taken at attach and at every snapshot take (the take moves
+ * the snapshot numbers on: a crash must not bring back the old ones); after
+ * it, every region is cleared, lazily. */
 #include "blksnap/tracker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <stdio.h>
 
 #include "common/lock_order.h"
 #include "common/log.h"
@@ -18,18 +28,153 @@
 #include "blksnap/cbt_map.h"
 #include "blksnap/cbt_store.h"
 #include "blksnap/diff_area.h"
+#include "dirtylog/dirty_log.h"
 
 struct tracker {
 	struct blksnap *bs;
 	struct cbt_map *cbt;
 	struct diff_area *da; /* while a snapshot is taken; changed only drained */
 	char *state_path; /* DIR/NAME.cbt with --state-dir, else NULL */
+	char *wil_path; /* DIR/NAME.wil */
+	struct dirty_log *wil; /* the write-intent log, or NULL (none, or given up) */
+	unsigned wil_shift; /* log2 of its region size in bytes */
+	atomic_bool wil_failed; /* a mark failed: the log is given up */
 };
 
-/* The map saved in T's state file if it passes every check, else a new one
- * (new generation), saying why once. Then the file is rewritten without
- * CLEAN before any write can be served (the device is drained while we
- * attach): a crash from now on can never reuse it. */
+/* Regions of at least 1 MiB and of a CBT block, at most 2^24 of them: the
+ * first write to a region waits for a flush, and a crash over-reports a
+ * whole region, so neither too small nor too many. */
+#define WIL_MIN_SHIFT 20
+#define WIL_MAX_REGIONS (1ull << 24)
+#define WIL_BATCH 64
+
+static unsigned wil_geometry(uint64_t capacity, unsigned blk_shift)
+{
+	unsigned shift = blk_shift > WIL_MIN_SHIFT ? blk_shift : WIL_MIN_SHIFT;
+
+	while (shift < 62 && (capacity >> shift) >= WIL_MAX_REGIONS)
+		shift++;
+	return shift;
+}
+
+/* The log gave an error: from now on a crash must issue a new generation,
+ * so the file goes (a missing log is what the next start checks for). */
+static void wil_give_up(struct tracker *t, const char *name, const char *why)
+{
+	if (atomic_exchange(&t->wil_failed, true))
+		return;
+	log_error("%s: the write-intent log %s failed (%s): a crash from now on issues a new CBT generation",
+		  name, t->wil_path, why);
+	if (unlink(t->wil_path) < 0 && errno != ENOENT)
+		log_error("%s: cannot remove %s either: %s", name, t->wil_path, strerror(errno));
+}
+
+/* Open (RECOVER: read the dirty regions it holds) or make the log. */
+static int wil_open(struct tracker *t, struct device *dev, bool recover)
+{
+	uint64_t capacity = device_size(dev), sectors = (capacity + BDF_SECTOR_SIZE - 1) / BDF_SECTOR_SIZE;
+	struct dirty_log_config cfg = {
+		.name = device_name(dev), .type = "disk", .dev_sectors = sectors,
+		.sync = DIRTY_LOG_NOSYNC, .disk_path = t->wil_path, .known = recover,
+	};
+	int r;
+
+	t->wil_shift = wil_geometry(capacity, t->cbt->blk_size_shift);
+	while (t->wil_shift > 10 && (1ull << (t->wil_shift - 9)) > sectors)
+		t->wil_shift--; /* a device smaller than a region */
+	if (sectors < 2) {
+		log_info("%s: too small for a write-intent log: a crash issues a new CBT generation",
+			 device_name(dev));
+		atomic_store(&t->wil_failed, true);
+		return 0;
+	}
+	cfg.region_sectors = (uint32_t)(1ull << (t->wil_shift - 9));
+	if (!recover) { /* the dirty log opens a log device; ours is a file we make */
+		int fd = open(t->wil_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+
+		if (fd < 0) {
+			r = -errno;
+			log_error("%s: cannot make the write-intent log %s: %s", device_name(dev), t->wil_path,
+				  strerror(errno));
+			return r;
+		}
+		close(fd);
+	}
+	r = dirty_log_create(&t->wil, &cfg);
+	if (r == 0 && (r = dirty_log_resume(t->wil)) < 0) {
+		dirty_log_destroy(t->wil);
+		t->wil = NULL;
+	}
+	return r;
+}
+
+/* Before a change of [OFFSET, OFFSET + COUNT) reaches the store: its regions
+ * are durably dirty when this returns (at once if they are already). */
+static void wil_mark(struct tracker *t, struct device *dev, uint64_t offset, uint64_t count)
+{
+	uint64_t regions[WIL_BATCH], first, last;
+	size_t n = 0;
+
+	if (!t->wil || atomic_load_explicit(&t->wil_failed, memory_order_relaxed) || !count)
+		return;
+	first = offset >> t->wil_shift;
+	last = (offset + count - 1) >> t->wil_shift;
+	if (last >= dirty_log_region_count(t->wil))
+		last = dirty_log_region_count(t->wil) - 1;
+	for (uint64_t g = first; g <= last; g++) {
+		regions[n++] = g;
+		if (n == WIL_BATCH || g == last) {
+			int r = dirty_log_mark_flush(t->wil, regions, n);
+
+			if (r < 0) {
+				wil_give_up(t, device_name(dev), strerror(-r));
+				return;
+			}
+			n = 0;
+		}
+	}
+}
+
+/* The map as it is now, durably (not CLEAN, LOGGED): every mark so far is
+ * in it, so the log's regions can all be cleared. */
+static int wil_checkpoint(struct tracker *t, struct device *dev)
+{
+	int r;
+
+	if (!t->wil || atomic_load(&t->wil_failed))
+		return cbt_store_save(t->state_path, t->cbt, 0);
+	r = cbt_store_save(t->state_path, t->cbt, CBT_STORE_FLAG_LOGGED);
+	if (r < 0) {
+		wil_give_up(t, device_name(dev), "the checkpoint could not be saved");
+		return r;
+	}
+	dirty_log_clear_all(t->wil);
+	return 0;
+}
+
+/* After a crash: every region the log holds dirty, marked in the write map
+ * with the active number (the checkpoint is at or after the last take). */
+static uint64_t wil_replay(struct tracker *t)
+{
+	uint64_t g = 0, n = 0, cap = t->cbt->device_capacity;
+
+	for (; dirty_log_next_dirty(t->wil, &g); g++, n++) {
+		uint64_t off = g << t->wil_shift, len = 1ull << t->wil_shift;
+
+		if (off >= cap)
+			break;
+		if (len > cap - off)
+			len = cap - off;
+		cbt_map_mark(t->cbt, off, len);
+	}
+	return n;
+}
+
+/* The map saved in T's state file if it passes every check (a checkpoint
+ * only with its write-intent log), else a new one (new generation), saying
+ * why once. Then a checkpoint is saved before any write can be served (the
+ * device is drained while we attach): from now on a crash finds it and the
+ * log, never a file that says CLEAN. */
 static int load_state(struct tracker *t, struct device *dev)
 {
 	const char *name = device_name(dev);
@@ -37,8 +182,8 @@ static int load_state(struct tracker *t, struct device *dev)
 	/* A map saved at a clean stop describes the store as it was then: a
 	 * write served before this attach (the device was opened without a
 	 * tracker, or it was detached) is not in it. */
-	bool written = device_written(dev);
-	char gen[37];
+	bool written = device_written(dev), recover = false;
+	char gen[37], why[160] = "";
 	int v = CBT_STORE_MISSING, r;
 
 	if (!written) {
@@ -46,10 +191,31 @@ static int load_state(struct tracker *t, struct device *dev)
 		if (v < 0)
 			return v;
 	}
-	if (v == CBT_STORE_OK) {
+	if (v == CBT_STORE_CHECKPOINT) {
+		uint64_t nr = 0, want;
+		char reason[96];
+
+		t->wil_shift = wil_geometry(capacity, t->cbt->blk_size_shift);
+		r = dirty_log_probe(t->wil_path, &nr, reason, sizeof(reason));
+		want = (capacity + (1ull << t->wil_shift) - 1) >> t->wil_shift;
+		if (r < 0)
+			snprintf(why, sizeof(why), "the write-intent log %s: %s", t->wil_path,
+				 r == -ENOENT ? "missing" : reason);
+		else if (nr != want)
+			snprintf(why, sizeof(why), "the write-intent log %s has %llu regions, not %llu",
+				 t->wil_path, (unsigned long long)nr, (unsigned long long)want);
+		if (*why) {
+			cbt_map_destroy(t->cbt);
+			t->cbt = NULL;
+		} else {
+			recover = true;
+		}
+	}
+	if (v == CBT_STORE_OK || recover) {
 		uuid_unparse_lower(t->cbt->generation_id, gen);
-		log_info("%s: CBT loaded from %s, generation %s, changes_number %u", name, t->state_path, gen,
-			 t->cbt->snap_number_previous);
+		if (!recover)
+			log_info("%s: CBT loaded from %s, generation %s, changes_number %u", name, t->state_path, gen,
+				 t->cbt->snap_number_previous);
 	} else {
 		r = cbt_map_create(&t->cbt, capacity, &t->bs->params);
 		if (r < 0)
@@ -63,15 +229,42 @@ static int load_state(struct tracker *t, struct device *dev)
 		else if (v == CBT_STORE_CAPACITY)
 			log_warn("%s: CBT in %s not used (%s, now %llu bytes): new generation %s", name,
 				 t->state_path, cbt_store_verdict_str(v), (unsigned long long)capacity, gen);
+		else if (*why)
+			log_warn("%s: CBT in %s not used after an unclean stop (%s): new generation %s", name,
+				 t->state_path, why, gen);
 		else
 			log_warn("%s: CBT in %s not used (%s): new generation %s", name, t->state_path,
 				 cbt_store_verdict_str(v), gen);
 	}
-	r = cbt_store_save(t->state_path, t->cbt, false); /* logs why it failed */
-	if (r < 0) {
+	/* The log: read back after a crash, else made anew (all clean). */
+	r = wil_open(t, dev, recover);
+	if (r < 0 && recover) {
+		log_warn("%s: the write-intent log %s cannot be read: new generation", name, t->wil_path);
 		cbt_map_destroy(t->cbt);
 		t->cbt = NULL;
+		r = cbt_map_create(&t->cbt, capacity, &t->bs->params);
+		if (r == 0)
+			r = wil_open(t, dev, false);
+		recover = false;
 	}
+	if (r < 0)
+		goto fail;
+	if (recover) {
+		uint64_t n = wil_replay(t);
+
+		log_info("%s: CBT recovered after an unclean stop from the checkpoint in %s and %llu dirty "
+			 "regions of %s: generation %s, changes_number %u", name, t->state_path,
+			 (unsigned long long)n, t->wil_path, gen, t->cbt->snap_number_previous);
+	}
+	r = wil_checkpoint(t, dev); /* logs why it failed */
+	if (r == 0)
+		return 0;
+fail:
+	if (t->wil)
+		dirty_log_destroy(t->wil);
+	t->wil = NULL;
+	cbt_map_destroy(t->cbt);
+	t->cbt = NULL;
 	return r;
 }
 
@@ -89,12 +282,14 @@ static int tr_attach(struct filter *f, void *ctx)
 	t->bs = bs;
 	if (bs->state_dir) {
 		t->state_path = cbt_store_path(bs->state_dir, device_name(f->dev));
-		r = t->state_path ? load_state(t, f->dev) : -ENOMEM;
+		t->wil_path = cbt_store_wil_path(bs->state_dir, device_name(f->dev));
+		r = t->state_path && t->wil_path ? load_state(t, f->dev) : -ENOMEM;
 	} else {
 		r = cbt_map_create(&t->cbt, device_size(f->dev), &bs->params);
 	}
 	if (r < 0) {
 		free(t->state_path);
+		free(t->wil_path);
 		free(t);
 		return r;
 	}
@@ -114,6 +309,8 @@ static int tr_detach(struct filter *f)
 
 	if (t->da)
 		return -EBUSY;
+	if (t->wil)
+		dirty_log_destroy(t->wil); /* flushed: the device is drained */
 	if (t->state_path) {
 		if (atomic_load(&t->bs->stopping)) {
 			char gen[37];
@@ -127,10 +324,13 @@ static int tr_detach(struct filter *f)
 					  device_name(f->dev));
 		} else {
 			cbt_store_remove(t->state_path);
+			if (unlink(t->wil_path) < 0 && errno != ENOENT)
+				log_warn("%s: cannot remove %s: %s", device_name(f->dev), t->wil_path, strerror(errno));
 		}
 	}
 	cbt_map_destroy(t->cbt);
 	free(t->state_path);
+	free(t->wil_path);
 	free(t);
 	f->priv = NULL;
 	return 0;
@@ -143,6 +343,7 @@ static void before_change(struct filter *f, uint64_t count, uint64_t offset)
 {
 	struct tracker *t = f->priv;
 
+	wil_mark(t, f->dev, offset, count);
 	cbt_map_mark(t->cbt, offset, count);
 	if (t->da)
 		diff_area_cow(t->da, f, offset, count);
@@ -202,6 +403,18 @@ int tracker_hold(struct device *dev)
 void tracker_release(struct device *dev)
 {
 	device_filter_release(dev, &tracker_filter_ops);
+}
+
+void tracker_log_change(struct filter *f, uint64_t offset, uint64_t count)
+{
+	wil_mark(f->priv, f->dev, offset, count);
+}
+
+int tracker_checkpoint(struct filter *f)
+{
+	struct tracker *t = f->priv;
+
+	return t->state_path ? wil_checkpoint(t, f->dev) : 0;
 }
 
 struct cbt_map *tracker_cbt(struct filter *f)
@@ -300,8 +513,10 @@ static int mark_dirty(struct filter *f, void *opaque)
 	for (size_t i = 0; i < dq->n; i++)
 		if (dq->r[i].offset > cap || dq->r[i].count > cap - dq->r[i].offset)
 			return -EINVAL;
-	for (size_t i = 0; i < dq->n; i++)
+	for (size_t i = 0; i < dq->n; i++) {
+		wil_mark(t, f->dev, dq->r[i].offset * BDF_SECTOR_SIZE, dq->r[i].count * BDF_SECTOR_SIZE);
 		cbt_map_mark_both(t->cbt, dq->r[i].offset * BDF_SECTOR_SIZE, dq->r[i].count * BDF_SECTOR_SIZE);
+	}
 	return 0;
 }
 

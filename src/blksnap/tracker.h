@@ -51,5 +51,13 @@ struct cbt_map *tracker_cbt(struct filter *f);
 struct diff_area *tracker_diff_area(struct filter *f);
 /* Only with the device drained (device_quiesce). */
 void tracker_set_diff_area(struct filter *f, struct diff_area *da);
+/* A change the write map gets by another way than a write through the
+ * tracker (an image write, marked in the origin's map): its regions go to
+ * the write-intent log first. */
+void tracker_log_change(struct filter *f, uint64_t offset, uint64_t count);
+/* With a state directory: save the map as a checkpoint and clear the
+ * write-intent log. Only with the device drained: at a snapshot take, after
+ * the numbers moved on. 0, or -errno (logged; the log is then given up). */
+int tracker_checkpoint(struct filter *f);
 
 #endif
