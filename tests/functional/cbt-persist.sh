@@ -2,9 +2,11 @@
 # The CBT across restarts (--state-dir): a clean stop saves the map with its
 # generation and numbers, and the next start adopts it, so that the blocks
 # written before the stop are changed in the map of the next take (and in the
-# image's qemu:dirty-bitmap:G/1). Every case it cannot prove gets a new
-# generation: kill -9, a corrupted file, another capacity, other tracking
-# parameters, a write before the tracker was attached. Detach and device_remove
+# image's qemu:dirty-bitmap:G/1). After kill -9 the checkpoint and the
+# write-intent log (a.wil) rebuild the map in the same generation. Every case
+# it cannot prove gets a new generation: a missing or damaged log, a corrupted
+# file, another capacity, other tracking parameters, a write before the
+# tracker was attached. Detach and device_remove
 # remove the file. A bad --state-dir fails at start; a missing one is made.
 . "$BDF_SRCDIR/tests/functional/lib.sh"
 need qemu-io nbdinfo
@@ -21,7 +23,9 @@ start() {
 }
 gen() { B cbtinfo -d a | kv generation_id; }
 changes() { B cbtinfo -d a | kv changes_number; }
-# flags: the header's flags byte (offset 12): 1 = CLEAN
+W="$S/a.wil"
+# flags: the header's flags byte (offset 12): 1 = CLEAN, 2 = LOGGED (a
+# checkpoint, completed by the write-intent log)
 flags() { od -A n -t u1 -j 12 -N 1 "$F" | tr -d ' '; }
 logged() { grep -q -- "$1" "$BDF_LOG" || fail "the log does not say '$1'"; }
 take() {
@@ -34,7 +38,8 @@ take() {
 start --device "a=$T/a.img,filter=tracker"
 [ -d "$S" ] || fail "--state-dir was not made"
 [ -f "$F" ] || fail "no $F while the tracker runs"
-[ "$(flags)" = 0 ] || fail "$F is CLEAN while the daemon runs"
+[ "$(flags)" = 2 ] || fail "$F is not a checkpoint (flags $(flags)) while the daemon runs"
+[ -f "$W" ] || fail "no write-intent log $W while the tracker runs"
 logged "a: no saved CBT in $F: new generation"
 [ "$(B status | kv state_dir)" = "$S" ] || fail "status: state_dir"
 # one daemon per state directory
@@ -59,7 +64,7 @@ bdf_stop
 
 start --device "a=$T/a.img,filter=tracker"
 logged "a: CBT loaded from $F, generation $G, changes_number 1"
-[ "$(flags)" = 0 ] || fail "$F still CLEAN after the start: a crash would reuse it"
+[ "$(flags)" = 2 ] || fail "$F still CLEAN after the start: a crash would reuse it"
 [ "$(gen)" = "$G" ] || fail "generation changed across a clean restart: $(gen), was $G"
 [ "$(changes)" = 1 ] || fail "changes_number $(changes) after a clean restart"
 take
@@ -88,15 +93,57 @@ if runs != want:
 PY
 B snapshot_destroy -i "$id"
 
-# --- kill -9: not clean, new generation ---------------------------------------------
+# --- kill -9: the checkpoint and the write-intent log, same generation --------------
 G2=$(gen)
-io a "write -P 0x44 $((2 * MiB)) 4k"
+C2=$(changes)
+io a "write -P 0x44 $((2 * MiB)) 4k"            # block 32, in the log's region 2 (1 MiB)
 kill -KILL "$BDF_PID"; wait "$BDF_PID" 2>/dev/null || true; BDF_PID=
-[ "$(flags)" = 0 ] || fail "$F CLEAN after kill -9"
+[ "$(flags)" = 2 ] || fail "$F not a checkpoint after kill -9"
+start --device "a=$T/a.img,filter=tracker"
+logged "a: CBT recovered after an unclean stop from the checkpoint in $F and 1 dirty regions of $W"
+[ "$(gen)" = "$G2" ] || fail "kill -9 changed the generation: $(gen), was $G2"
+[ "$(changes)" = "$C2" ] || fail "changes_number $(changes) after kill -9, was $C2"
+take
+B readcbtmap -d a -f "$T/map" >/dev/null
+$PY - "$T/map" "$((C2 + 1))" <<'PY' || fail "read map after kill -9"
+import sys
+m, n = open(sys.argv[1], "rb").read(), int(sys.argv[2])
+# the write's region (blocks 32..47) is changed in the take after the crash:
+# a superset of the one block written, never less
+if any(m[i] != n for i in range(32, 48)):
+    sys.exit("blocks 32..47: %s, want %d" % (list(m[32:48]), n))
+if [i for i in range(1024) if m[i] == n and not 32 <= i < 48]:
+    sys.exit("more than the crashed write's region changed")
+PY
+B snapshot_destroy -i "$id"
+
+# --- kill -9 with the log gone or damaged: new generation ----------------------------
+G2=$(gen)
+kill -KILL "$BDF_PID"; wait "$BDF_PID" 2>/dev/null || true; BDF_PID=
+rm "$W"
+start --device "a=$T/a.img,filter=tracker"
+logged "CBT in $F not used after an unclean stop (the write-intent log $W: missing)"
+[ "$(gen)" != "$G2" ] || fail "kill -9 without the log kept the generation"
+[ "$(changes)" = 0 ] || fail "changes_number $(changes) in a new generation"
+G2=$(gen)
+kill -KILL "$BDF_PID"; wait "$BDF_PID" 2>/dev/null || true; BDF_PID=
+printf 'XXXX' | dd of="$W" bs=1 conv=notrunc status=none
+start --device "a=$T/a.img,filter=tracker"
+logged "(the write-intent log $W: not a dirty log"
+[ "$(gen)" != "$G2" ] || fail "kill -9 with a damaged log kept the generation"
+# a file from an older version, not clean and not a checkpoint
+G2=$(gen)
+bdf_stop
+printf '\x00' | dd of="$F" bs=1 seek=12 conv=notrunc status=none
+$PY - "$F" <<'PY'
+import sys, zlib
+b = bytearray(open(sys.argv[1], "rb").read())
+b[60:64] = (zlib.crc32(b[64:], zlib.crc32(b[:60])) & 0xffffffff).to_bytes(4, "little")
+open(sys.argv[1], "wb").write(b)
+PY
 start --device "a=$T/a.img,filter=tracker"
 logged "not clean: the daemon did not stop cleanly"
-[ "$(gen)" != "$G2" ] || fail "kill -9 kept the generation"
-[ "$(changes)" = 0 ] || fail "changes_number $(changes) in a new generation"
+[ "$(gen)" != "$G2" ] || fail "a file neither clean nor a checkpoint kept the generation"
 
 # --- a corrupted file: checksum -------------------------------------------------------
 G3=$(gen)
@@ -138,6 +185,7 @@ logged "CBT loaded from $F, generation $G6, changes_number $c"
 # --- detach: the file goes --------------------------------------------------------------
 B detach -d a >/dev/null
 [ ! -e "$F" ] || fail "$F survived a detach"
+[ ! -e "$W" ] || fail "$W survived a detach"
 io a "write -P 0x55 0 4k"                        # untracked
 bdf_stop
 [ ! -e "$F" ] || fail "$F came back at the stop after a detach"
