@@ -187,14 +187,34 @@ CBW_RATIOS = [  # job, a, b, goal (None: for information), name
 ]
 
 
+WIL_NAMES = {
+    "bdf_wil": "(w) bdfilterd, tracker, --state-dir: every log region clean",
+    "bdf_wil_dirty": "(w) bdfilterd, tracker, --state-dir: every log region dirty",
+    "bdf_tracker": "(t) bdfilterd, tracker, no --state-dir (no log)",
+}
+WIL_RATIOS = [
+    ("first-touch", "bdf_wil", "bdf_tracker", 0.5, "first-touch (w) / (t) no log"),
+    ("steady", "bdf_wil_dirty", "bdf_tracker", 0.95, "steady (w) / (t) no log"),
+]
+
+
 def cbw_section(runs, out, method):
+    jobs_section("cbw", runs, out, method, CBW_NAMES, CBW_UNITS, CBW_RATIOS)
+
+
+def wil_section(runs, out, method):
+    jobs_section("wil", runs, out, method, WIL_NAMES, {}, WIL_RATIOS)
+
+
+def jobs_section(section, runs, out, method, names, units, ratio_table):
+    CBW_NAMES, CBW_UNITS, CBW_RATIOS = names, units, ratio_table
     jobs = list(dict.fromkeys(r["job"] for r in runs if r["job"] != "prefill"))
     res, by = [], {}
     for job in jobs:
         first = next(r for r in runs if r["job"] == job)
         unit = CBW_UNITS.get(job, "iops")
         print()
-        print("cbw %s: %s" % (job, method.get("jobs", {}).get(job, "")))
+        print("%s %s: %s" % (section, job, method.get("jobs", {}).get(job, "")))
         print("%-66s | %7s %7s %7s %-5s | %6s | %7s | %8s" % (
             "server", "min", "median", "max", "", "spread", "p99 ms", "copied"))
         print("-" * 124)
@@ -216,7 +236,7 @@ def cbw_section(runs, out, method):
                         "runs_load1": [r.get("load1") for r in mine]})
     ratios = []
     print()
-    print("%-36s | %6s | %-11s | %7s | %s" % ("cbw ratio (of medians)", "ratio", "rounds", "goal", ""))
+    print("%-36s | %6s | %-11s | %7s | %s" % (section + " ratio (of medians)", "ratio", "rounds", "goal", ""))
     print("-" * 80)
     for job, a, b, goal, name in CBW_RATIOS:
         if (job, a) not in by or (job, b) not in by:
@@ -234,6 +254,8 @@ def cbw_section(runs, out, method):
           % max(len(v) for v in by.values()))
     print("the bench never fails on one. 1-min load average at the runs: %.2f-%.2f" % (min(loads), max(loads)))
     prefill = [r for r in runs if r["job"] == "prefill"]
+    if section != "cbw":
+        prefill = []
     cbw = {"method": method, "jobs": res, "ratios": ratios,
            "load1_min": min(loads), "load1_max": max(loads)}
     if prefill:
@@ -241,7 +263,7 @@ def cbw_section(runs, out, method):
         print("steady state prefill (every chunk copied): %.0f MiB/s, %.1f s, %.0f MiB copied" % (
             p["mib_s"], p["seconds"], p.get("copied_mib", 0)))
         cbw["prefill"] = p
-    out["cbw"] = cbw
+    out[section] = cbw
 
 
 def report(runs_path, out_path):
@@ -258,6 +280,10 @@ def report(runs_path, out_path):
         method_path = os.path.join(os.path.dirname(runs_path), "cbw-method.json")
         method = json.load(open(method_path)) if os.path.exists(method_path) else {}
         cbw_section([r for r in runs if r["section"] == "cbw"], out, method)
+    if "wil" in sections:
+        method_path = os.path.join(os.path.dirname(runs_path), "wil-method.json")
+        method = json.load(open(method_path)) if os.path.exists(method_path) else {}
+        wil_section([r for r in runs if r["section"] == "wil"], out, method)
     out["meta"] = {"sections": sections, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                    "nproc": os.cpu_count(), "loadavg_end": open("/proc/loadavg").read().split()[:3]}
     json.dump(out, open(out_path, "w"), indent=1)

@@ -18,6 +18,10 @@ struct cbt_info {
 	uuid_t generation_id;
 	uint8_t changes_number;
 	bool corrupted;
+	/* The write-intent log (--state-dir), when there is one. */
+	bool wil;
+	uint64_t wil_region_size; /* bytes */
+	uint64_t wil_regions, wil_dirty, wil_writes, wil_flushes;
 };
 
 struct sector_range {

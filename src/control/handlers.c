@@ -310,6 +310,13 @@ static int h_cbtinfo(void *opaque, json_object *args, json_object *res, char *ms
 	add_str(res, "generation_id", uuid);
 	add_u64(res, "changes_number", info.changes_number);
 	json_object_object_add(res, "corrupted", json_object_new_boolean(info.corrupted));
+	if (info.wil) {
+		add_u64(res, "wil_region_size", info.wil_region_size);
+		add_u64(res, "wil_regions", info.wil_regions);
+		add_u64(res, "wil_dirty", info.wil_dirty);
+		add_u64(res, "wil_writes", info.wil_writes);
+		add_u64(res, "wil_flushes", info.wil_flushes);
+	}
 	return 0;
 }
 

@@ -48,8 +48,14 @@ rc=0; "$BDFILTERD" --foreground --control none --nbd-listen "unix:$T/other.sock"
 [ $rc -ne 0 ] || fail "a second daemon started on the same --state-dir"
 grep -q "state-dir $S: in use by another bdfilterd" "$T/out" || fail "second daemon: $(cat "$T/out")"
 
+[ "$(B cbtinfo -d a | kv wil_region_size)" = $((4 * MiB)) ] || fail "cbtinfo: wil_region_size"
+[ "$(B cbtinfo -d a | kv wil_dirty)" = 0 ] || fail "cbtinfo: a region dirty before any write"
+f0=$(B cbtinfo -d a | kv wil_flushes)
 io a "write -P 0x11 0 64k"                      # block 0, before take 1
+[ "$(B cbtinfo -d a | kv wil_dirty)" = 1 ] || fail "cbtinfo: wil_dirty after a write"
+[ "$(B cbtinfo -d a | kv wil_flushes)" -gt "$f0" ] || fail "the first write to a region flushed no log"
 take
+[ "$(B cbtinfo -d a | kv wil_dirty)" = 0 ] || fail "cbtinfo: wil_dirty after the take's checkpoint"
 B snapshot_destroy -i "$id"
 [ "$(changes)" = 1 ] || fail "changes_number after the first take"
 io a "write -P 0x22 $MiB 4k"                     # block 16
@@ -96,7 +102,7 @@ B snapshot_destroy -i "$id"
 # --- kill -9: the checkpoint and the write-intent log, same generation --------------
 G2=$(gen)
 C2=$(changes)
-io a "write -P 0x44 $((2 * MiB)) 4k"            # block 32, in the log's region 2 (1 MiB)
+io a "write -P 0x44 $((2 * MiB)) 4k"            # block 32, in the log's region 0 (4 MiB: blocks 0..63)
 kill -KILL "$BDF_PID"; wait "$BDF_PID" 2>/dev/null || true; BDF_PID=
 [ "$(flags)" = 2 ] || fail "$F not a checkpoint after kill -9"
 start --device "a=$T/a.img,filter=tracker"
@@ -108,11 +114,11 @@ B readcbtmap -d a -f "$T/map" >/dev/null
 $PY - "$T/map" "$((C2 + 1))" <<'PY' || fail "read map after kill -9"
 import sys
 m, n = open(sys.argv[1], "rb").read(), int(sys.argv[2])
-# the write's region (blocks 32..47) is changed in the take after the crash:
+# the write's region (blocks 0..63) is changed in the take after the crash:
 # a superset of the one block written, never less
-if any(m[i] != n for i in range(32, 48)):
-    sys.exit("blocks 32..47: %s, want %d" % (list(m[32:48]), n))
-if [i for i in range(1024) if m[i] == n and not 32 <= i < 48]:
+if any(m[i] != n for i in range(0, 64)):
+    sys.exit("blocks 0..63: %s, want %d" % (list(m[0:64]), n))
+if [i for i in range(1024) if m[i] == n and not 0 <= i < 64]:
     sys.exit("more than the crashed write's region changed")
 PY
 B snapshot_destroy -i "$id"
