@@ -63,6 +63,17 @@ const struct command_def command_table[CMD_COUNT] = {
 	CMD(CMD_DIRTYLOG_LIST, "dirtylog_list", "list the device-mapper dirty logs the daemon serves"),
 	CMD(CMD_DIRTYLOG_STATUS, "dirtylog_status", "print a dirty log's state and its dm status lines",
 	    ARG('u', "uuid", ARG_STRING, true, "UUID", "the log's uuid, as the mirror table names it")),
+	CMD(CMD_MIRROR_START, "mirror_start",
+	    "move a device to new storage, live: mirror its writes to TARGET and copy the rest there",
+	    DEV_ARG,
+	    ARG('f', "file", ARG_STRING, true, "TARGET", "file or block device, at least the device's size"),
+	    ARG('g', "region-size", ARG_UINT, false, "BYTES", "region size, a power of two, 64K to 1G (default 1M)"),
+	    ARG('r', "rate", ARG_UINT, false, "BYTES/S", "resync at most this fast (K, M, G suffixes; default: no limit)")),
+	CMD(CMD_MIRROR_STATUS, "mirror_status", "print a mirror's state and progress", DEV_ARG),
+	CMD(CMD_MIRROR_SWITCH, "mirror_switch",
+	    "make the mirror's target the device's store (only when synced), clients connected", DEV_ARG),
+	CMD(CMD_MIRROR_STOP, "mirror_stop", "abandon a move (the target is left as it is), or forget a switched one",
+	    DEV_ARG),
 };
 
 const struct command_def *command_find(const char *name)

@@ -23,6 +23,7 @@
 #include "blksnap/tracker.h"
 #include "dirtylog/dirty_log.h"
 #include "dirtylog/ulog_server.h"
+#include "filters/mirror.h"
 
 #define READCBTMAP_MAX (1u << 20) /* bytes of map per request */
 
@@ -741,6 +742,97 @@ static int h_dirtylog_status(void *opaque, json_object *args, json_object *res, 
 	return 0;
 }
 
+static int h_mirror_start(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	struct device *dev = lookup_device(ctx, args, msg, msglen);
+	struct mirror_args a = {
+		.target = arg_str(args, "file", ""), .region_size = arg_u64(args, "region-size", 0),
+		.rate = arg_u64(args, "rate", 0), .state_dir = ctx->state_dir, .reg = ctx->reg,
+	};
+	int r;
+
+	if (!dev)
+		return -ENODEV;
+	if (device_readonly(dev)) {
+		snprintf(msg, msglen, "%s is read-only: nothing to move writes for", device_name(dev));
+		r = -EPERM;
+	} else {
+		r = mirror_start(dev, &a, msg, msglen);
+	}
+	device_put(dev);
+	return r;
+}
+
+static const char *const mirror_state_names[] = {
+	[MIRROR_SYNCING] = "syncing",
+	[MIRROR_SYNCED] = "synced",
+	[MIRROR_SWITCHED] = "switched",
+	[MIRROR_FAILED] = "failed",
+};
+
+static int h_mirror_status(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	struct device *dev = lookup_device(ctx, args, msg, msglen);
+	struct mirror_status *st;
+	char pct[16];
+	int r;
+
+	if (!dev)
+		return -ENODEV;
+	st = calloc(1, sizeof(*st));
+	r = st ? mirror_get_status(dev, st) : -ENOMEM;
+	if (r == -ENOENT)
+		snprintf(msg, msglen, "%s is not being mirrored", device_name(dev));
+	device_put(dev);
+	if (r == 0) {
+		add_str(res, "state", mirror_state_names[st->state]);
+		add_str(res, "target", st->target);
+		add_u64(res, "region_size", st->region_size);
+		add_u64(res, "regions", st->regions);
+		add_u64(res, "in_sync", st->in_sync);
+		snprintf(pct, sizeof(pct), "%.1f", st->regions ? 100.0 * (double)st->in_sync / (double)st->regions : 100.0);
+		add_str(res, "progress", pct);
+		add_u64(res, "copied", st->copied);
+		add_u64(res, "rate", st->rate);
+		if (st->state == MIRROR_FAILED)
+			add_str(res, "error", strerror(st->error));
+	}
+	free(st);
+	return r;
+}
+
+static int h_mirror_switch(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	struct device *dev = lookup_device(ctx, args, msg, msglen);
+	int r;
+
+	if (!dev)
+		return -ENODEV;
+	r = mirror_switch(dev, ctx->reg, msg, msglen);
+	if (r == 0)
+		add_str(res, "path", device_path(dev));
+	device_put(dev);
+	return r;
+}
+
+static int h_mirror_stop(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	struct device *dev = lookup_device(ctx, args, msg, msglen);
+	int r;
+
+	if (!dev)
+		return -ENODEV;
+	r = mirror_stop(dev, ctx->reg);
+	if (r == -ENOENT)
+		snprintf(msg, msglen, "%s is not being mirrored", device_name(dev));
+	device_put(dev);
+	return r;
+}
+
 const control_handler control_handlers[CMD_COUNT] = {
 	[CMD_SNAPSHOT_CREATE] = h_snapshot_create,
 	[CMD_SNAPSHOT_ADD] = h_snapshot_add,
@@ -764,4 +856,8 @@ const control_handler control_handlers[CMD_COUNT] = {
 	[CMD_STATUS] = h_status,
 	[CMD_DIRTYLOG_LIST] = h_dirtylog_list,
 	[CMD_DIRTYLOG_STATUS] = h_dirtylog_status,
+	[CMD_MIRROR_START] = h_mirror_start,
+	[CMD_MIRROR_STATUS] = h_mirror_status,
+	[CMD_MIRROR_SWITCH] = h_mirror_switch,
+	[CMD_MIRROR_STOP] = h_mirror_stop,
 };

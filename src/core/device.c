@@ -609,6 +609,14 @@ void device_resume(struct device *dev)
 	drain_unlock(dev);
 }
 
+struct backing *device_swap_backing_quiesced(struct device *dev, struct backing *nb)
+{
+	struct backing *old = dev->backing;
+
+	dev->backing = nb;
+	return old;
+}
+
 struct filter *device_filter_quiesced(struct device *dev, const struct filter_ops *ops)
 {
 	struct filter **pp = find_filter(dev, ops);

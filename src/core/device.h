@@ -131,6 +131,10 @@ void device_resume(struct device *dev);
 /* The filter of type OPS of a quiesced device (only between quiesce and
  * resume), or NULL. */
 struct filter *device_filter_quiesced(struct device *dev, const struct filter_ops *ops);
+/* Only with DEV quiesced: serve NB from now on (at least DEV's size: the size
+ * does not change); the old store is given back, for the caller to close once
+ * DEV is resumed. The mirror's switch to its target. */
+struct backing *device_swap_backing_quiesced(struct device *dev, struct backing *nb);
 
 /* Is a filter of type OPS attached? */
 bool device_has_filter(struct device *dev, const struct filter_ops *ops);

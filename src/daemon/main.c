@@ -35,6 +35,7 @@
 #include "blksnap/cbt_store.h"
 #include "blksnap/image.h"
 #include "filters/filters.h"
+#include "filters/mirror.h"
 
 /* How long shutdown waits for a busy FUSE mount (loop devices still attached). */
 #define FUSE_GRACE_MS 10000
@@ -356,6 +357,16 @@ static void teardown(struct daemon *d)
 		nbd_server_shutdown(d->nbd);
 	/* Before the devices go: a loop device on a file may still be writing. */
 	fuse_export_shutdown(d->fuse);
+	if (d->reg) {
+		size_t n;
+		struct device **devs = registry_list(d->reg, &n);
+
+		for (size_t i = 0; devs && i < n; i++) {
+			mirror_shutdown(devs[i]);
+			device_put(devs[i]);
+		}
+		free(devs);
+	}
 	if (d->bs_ready) {
 		blksnap_fini(&d->bs);
 		/* No client is left to write: each tracker saves its map CLEAN
@@ -473,6 +484,8 @@ int main(int argc, char **argv)
 		goto out;
 	if ((d.ulog_cn && ulog_transport_start(d.ulog_cn) < 0) || (d.ulog_sp && ulog_transport_start(d.ulog_sp) < 0))
 		goto out;
+	/* Threads of their own: after the fork and the signal mask. */
+	mirror_restore_all(d.reg, d.opt.state_dir);
 	d.veto.fuse_dir = d.fuse ? fuse_export_dir(d.fuse) : NULL;
 	d.veto.state_dir = d.opt.state_dir;
 	d.bs.storage_veto = storage_veto_check;

@@ -20,13 +20,18 @@ CTL="$T/control.sock"
 export BDFILTER_CONTROL="$CTL"
 : "${BDFILTER:=$(dirname "$BDFILTERD")/bdfilter}"
 
-fail() { echo "FAIL: $*" >&2; [ -f "$BDF_LOG" ] && { echo "--- daemon log:" >&2; tail -n 40 "$BDF_LOG" >&2; }; exit 1; }
+fail() { echo "FAIL: $*" >&2; [ -f "$BDF_LOG" ] && { echo "--- daemon log:" >&2; tail -n 40 "$BDF_LOG" >&2; }; BDF_LOG_SHOWN=1; exit 1; }
 skip() { echo "SKIP: $*" >&2; exit 77; }
 need() { for c in "$@"; do command -v "$c" >/dev/null 2>&1 || skip "$c not installed"; done; }
 note() { echo "# $*"; }
 
 _bdf_cleanup() {
 	rc=$?
+	# A command that failed under set -e, not through fail(): the log says why.
+	if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && [ -z "${BDF_LOG_SHOWN:-}" ] && [ -s "$BDF_LOG" ]; then
+		echo "--- exit $rc; daemon log:" >&2
+		tail -n 40 "$BDF_LOG" >&2
+	fi
 	if [ -n "$BDF_PID" ] && kill -0 "$BDF_PID" 2>/dev/null; then
 		kill -TERM "$BDF_PID" 2>/dev/null || true
 		for _ in $(seq 50); do kill -0 "$BDF_PID" 2>/dev/null || break; sleep 0.1; done
