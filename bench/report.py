@@ -198,6 +198,22 @@ WIL_RATIOS = [
 ]
 
 
+MIRROR_NAMES = {
+    "mirror_resync": "(m) bdfilterd mirror_start, no rate limit, until synced",
+    "nbdcopy": "(n) nbdcopy of the export to a fresh file",
+    "bdf_mirror": "(m) bdfilterd, a resync running",
+    "bdf_nomirror": "(n) bdfilterd, no mirror",
+}
+MIRROR_RATIOS = [
+    ("copy", "mirror_resync", "nbdcopy", 0.8, "copy (m) / (n) nbdcopy"),
+    ("writes", "bdf_mirror", "bdf_nomirror", 0.5, "writes (m) / (n) no mirror"),
+]
+
+
+def mirror_section(runs, out, method):
+    jobs_section("mirror", runs, out, method, MIRROR_NAMES, {"copy": "mib_s"}, MIRROR_RATIOS)
+
+
 def cbw_section(runs, out, method):
     jobs_section("cbw", runs, out, method, CBW_NAMES, CBW_UNITS, CBW_RATIOS)
 
@@ -280,6 +296,10 @@ def report(runs_path, out_path):
         method_path = os.path.join(os.path.dirname(runs_path), "cbw-method.json")
         method = json.load(open(method_path)) if os.path.exists(method_path) else {}
         cbw_section([r for r in runs if r["section"] == "cbw"], out, method)
+    if "mirror" in sections:
+        method_path = os.path.join(os.path.dirname(runs_path), "mirror-method.json")
+        method = json.load(open(method_path)) if os.path.exists(method_path) else {}
+        mirror_section([r for r in runs if r["section"] == "mirror"], out, method)
     if "wil" in sections:
         method_path = os.path.join(os.path.dirname(runs_path), "wil-method.json")
         method = json.load(open(method_path)) if os.path.exists(method_path) else {}

@@ -6,7 +6,8 @@
 # (bench/cbw.sh: what a guest feels while a snapshot is held, against
 # qemu-storage-daemon's copy-before-write filter, on a 4 GiB file on disk, cold
 # cache), bench/wil.sh: what the CBT's write-intent log (--state-dir) costs a
-# writer, and bench/backup.sh: the backup client (full and incremental) on a
+# writer, bench/mirror.sh: the mirror's resync against nbdcopy and writes during
+# a resync, and bench/backup.sh: the backup client (full and incremental) on a
 # 4 GiB device.
 #
 # The machine has 2 cores: fio and the server under test share them, so these are
@@ -14,7 +15,7 @@
 # Every figure is min / median / max of the rounds (servers take turns within one).
 #
 # Usage: bench/run.sh [BUILD [SECTIONS]]; SECTIONS (or BENCH_ONLY) is a comma
-# separated list of servers, pairs, cbw, wil, backup (default: all five), e.g.
+# separated list of servers, pairs, cbw, wil, mirror, backup (default: all), e.g.
 # `BENCH_ONLY=cbw make bench` or `bash bench/run.sh build cbw`.
 #
 # Environment: BENCH_RUNTIME (seconds per job, default 5), BENCH_ROUNDS (default 3),
@@ -23,12 +24,12 @@
 set -euo pipefail
 
 build=$(cd "${1:-build}" && pwd)
-sections=${2:-${BENCH_ONLY:-servers,pairs,cbw,wil,backup}}
-[ "$sections" = all ] && sections=servers,pairs,cbw,wil,backup
+sections=${2:-${BENCH_ONLY:-servers,pairs,cbw,wil,mirror,backup}}
+[ "$sections" = all ] && sections=servers,pairs,cbw,wil,mirror,backup
 for s in ${sections//,/ }; do
 	case $s in
-	servers | pairs | cbw | wil | backup) ;;
-	*) echo "bench: unknown section '$s' (servers, pairs, cbw, wil, backup)" >&2; exit 2 ;;
+	servers | pairs | cbw | wil | mirror | backup) ;;
+	*) echo "bench: unknown section '$s' (servers, pairs, cbw, wil, mirror, backup)" >&2; exit 2 ;;
 	esac
 done
 want() { [[ ",${sections// /,}," == *",$1,"* ]]; }
@@ -49,6 +50,7 @@ cleanup() {
 	stop_server
 	if declare -F cbw_cleanup >/dev/null; then cbw_cleanup; fi
 	if declare -F wil_cleanup >/dev/null; then wil_cleanup; fi
+	if declare -F mirror_cleanup >/dev/null; then mirror_cleanup; fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -230,6 +232,10 @@ fi
 if want wil; then
 	# shellcheck source=bench/wil.sh
 	. "$bench_dir/wil.sh"
+fi
+if want mirror; then
+	# shellcheck source=bench/mirror.sh
+	. "$bench_dir/mirror.sh"
 fi
 
 if [ -s "$results" ]; then

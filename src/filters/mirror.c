@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/io.h"
 #include "common/log.h"
 #include "core/backing.h"
 #include "core/device.h"
@@ -34,11 +35,19 @@
 #define COPY_CHUNK (1u << 20)
 #define MARK_BATCH 64
 #define LOG_FLUSH_NS 200000000ll /* persist resync progress this often */
+/* Resync threads: a copy is a read then a write, one at a time; several keep
+ * the source and the target busy at once, as nbdcopy's requests in flight do. */
+#define RESYNC_THREADS 4
 
 struct mirror {
 	struct device *dev;
 	struct backing *target;
 	char *target_path;
+	/* The resync's own way to the bytes: O_DIRECT on the source's and the
+	 * target's files (-1: none, e.g. tmpfs), so that a move does not push
+	 * the page cache around (and, on this VM, pay for every page it
+	 * would touch); the barred region keeps them coherent with writes. */
+	int src_dfd, tgt_dfd;
 	struct registry *reg;
 	struct store_claim *claim;
 	struct dirty_log *log;
@@ -50,8 +59,12 @@ struct mirror {
 	pthread_cond_t cond;
 	uint32_t *inflight;	/* writers in each region */
 	uint8_t *copying;	/* the resync is copying the region */
+	/* Written or copied since the last persist_progress(): cleared in the
+	 * log only after the target is flushed, so that the log never says
+	 * clean for a region whose target bytes might not be on disk. */
+	uint8_t *pending;
 	bool stop;		/* the resync thread is asked to end */
-	bool running;		/* it has not ended */
+	unsigned running;	/* resync threads that have not ended */
 	bool remove_files;	/* at detach: the move is over (switch, stop) */
 
 	atomic_int state;	/* enum mirror_state */
@@ -112,8 +125,8 @@ static void regions_leave(struct mirror *m, uint64_t first, uint64_t last)
 {
 	pthread_mutex_lock(&m->lock);
 	for (uint64_t g = first; g <= last; g++)
-		if (--m->inflight[g] == 0 && active(m))
-			dirty_log_clear(m->log, &g, 1); /* only if in sync: the log checks */
+		if (--m->inflight[g] == 0)
+			m->pending[g] = 1;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 }
@@ -227,10 +240,18 @@ static int copy_region(struct filter *f, void *opaque)
 	pthread_mutex_unlock(&m->lock);
 	for (; off < end && !c->src_err && !c->dst_err; off += COPY_CHUNK) {
 		uint64_t len = end - off < COPY_CHUNK ? end - off : COPY_CHUNK;
+		bool direct = io_direct_aligned(c->buf, len, off);
 
-		c->src_err = filter_next_pread(f, c->buf, len, off, 0);
+		if (direct && m->src_dfd >= 0) {
+			ssize_t got = io_pread_all(m->src_dfd, c->buf, len, off);
+
+			c->src_err = got < 0 ? (int)got : (uint64_t)got < len ? -EIO : 0;
+		} else {
+			c->src_err = filter_next_pread(f, c->buf, len, off, 0);
+		}
 		if (!c->src_err)
-			c->dst_err = backing_pwrite(m->target, c->buf, len, off, 0);
+			c->dst_err = direct && m->tgt_dfd >= 0 ? io_pwrite_all(m->tgt_dfd, c->buf, len, off, 0)
+							       : backing_pwrite(m->target, c->buf, len, off, 0);
 		if (!c->src_err && !c->dst_err)
 			atomic_fetch_add(&m->copied, len);
 	}
@@ -257,12 +278,41 @@ static bool pause_until(struct mirror *m, int64_t deadline)
 	return stop;
 }
 
+/* Make what is done durable: the target flushed, then the regions finished
+ * since the last time cleared (those in sync, with no writer in flight and
+ * none since), then the log written and flushed. The progress shown is the
+ * clean regions on disk: what a restart finds in sync. */
 static void persist_progress(struct mirror *m)
 {
-	uint64_t n = dirty_log_sync_count(m->log);
+	uint64_t *done = malloc(m->regions * sizeof(*done)), n = 0;
+	struct dirty_log_stats st;
 
+	if (!done)
+		return;
+	pthread_mutex_lock(&m->lock);
+	for (uint64_t g = 0; g < m->regions; g++)
+		if (m->pending[g]) {
+			m->pending[g] = 0;
+			done[n++] = g;
+		}
+	pthread_mutex_unlock(&m->lock);
+	if (n && active(m)) {
+		int r = backing_flush(m->target);
+
+		if (r < 0) {
+			mirror_fail(m, r, "a flush of the target");
+			n = 0;
+		}
+	}
+	pthread_mutex_lock(&m->lock);
+	for (uint64_t i = 0; i < n; i++)
+		if (!m->inflight[done[i]] && !m->pending[done[i]])
+			dirty_log_clear(m->log, &done[i], 1); /* only if in sync: the log checks */
+	pthread_mutex_unlock(&m->lock);
+	free(done);
+	dirty_log_get_stats(m->log, &st);
 	if (dirty_log_flush(m->log) == 0)
-		atomic_store(&m->durable_in_sync, n);
+		atomic_store(&m->durable_in_sync, st.region_count - st.dirty_count);
 }
 
 /* The target is no longer ours to keep from others. Not under a drain lock. */
@@ -286,7 +336,7 @@ static void *resync_thread(void *arg)
 	int64_t t0 = now_ns(), last_flush = t0;
 	uint64_t start_copied = atomic_load(&m->copied);
 
-	c.buf = malloc(COPY_CHUNK);
+	c.buf = io_alloc_aligned(COPY_CHUNK);
 	while (c.buf && !device_killed(dev) && atomic_load(&m->state) != MIRROR_FAILED) {
 		int r;
 
@@ -297,13 +347,13 @@ static void *resync_thread(void *arg)
 			break;
 		r = dirty_log_get_resync_work(m->log, &c.region);
 		if (r <= 0) {
+			int syncing = MIRROR_SYNCING;
+
 			persist_progress(m);
 			if (r == 0 && dirty_log_sync_count(m->log) == m->regions &&
-			    atomic_load(&m->state) == MIRROR_SYNCING) {
-				atomic_store(&m->state, MIRROR_SYNCED);
+			    atomic_compare_exchange_strong(&m->state, &syncing, MIRROR_SYNCED))
 				log_info("%s: mirror to %s is in sync (%" PRIu64 " regions); mirror_switch moves the device",
 					 device_name(dev), m->target_path, m->regions);
-			}
 			if (pause_until(m, now_ns() + 1000000000ll))
 				break;
 			continue;
@@ -326,7 +376,17 @@ static void *resync_thread(void *arg)
 			break;
 		}
 		dirty_log_set_region_sync(m->log, c.region, true);
-		dirty_log_clear(m->log, &c.region, 1);
+		pthread_mutex_lock(&m->lock);
+		m->pending[c.region] = 1;
+		pthread_mutex_unlock(&m->lock);
+		if (dirty_log_sync_count(m->log) == m->regions) {
+			int syncing = MIRROR_SYNCING;
+
+			persist_progress(m);
+			if (atomic_compare_exchange_strong(&m->state, &syncing, MIRROR_SYNCED))
+				log_info("%s: mirror to %s is in sync (%" PRIu64 " regions); mirror_switch moves the device",
+					 device_name(dev), m->target_path, m->regions);
+		}
 		if (now_ns() - last_flush > LOG_FLUSH_NS) {
 			persist_progress(m);
 			last_flush = now_ns();
@@ -346,7 +406,7 @@ static void *resync_thread(void *arg)
 	if (device_killed(dev))
 		unclaim(m);
 	pthread_mutex_lock(&m->lock);
-	m->running = false;
+	m->running--;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 	/* Ours may be the device's last reference: the detach then frees M,
@@ -358,22 +418,26 @@ static void *resync_thread(void *arg)
 static int thread_start(struct mirror *m)
 {
 	pthread_t th;
-	int r;
+	int r = 0;
 
 	pthread_mutex_lock(&m->lock);
 	m->stop = false;
-	m->running = true;
 	pthread_mutex_unlock(&m->lock);
-	device_get(m->dev);
-	r = pthread_create(&th, NULL, resync_thread, m);
-	if (r) {
-		device_put(m->dev);
+	for (unsigned i = 0; i < RESYNC_THREADS; i++) {
 		pthread_mutex_lock(&m->lock);
-		m->running = false;
+		m->running++;
 		pthread_mutex_unlock(&m->lock);
-		return -r;
+		device_get(m->dev);
+		r = pthread_create(&th, NULL, resync_thread, m);
+		if (r) {
+			device_put(m->dev);
+			pthread_mutex_lock(&m->lock);
+			m->running--;
+			pthread_mutex_unlock(&m->lock);
+			return i ? 0 : -r; /* fewer threads still resync */
+		}
+		pthread_detach(th);
 	}
-	pthread_detach(th);
 	return 0;
 }
 
@@ -400,6 +464,10 @@ static void mirror_free(struct mirror *m)
 		dirty_log_destroy(m->log);
 	if (m->target)
 		backing_close(m->target);
+	if (m->src_dfd >= 0)
+		close(m->src_dfd);
+	if (m->tgt_dfd >= 0)
+		close(m->tgt_dfd);
 	if (m->remove_files) {
 		if (m->cfg_path)
 			unlink(m->cfg_path);
@@ -408,6 +476,7 @@ static void mirror_free(struct mirror *m)
 	}
 	free(m->inflight);
 	free(m->copying);
+	free(m->pending);
 	free(m->target_path);
 	free(m->cfg_path);
 	free(m->log_path);
@@ -427,7 +496,7 @@ static int mr_attach(struct filter *f, void *ctx)
 static int mr_detach(struct filter *f)
 {
 	struct mirror *m = f->priv;
-	bool running;
+	unsigned running;
 
 	pthread_mutex_lock(&m->lock);
 	running = m->running;
@@ -509,6 +578,7 @@ int mirror_start(struct device *dev, const struct mirror_args *a, char *err, siz
 		pthread_condattr_destroy(&ca);
 	}
 	pthread_mutex_init(&m->lock, NULL);
+	m->src_dfd = m->tgt_dfd = -1;
 	m->dev = dev;
 	m->reg = a->reg;
 	m->rate = a->rate;
@@ -529,6 +599,9 @@ int mirror_start(struct device *dev, const struct mirror_args *a, char *err, siz
 		snprintf(err, errlen, "%s: %s", a->target, strerror(-r));
 		goto fail;
 	}
+	if (device_path(dev) && device_path(dev)[0] == '/')
+		m->src_dfd = open(device_path(dev), O_RDONLY | O_DIRECT | O_CLOEXEC);
+	m->tgt_dfd = open(a->target, O_WRONLY | O_DIRECT | O_CLOEXEC);
 	if (backing_size(m->target) < m->size) {
 		snprintf(err, errlen, "%s holds %" PRIu64 " bytes, less than the device's %" PRIu64, a->target,
 			 backing_size(m->target), m->size);
@@ -548,7 +621,8 @@ int mirror_start(struct device *dev, const struct mirror_args *a, char *err, siz
 	}
 	m->inflight = calloc(m->regions, sizeof(*m->inflight));
 	m->copying = calloc(m->regions, 1);
-	if (!m->inflight || !m->copying) {
+	m->pending = calloc(m->regions, 1);
+	if (!m->inflight || !m->copying || !m->pending) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -587,7 +661,12 @@ int mirror_start(struct device *dev, const struct mirror_args *a, char *err, siz
 			goto fail;
 		}
 	}
-	atomic_init(&m->durable_in_sync, dirty_log_sync_count(m->log));
+	{
+		struct dirty_log_stats st;
+
+		dirty_log_get_stats(m->log, &st);
+		atomic_init(&m->durable_in_sync, st.region_count - st.dirty_count);
+	}
 	if (m->cfg_path && (r = save_config(m)) < 0) {
 		snprintf(err, errlen, "%s: %s", m->cfg_path, strerror(-r));
 		goto fail;
