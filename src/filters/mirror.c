@@ -34,7 +34,9 @@
 
 #define COPY_CHUNK (1u << 20)
 #define MARK_BATCH 64
-#define LOG_FLUSH_NS 200000000ll /* persist resync progress this often */
+/* Persist progress this often: each time flushes the target (its dirty
+ * pages from the writes too) and the log, so not too often. */
+#define LOG_FLUSH_NS 1000000000ll
 /* Resync threads: a copy is a read then a write, one at a time; several keep
  * the source and the target busy at once, as nbdcopy's requests in flight do. */
 #define RESYNC_THREADS 4
@@ -59,9 +61,9 @@ struct mirror {
 	pthread_cond_t cond;
 	uint32_t *inflight;	/* writers in each region */
 	uint8_t *copying;	/* the resync is copying the region */
-	/* Written or copied since the last persist_progress(): cleared in the
-	 * log only after the target is flushed, so that the log never says
-	 * clean for a region whose target bytes might not be on disk. */
+	/* Written or copied lately (see persist_progress): cleared in the log
+	 * only after the target is flushed, so that the log never says clean
+	 * for a region whose target bytes might not be on disk. */
 	uint8_t *pending;
 	bool stop;		/* the resync thread is asked to end */
 	unsigned running;	/* resync threads that have not ended */
@@ -71,6 +73,7 @@ struct mirror {
 	atomic_int error;
 	atomic_ullong copied;
 	atomic_ullong durable_in_sync;
+	_Atomic int64_t last_persist; /* now_ns() of the last one the resync started */
 };
 
 static int64_t now_ns(void)
@@ -278,9 +281,9 @@ static bool pause_until(struct mirror *m, int64_t deadline)
 	return stop;
 }
 
-/* Make what is done durable: the target flushed, then the regions finished
- * since the last time cleared (those in sync, with no writer in flight and
- * none since), then the log written and flushed. The progress shown is the
+/* Make what is done durable: the target flushed, then the regions idle for
+ * a round cleared (those in sync, with no writer in flight and none since),
+ * then the log written and flushed. The progress shown is the
  * clean regions on disk: what a restart finds in sync. */
 static void persist_progress(struct mirror *m)
 {
@@ -289,11 +292,16 @@ static void persist_progress(struct mirror *m)
 
 	if (!done)
 		return;
+	/* A region is cleared once it has been idle for a whole round (1:
+	 * written this round, 2: the round before): a hot region stays dirty
+	 * rather than cost a mark and a flush again at its next write. */
 	pthread_mutex_lock(&m->lock);
 	for (uint64_t g = 0; g < m->regions; g++)
-		if (m->pending[g]) {
+		if (m->pending[g] == 2) {
 			m->pending[g] = 0;
 			done[n++] = g;
+		} else if (m->pending[g] == 1) {
+			m->pending[g] = 2;
 		}
 	pthread_mutex_unlock(&m->lock);
 	if (n && active(m)) {
@@ -333,7 +341,7 @@ static void *resync_thread(void *arg)
 	struct mirror *m = arg;
 	struct device *dev = m->dev;
 	struct copy c = { 0 };
-	int64_t t0 = now_ns(), last_flush = t0;
+	int64_t t0 = now_ns();
 	uint64_t start_copied = atomic_load(&m->copied);
 
 	c.buf = io_alloc_aligned(COPY_CHUNK);
@@ -387,9 +395,12 @@ static void *resync_thread(void *arg)
 				log_info("%s: mirror to %s is in sync (%" PRIu64 " regions); mirror_switch moves the device",
 					 device_name(dev), m->target_path, m->regions);
 		}
-		if (now_ns() - last_flush > LOG_FLUSH_NS) {
-			persist_progress(m);
-			last_flush = now_ns();
+		{
+			int64_t last = atomic_load(&m->last_persist), t = now_ns();
+
+			/* one thread of the resync at a time, once a period */
+			if (t - last > LOG_FLUSH_NS && atomic_compare_exchange_strong(&m->last_persist, &last, t))
+				persist_progress(m);
 		}
 		if (m->rate) {
 			uint64_t done = atomic_load(&m->copied) - start_copied;
