@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <linux/connector.h>
@@ -253,6 +255,33 @@ struct ctr_args {
 	const char *dev_word;	/* the log device as the table names it */
 };
 
+/* The node of block device MAJ:MIN: udev's /dev/block/MAJ:MIN, or the
+ * kernel's name for it (sysfs) under /dev; checked to be that device. */
+static int block_device_path(unsigned maj, unsigned min, char *path, size_t len)
+{
+	char sys[64], line[256];
+	struct stat st;
+	FILE *f;
+
+	snprintf(path, len, "/dev/block/%u:%u", maj, min);
+	if (stat(path, &st) == 0 && S_ISBLK(st.st_mode) && st.st_rdev == makedev(maj, min))
+		return 0;
+	snprintf(sys, sizeof(sys), "/sys/dev/block/%u:%u/uevent", maj, min);
+	f = fopen(sys, "re");
+	if (!f)
+		return -ENOENT;
+	path[0] = '\0';
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "DEVNAME=", 8)) {
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(path, len, "/dev/%s", line + 8);
+		}
+	fclose(f);
+	if (!path[0] || stat(path, &st) < 0 || !S_ISBLK(st.st_mode) || st.st_rdev != makedev(maj, min))
+		return -ENOENT;
+	return 0;
+}
+
 static bool all_digits(const char *w)
 {
 	if (!*w)
@@ -309,9 +338,12 @@ static int ctr_parse(char *buf, struct ctr_args *a, const char *uuid)
 			return -EINVAL;
 		}
 		a->dev_word = words[i++];
-		if (sscanf(a->dev_word, "%u:%u%c", &maj, &min, &tail) == 2)
-			snprintf(a->dev_path, sizeof(a->dev_path), "/dev/block/%u:%u", maj, min);
-		else if (a->dev_word[0] == '/' && strlen(a->dev_word) < sizeof(a->dev_path))
+		if (sscanf(a->dev_word, "%u:%u%c", &maj, &min, &tail) == 2) {
+			if (block_device_path(maj, min, a->dev_path, sizeof(a->dev_path)) < 0) {
+				log_warn("dirty log %s: CTR: no block device %u:%u on this machine", uuid, maj, min);
+				return -ENOENT;
+			}
+		} else if (a->dev_word[0] == '/' && strlen(a->dev_word) < sizeof(a->dev_path))
 			strcpy(a->dev_path, a->dev_word);
 		else {
 			log_warn("dirty log %s: CTR: log device '%.64s' is neither MAJOR:MINOR nor an absolute path",

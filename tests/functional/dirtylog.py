@@ -312,6 +312,54 @@ def test_bad_input(tmp):
     d.stop()
 
 
+def test_block_device(tmp):
+    """A disk log on a block device named MAJOR:MINOR, as the kernel names it
+    (root only: losetup)."""
+    if os.geteuid() != 0:
+        print("skip: not root")
+        return
+    loops = []
+
+    def loop(path, size):
+        with open(path, "wb") as f:
+            f.truncate(size)
+        dev = subprocess.run(["losetup", "-f", "--show", path], capture_output=True, text=True).stdout.strip()
+        check(dev.startswith("/dev/loop"), "losetup %s: %r" % (path, dev))
+        loops.append(dev)
+        st = os.stat(dev)
+        return dev, "%d:%d" % (os.major(st.st_rdev), os.minor(st.st_rdev))
+
+    d = start(tmp)
+    c = client(tmp)
+    try:
+        dev, mm = loop(os.path.join(tmp, "log.img"), 8 << 20)
+        u = "LVM-blockdev"
+        r = ok(c.call(U.CTR, u, data=b"%d clustered-disk %s %d nosync\0" % (DEV_SECTORS, mm.encode(), REGION)),
+               "CTR on %s (%s)" % (mm, dev))
+        expect(r.data, mm.encode() + b"\0", "CTR names the device as the table did")
+        ok(c.call(U.RESUME, u), "RESUME")
+        ok(c.call(U.FLUSH, u, data=U.u64s(5, 9)), "FLUSH with marks")
+        magic, version, nr, bits = U.disk_bits(dev, REGIONS)
+        expect((magic, version, nr), (U.MIRROR_MAGIC, 2, REGIONS), "header on the block device")
+        expect([i for i in range(REGIONS) if not bits[i]], [5, 9], "marks on the block device")
+        expect(ok(c.call(U.STATUS_INFO, u), "STATUS_INFO").data, b"3 clustered-disk %s A" % mm.encode(),
+               "STATUS_INFO names MAJOR:MINOR")
+        expect(ok(c.call(U.STATUS_TABLE, u), "STATUS_TABLE").data,
+               b"clustered-disk %s 64 nosync  " % mm.encode(), "STATUS_TABLE")
+        ok(c.call(U.DTR, u), "DTR")
+        _, tiny = loop(os.path.join(tmp, "tiny.img"), 2048)
+        fails(c.call(U.CTR, "LVM-tiny", data=b"%d clustered-disk %s %d\0" % (DEV_SECTORS, tiny.encode(), REGION)),
+              28, "a log device smaller than the log (ENOSPC)")
+        fails(c.call(U.CTR, "LVM-none", data=b"%d clustered-disk 250:250 %d\0" % (DEV_SECTORS, REGION)),
+              ENOENT, "a MAJOR:MINOR with no device")
+    finally:
+        c.close()
+        for dev in loops:
+            subprocess.run(["losetup", "-d", dev])
+    d.alive()
+    d.stop()
+
+
 def test_netlink(tmp):
     """The connector transport, reached as the kernel reaches it (root only:
     sending to a netlink group needs CAP_NET_ADMIN)."""
@@ -335,5 +383,6 @@ if __name__ == "__main__":
         ("kill_between_mark_and_reply", test_kill_between_mark_and_reply),
         ("core_restart", test_core_restart),
         ("bad_input", test_bad_input),
+        ("block_device", test_block_device),
         ("netlink", test_netlink),
     ])
