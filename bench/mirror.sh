@@ -9,7 +9,9 @@
 #    nbdcopy of the same export to a fresh file;
 #  - writes: random 4 KiB writes at iodepth 32 for BENCH_RUNTIME seconds while
 #    a resync runs (at BENCH_MIRROR_RATE, 64M per second by default, so that it
-#    lasts the whole run), against the same writes with no mirror.
+#    lasts the whole run) to a preallocated target (fallocate: its blocks
+#    allocated, as a logical volume's or a disk's are), against the same
+#    writes with no mirror.
 # Environment: BENCH_DIR (/var/tmp), BENCH_MIRROR_MIB (1024), BENCH_MIRROR_RATE (64M).
 
 mir_mib=${BENCH_MIRROR_MIB:-1024}
@@ -30,9 +32,13 @@ mir_cold() {
 	sync
 	if [ "$mir_cache" = cold ]; then echo 3 >/proc/sys/vm/drop_caches; fi
 }
-mir_start() {
+mir_start() { # [preallocate]: the target's blocks allocated, as an LV or a disk's are
 	rm -f "$sock" "$mir_ctl" "$mir_target"
-	truncate -s "${mir_mib}M" "$mir_target"
+	if [ "${1:-}" = preallocate ]; then
+		fallocate -l "${mir_mib}M" "$mir_target"
+	else
+		truncate -s "${mir_mib}M" "$mir_target"
+	fi
 	"$bdfilterd" --foreground --nbd-listen "unix:$sock" --control "$mir_ctl" \
 		--device "disk=$mir_origin" --log-level warn 2>>"$work/server.log" &
 	server_pid=$!
@@ -70,8 +76,8 @@ import json, sys
 json.dump({"origin_mib": $mir_mib, "cache": "$mir_cache", "rounds": $rounds, "jobs": {
     "copy": "the whole device: mirror_start with no rate limit until synced, or nbdcopy of the export"
             " to a fresh file; MiB/s",
-    "writes": "random 4 KiB writes, iodepth 32, ${runtime}s (+1s ramp), during a resync at $mir_rate/s, or with"
-              " no mirror",
+    "writes": "random 4 KiB writes, iodepth 32, ${runtime}s (+1s ramp), during a resync at $mir_rate/s to a"
+              " preallocated target, or with no mirror",
 }}, open(sys.argv[1], "w"), indent=1)
 PY
 
@@ -93,7 +99,7 @@ for round in $(seq "$rounds"); do
 		stop_server
 	done
 	for sv in $( ((round % 2)) && echo bdf_mirror bdf_nomirror || echo bdf_nomirror bdf_mirror); do
-		mir_start
+		mir_start preallocate
 		mir_cold
 		if [ "$sv" = bdf_mirror ]; then
 			mir_cli mirror_start -d disk -f "$mir_target" --rate "$mir_rate" >/dev/null

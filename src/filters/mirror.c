@@ -59,12 +59,16 @@ struct mirror {
 
 	pthread_mutex_t lock;	/* the counts below, the thread's life */
 	pthread_cond_t cond;
-	uint32_t *inflight;	/* writers in each region */
-	uint8_t *copying;	/* the resync is copying the region */
+	/* Per region, lock-free on the write path (the lock and COND only for
+	 * the waits): a writer counts itself in INFLIGHT and then looks at
+	 * COPYING; the copier sets COPYING and then looks at INFLIGHT. Both
+	 * sequentially consistent, so one of the two always sees the other. */
+	_Atomic uint32_t *inflight;	/* writers in each region */
+	_Atomic uint8_t *copying;	/* barred: the resync copies it, or a clear checks it */
 	/* Written or copied lately (see persist_progress): cleared in the log
 	 * only after the target is flushed, so that the log never says clean
 	 * for a region whose target bytes might not be on disk. */
-	uint8_t *pending;
+	_Atomic uint8_t *pending;
 	bool stop;		/* the resync thread is asked to end */
 	unsigned running;	/* resync threads that have not ended */
 	bool remove_files;	/* at detach: the move is over (switch, stop) */
@@ -107,31 +111,70 @@ static bool active(struct mirror *m)
 
 /* ---- the write path ---- */
 
+static void region_leave(struct mirror *m, uint64_t g)
+{
+	if (atomic_fetch_sub(&m->inflight[g], 1) == 1 && atomic_load(&m->copying[g])) {
+		pthread_mutex_lock(&m->lock); /* the copier waits for us */
+		pthread_cond_broadcast(&m->cond);
+		pthread_mutex_unlock(&m->lock);
+	}
+}
+
+/* Bar writers from region G: with WAIT, until those in flight are out;
+ * without, only if none is in (else false, and nothing barred). */
+static bool region_bar(struct mirror *m, uint64_t g, bool wait)
+{
+	atomic_fetch_add(&m->copying[g], 1);
+	if (!wait && atomic_load(&m->inflight[g])) {
+		atomic_fetch_sub(&m->copying[g], 1);
+		pthread_mutex_lock(&m->lock);
+		pthread_cond_broadcast(&m->cond);
+		pthread_mutex_unlock(&m->lock);
+		return false;
+	}
+	pthread_mutex_lock(&m->lock);
+	while (atomic_load(&m->inflight[g]))
+		pthread_cond_wait(&m->cond, &m->lock);
+	pthread_mutex_unlock(&m->lock);
+	return true;
+}
+
+static void region_unbar(struct mirror *m, uint64_t g)
+{
+	atomic_fetch_sub(&m->copying[g], 1);
+	pthread_mutex_lock(&m->lock); /* writers may wait for this region */
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+}
+
 static void regions_enter(struct mirror *m, uint64_t first, uint64_t last)
 {
-	pthread_mutex_lock(&m->lock);
 	for (;;) {
-		bool busy = false;
+		uint64_t busy = UINT64_MAX;
 
-		for (uint64_t g = first; g <= last && !busy; g++)
-			busy = m->copying[g];
-		if (!busy)
-			break;
-		pthread_cond_wait(&m->cond, &m->lock);
+		for (uint64_t g = first; g <= last; g++)
+			atomic_fetch_add(&m->inflight[g], 1);
+		for (uint64_t g = first; g <= last && busy == UINT64_MAX; g++)
+			if (atomic_load(&m->copying[g]))
+				busy = g;
+		if (busy == UINT64_MAX)
+			return;
+		/* Being copied: out again, wait for the copy, and retry. */
+		for (uint64_t g = first; g <= last; g++)
+			region_leave(m, g);
+		pthread_mutex_lock(&m->lock);
+		while (atomic_load(&m->copying[busy]))
+			pthread_cond_wait(&m->cond, &m->lock);
+		pthread_mutex_unlock(&m->lock);
 	}
-	for (uint64_t g = first; g <= last; g++)
-		m->inflight[g]++;
-	pthread_mutex_unlock(&m->lock);
 }
 
 static void regions_leave(struct mirror *m, uint64_t first, uint64_t last)
 {
-	pthread_mutex_lock(&m->lock);
-	for (uint64_t g = first; g <= last; g++)
-		if (--m->inflight[g] == 0)
-			m->pending[g] = 1;
-	pthread_cond_broadcast(&m->cond);
-	pthread_mutex_unlock(&m->lock);
+	for (uint64_t g = first; g <= last; g++) {
+		atomic_store(&m->pending[g], 1);
+		region_leave(m, g);
+	}
 }
 
 static int regions_mark(struct mirror *m, uint64_t first, uint64_t last)
@@ -236,11 +279,7 @@ static int copy_region(struct filter *f, void *opaque)
 
 	if (end > m->size)
 		end = m->size;
-	pthread_mutex_lock(&m->lock);
-	m->copying[c->region] = 1;
-	while (m->inflight[c->region])
-		pthread_cond_wait(&m->cond, &m->lock);
-	pthread_mutex_unlock(&m->lock);
+	region_bar(m, c->region, true);
 	for (; off < end && !c->src_err && !c->dst_err; off += COPY_CHUNK) {
 		uint64_t len = end - off < COPY_CHUNK ? end - off : COPY_CHUNK;
 		bool direct = io_direct_aligned(c->buf, len, off);
@@ -258,10 +297,7 @@ static int copy_region(struct filter *f, void *opaque)
 		if (!c->src_err && !c->dst_err)
 			atomic_fetch_add(&m->copied, len);
 	}
-	pthread_mutex_lock(&m->lock);
-	m->copying[c->region] = 0;
-	pthread_cond_broadcast(&m->cond);
-	pthread_mutex_unlock(&m->lock);
+	region_unbar(m, c->region);
 	return 0;
 }
 
@@ -295,15 +331,14 @@ static void persist_progress(struct mirror *m)
 	/* A region is cleared once it has been idle for a whole round (1:
 	 * written this round, 2: the round before): a hot region stays dirty
 	 * rather than cost a mark and a flush again at its next write. */
-	pthread_mutex_lock(&m->lock);
-	for (uint64_t g = 0; g < m->regions; g++)
-		if (m->pending[g] == 2) {
-			m->pending[g] = 0;
+	for (uint64_t g = 0; g < m->regions; g++) {
+		uint8_t two = 2, one = 1;
+
+		if (atomic_compare_exchange_strong(&m->pending[g], &two, 0))
 			done[n++] = g;
-		} else if (m->pending[g] == 1) {
-			m->pending[g] = 2;
-		}
-	pthread_mutex_unlock(&m->lock);
+		else if (two == 1)
+			atomic_compare_exchange_strong(&m->pending[g], &one, 2);
+	}
 	if (n && active(m)) {
 		int r = backing_flush(m->target);
 
@@ -312,11 +347,15 @@ static void persist_progress(struct mirror *m)
 			n = 0;
 		}
 	}
-	pthread_mutex_lock(&m->lock);
+	/* Each clear with the region barred: a writer in flight, or one that
+	 * came and went since (PENDING), keeps it dirty; none can mark it
+	 * between the check and the clear. */
 	for (uint64_t i = 0; i < n; i++)
-		if (!m->inflight[done[i]] && !m->pending[done[i]])
-			dirty_log_clear(m->log, &done[i], 1); /* only if in sync: the log checks */
-	pthread_mutex_unlock(&m->lock);
+		if (region_bar(m, done[i], false)) {
+			if (!atomic_load(&m->pending[done[i]]))
+				dirty_log_clear(m->log, &done[i], 1); /* only if in sync: the log checks */
+			region_unbar(m, done[i]);
+		}
 	free(done);
 	dirty_log_get_stats(m->log, &st);
 	if (dirty_log_flush(m->log) == 0)
@@ -384,9 +423,7 @@ static void *resync_thread(void *arg)
 			break;
 		}
 		dirty_log_set_region_sync(m->log, c.region, true);
-		pthread_mutex_lock(&m->lock);
-		m->pending[c.region] = 1;
-		pthread_mutex_unlock(&m->lock);
+		atomic_store(&m->pending[c.region], 1);
 		if (dirty_log_sync_count(m->log) == m->regions) {
 			int syncing = MIRROR_SYNCING;
 
@@ -485,9 +522,9 @@ static void mirror_free(struct mirror *m)
 		if (m->log_path)
 			unlink(m->log_path);
 	}
-	free(m->inflight);
-	free(m->copying);
-	free(m->pending);
+	free((void *)m->inflight);
+	free((void *)m->copying);
+	free((void *)m->pending);
 	free(m->target_path);
 	free(m->cfg_path);
 	free(m->log_path);
@@ -631,8 +668,8 @@ int mirror_start(struct device *dev, const struct mirror_args *a, char *err, siz
 		}
 	}
 	m->inflight = calloc(m->regions, sizeof(*m->inflight));
-	m->copying = calloc(m->regions, 1);
-	m->pending = calloc(m->regions, 1);
+	m->copying = calloc(m->regions, sizeof(*m->copying));
+	m->pending = calloc(m->regions, sizeof(*m->pending));
 	if (!m->inflight || !m->copying || !m->pending) {
 		r = -ENOMEM;
 		goto fail;

@@ -75,12 +75,13 @@ B mirror_start -d d -f "$T/tgt.img" --rate 8M >/dev/null
 expect EBUSY mirror_start -d d -f "$T/small.img"
 [ "$(state)" = syncing ] || fail "state $(state) right after mirror_start"
 expect EBUSY mirror_switch -d d
-# and, at once, writes as fast as they go on the first 4 MiB, so that the
-# resync's copy of those regions meets writes (the copy must bar them)
-fio --name=hot --ioengine=nbd --uri="$(uri d)" --rw=randwrite --bs=4k --iodepth=16 --size=4M \
-	--time_based --runtime=3 --output="$T/hot.out" >/dev/null 2>&1 &
+# and, at once, writes as fast as they go on the last 4 MiB, which the resync
+# copies last (from about 3.5 s on), so that its copies of those regions meet
+# writes all along (the copy must bar them)
+fio --name=hot --ioengine=nbd --uri="$(uri d)" --rw=randwrite --bs=4k --iodepth=16 --offset=28M --size=4M \
+	--time_based --runtime=6 --output="$T/hot.out" >/dev/null 2>&1 &
 hot_pid=$!
-fio_verify during 28 --offset=4M --rate_iops=1500
+fio_verify during 28 --rate_iops=1500
 wait "$hot_pid" || fail "fio hot: $(tail -20 "$T/hot.out")"
 until_state synced
 # in_sync counts what the log has clean on disk: the last writes' regions
