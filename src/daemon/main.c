@@ -401,6 +401,14 @@ int main(int argc, char **argv)
 	}
 	log_set_level(d.opt.log_level);
 	signal(SIGPIPE, SIG_IGN);
+	/* Blocked from the start, before any socket appears and any thread
+	 * starts: every thread inherits the mask, and a SIGTERM that comes
+	 * while we start up waits for the signalfd (made after the fork), so
+	 * that it stops us cleanly rather than kill us. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	params_fixup(&d.opt.params, warn_param);
 
 	cfg.threads = d.opt.threads;
@@ -436,7 +444,9 @@ int main(int argc, char **argv)
 		fuse_observer = (struct registry_observer){ fuse_device_added, fuse_device_removed, d.fuse };
 		registry_observe(d.reg, &fuse_observer);
 	}
-	if (open_devices(&d) < 0 || open_listeners(&d) < 0 || open_dirty_logs(&d) < 0)
+	/* The dirty logs' socket before the NBD listeners: a client that waits
+	 * for the NBD socket finds the others there. */
+	if (open_devices(&d) < 0 || open_dirty_logs(&d) < 0 || open_listeners(&d) < 0)
 		goto out;
 	if (d.opt.control) {
 		d.control_fd = control_socket_bind(d.opt.control, err, sizeof(err));
@@ -468,12 +478,6 @@ int main(int argc, char **argv)
 			goto out;
 	}
 
-	/* Before any thread starts, so that every thread inherits the mask and
-	 * only signalfd sees these signals. */
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	d.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	if (d.sigfd < 0) {
 		log_error("signalfd: %s", strerror(errno));

@@ -31,6 +31,14 @@ def start(tmp, extra=()):
     d = Daemon(tmp, ["disk=%s" % img(tmp)],
                ["--dm-ulog-listen", os.path.join(tmp, "ulog.sock"), "--state-dir", os.path.join(tmp, "state")] +
                list(extra))
+    # bdfilterd makes the dirty logs' socket before the NBD one, and the
+    # control socket after it
+    for _ in range(400):
+        if os.path.exists(d.control):
+            break
+        time.sleep(0.05)
+    check(os.path.exists(os.path.join(tmp, "ulog.sock")) and os.path.exists(d.control),
+          "the dirty logs' or the control socket did not appear")
     return d
 
 
