@@ -239,6 +239,26 @@ static struct ulog_entry *entry_get(struct ulog_server *s, const char *uuid, uin
 	return e;
 }
 
+/* The log of exactly UUID and LUID (a CTR's), with the lock held. */
+static struct ulog_entry *entry_find_exact(struct ulog_server *s, const char *uuid, uint64_t luid)
+{
+	struct ulog_entry *e;
+
+	for (e = s->logs; e; e = e->next)
+		if (!strcmp(e->uuid, uuid) && e->luid == luid)
+			break;
+	return e;
+}
+
+/* Where the known log of UUID and LUID is linked, or NULL; the lock held. */
+static struct ulog_known **known_find(struct ulog_server *s, const char *uuid, uint64_t luid)
+{
+	for (struct ulog_known **kp = &s->known; *kp; kp = &(*kp)->next)
+		if (!strcmp((*kp)->uuid, uuid) && (*kp)->luid == luid)
+			return kp;
+	return NULL;
+}
+
 void ulog_server_visit(struct ulog_server *s, ulog_server_visit_fn fn, void *opaque)
 {
 	pthread_mutex_lock(&s->lock);
@@ -415,9 +435,7 @@ static int do_ctr(struct ulog_server *s, struct dm_ulog_request *rq, const char 
 	/* The kernel's -ESRCH retry sends CTR again for a log we may still
 	 * hold: the same table is that log; another one is a conflict. */
 	pthread_mutex_lock(&s->lock);
-	for (old = s->logs; old; old = old->next)
-		if (!strcmp(old->uuid, rq->uuid) && old->luid == rq->luid)
-			break;
+	old = entry_find_exact(s, rq->uuid, rq->luid);
 	if (old) {
 		r = strcmp(old->ctr, data) ? -EEXIST : 0;
 		pthread_mutex_unlock(&s->lock);
@@ -426,11 +444,7 @@ static int do_ctr(struct ulog_server *s, struct dm_ulog_request *rq, const char 
 				 rq->uuid, (uint64_t)rq->luid);
 		goto reply;
 	}
-	for (kp = &s->known; *kp; kp = &(*kp)->next)
-		if (!strcmp((*kp)->uuid, rq->uuid) && (*kp)->luid == rq->luid) {
-			known = true;
-			break;
-		}
+	known = known_find(s, rq->uuid, rq->luid) != NULL;
 	pthread_mutex_unlock(&s->lock);
 
 	a.cfg.name = rq->uuid;
@@ -451,24 +465,20 @@ static int do_ctr(struct ulog_server *s, struct dm_ulog_request *rq, const char 
 	e->luid = rq->luid;
 	e->refs = 1;
 	pthread_mutex_lock(&s->lock);
-	for (old = s->logs; old; old = old->next)
-		if (!strcmp(old->uuid, rq->uuid) && old->luid == rq->luid)
-			break;
-	if (old) { /* a second CTR raced us */
+	if (entry_find_exact(s, rq->uuid, rq->luid)) { /* a second CTR raced us */
 		pthread_mutex_unlock(&s->lock);
 		entry_put(s, e);
 		r = -EEXIST;
 		goto out;
 	}
-	for (kp = &s->known; *kp; kp = &(*kp)->next)
-		if (!strcmp((*kp)->uuid, rq->uuid) && (*kp)->luid == rq->luid) {
-			struct ulog_known *k = *kp;
+	kp = known_find(s, rq->uuid, rq->luid);
+	if (kp) { /* live again: listed as a log from now on */
+		struct ulog_known *k = *kp;
 
-			*kp = k->next;
-			k->next = NULL;
-			known_free(k);
-			break;
-		}
+		*kp = k->next;
+		k->next = NULL;
+		known_free(k);
+	}
 	e->next = s->logs;
 	s->logs = e;
 	state_save(s); /* logged; the log works without it */

@@ -91,13 +91,9 @@ static int64_t now_ns(void)
 /* The target failed: the mirror stops writing it, the device goes on. */
 static void mirror_fail(struct mirror *m, int err, const char *what)
 {
-	int expected = MIRROR_SYNCING;
-
-	if (atomic_load(&m->state) == MIRROR_FAILED)
-		return;
 	atomic_store(&m->error, -err);
-	if (!atomic_compare_exchange_strong(&m->state, &expected, MIRROR_FAILED))
-		atomic_store(&m->state, MIRROR_FAILED);
+	if (atomic_exchange(&m->state, MIRROR_FAILED) == MIRROR_FAILED)
+		return; /* said once, by the first */
 	log_error("%s: mirror to %s failed (%s: %s): the device goes on without it; mirror_stop ends it",
 		  device_name(m->dev), m->target_path, what, strerror(-err));
 }
