@@ -21,16 +21,11 @@ mir_origin="$mir_dir/origin.img"
 mir_target="$mir_dir/target.img"
 mir_ctl="$work/mirror-control.sock"
 mir_t0=$(date +%s)
-mir_cache=cold
-[ -w /proc/sys/vm/drop_caches ] || mir_cache=warm
+mir_cache=$page_cache
 
 mirror_cleanup() {
 	[ -n "$mir_dir" ] && rm -rf "$mir_dir"
 	mir_dir=
-}
-mir_cold() {
-	sync
-	if [ "$mir_cache" = cold ]; then echo 3 >/proc/sys/vm/drop_caches; fi
 }
 mir_start() { # [preallocate]: the target's blocks allocated, as an LV or a disk's are
 	rm -f "$sock" "$mir_ctl" "$mir_target"
@@ -84,7 +79,7 @@ PY
 for round in $(seq "$rounds"); do
 	for sv in $( ((round % 2)) && echo mirror_resync nbdcopy || echo nbdcopy mirror_resync); do
 		mir_start
-		mir_cold
+		drop_page_cache
 		t=$(ms_now)
 		if [ "$sv" = nbdcopy ]; then
 			nbdcopy "nbd+unix:///disk?socket=$sock" "$mir_dir/copy.img"
@@ -100,7 +95,7 @@ for round in $(seq "$rounds"); do
 	done
 	for sv in $( ((round % 2)) && echo bdf_mirror bdf_nomirror || echo bdf_nomirror bdf_mirror); do
 		mir_start preallocate
-		mir_cold
+		drop_page_cache
 		if [ "$sv" = bdf_mirror ]; then
 			mir_cli mirror_start -d disk -f "$mir_target" --rate "$mir_rate" >/dev/null
 		fi

@@ -150,6 +150,14 @@ jobs=(
 
 # fio on $export_name at $sock with the given options; one JSON line on stdout
 # with the figures and the KEY=VALUE pairs given before "--".
+# The cold-cache sections (wil, mirror): sync, then drop the page cache, as
+# root; otherwise their figures are warm-cache ones and say so.
+page_cache=cold
+[ -w /proc/sys/vm/drop_caches ] || page_cache=warm
+drop_page_cache() {
+	sync
+	if [ "$page_cache" = cold ]; then echo 3 >/proc/sys/vm/drop_caches; fi
+}
 run_fio() { # KEY=VALUE... -- fio options...
 	local kv=()
 	while [ "$1" != -- ]; do kv+=("$1"); shift; done

@@ -24,16 +24,11 @@ wil_dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bdfilter-bench-wil.XXXXXX")
 wil_origin="$wil_dir/origin.img"
 wil_t0=$(date +%s)
 read -r wil_dev wil_fs < <(df --output=source,fstype "$wil_dir" | tail -1)
-wil_cache=cold
-[ -w /proc/sys/vm/drop_caches ] || wil_cache=warm
+wil_cache=$page_cache
 
 wil_cleanup() {
 	[ -n "$wil_dir" ] && rm -rf "$wil_dir"
 	wil_dir=
-}
-wil_cold() {
-	sync
-	if [ "$wil_cache" = cold ]; then echo 3 >/proc/sys/vm/drop_caches; fi
 }
 wil_start() { # NAME
 	local args=()
@@ -60,7 +55,7 @@ wil_run() { # NAME ROUND JOB fio options...
 		run_fio section=wil "round=$round" "server=$sv" job=prefill "cache=$wil_cache" -- \
 			"${wil_prefill[@]}" >"$work/line"
 	fi
-	wil_cold
+	drop_page_cache
 	run_fio section=wil "round=$round" "server=$sv" "job=$job" "cache=$wil_cache" -- "$@" >>"$results"
 	stop_server
 }
