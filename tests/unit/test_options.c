@@ -94,6 +94,10 @@ static void command_lines(void **state)
 	char *statedir[] = { "bdfilterd", "--state-dir", "/var/lib/bdfilter", "--device", "a=/tmp/a", NULL };
 	char *state_empty[] = { "bdfilterd", "--state-dir", "", "--device", "a=/tmp/a", NULL };
 	char *no_state[] = { "bdfilterd", "--device", "a=/tmp/a", NULL };
+	/* --state-dir after --dm-ulog-listen once freed the latter's value */
+	char *ulog[] = { "bdfilterd", "--dm-ulog-listen", "/u.sock", "--state-dir", "/s", "--dm-ulog",
+			 "--device", "a=/tmp/a", NULL };
+	char *ulog_empty[] = { "bdfilterd", "--dm-ulog-listen", "", "--device", "a=/tmp/a", NULL };
 
 	assert_int_equal(options_parse(8, ok, &o), 0);
 	assert_true(o.foreground);
@@ -131,6 +135,15 @@ static void command_lines(void **state)
 	/* by default the CBT lives in memory only */
 	assert_int_equal(options_parse(3, no_state, &o), 0);
 	assert_null(o.state_dir);
+	assert_null(o.dm_ulog_listen);
+	assert_false(o.dm_ulog);
+	options_free(&o);
+	assert_int_equal(options_parse(8, ulog, &o), 0);
+	assert_string_equal(o.dm_ulog_listen, "/u.sock");
+	assert_string_equal(o.state_dir, "/s");
+	assert_true(o.dm_ulog);
+	options_free(&o);
+	assert_int_equal(options_parse(5, ulog_empty, &o), -1);
 	options_free(&o);
 }
 
