@@ -2,7 +2,10 @@
 #ifndef BDF_DAEMON_LISTEN_H
 #define BDF_DAEMON_LISTEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "nbd/nbd_tls.h"
 
 struct listen_addr {
 	enum { LISTEN_UNIX, LISTEN_TCP } kind;
@@ -15,6 +18,7 @@ struct listener {
 	int fd;
 	char *unix_path; /* a socket we created, unlinked at close */
 	char desc[128];
+	enum nbd_tls_mode tls; /* set by the daemon once its options are known */
 };
 
 /* Parse ADDR; on error write a message to ERR and return -1. */
@@ -24,6 +28,10 @@ void listen_addr_free(struct listen_addr *a);
 /* Bind and listen (non-blocking, close-on-exec). -1 and ERR on failure. */
 int listener_open(const struct listen_addr *a, struct listener *l, char *err, size_t errlen);
 void listener_close(struct listener *l);
+
+/* Only this machine can connect: a Unix socket, or TCP bound to a loopback
+ * address (asked of the socket, so that systemd's sockets count too). */
+bool listener_is_local(const struct listener *l);
 
 /* Sockets passed with systemd's LISTEN_PID/LISTEN_FDS. Returns how many (0 if
  * none were passed), and unsets the variables so children do not inherit them. */

@@ -47,6 +47,7 @@ struct daemon {
 	struct listener *listeners;
 	size_t n_listeners;
 	struct nbd_server *nbd;
+	struct nbd_tls *tls; /* NULL: no credentials, TLS off everywhere */
 	struct fuse_export *fuse;
 	bool bs_ready;
 	int control_fd;
@@ -180,6 +181,35 @@ static int open_listeners(struct daemon *d)
 	return r;
 }
 
+/* Each listener's TLS mode: --tls if given; otherwise none on what only this
+ * machine reaches, and required on the rest, which then needs credentials. */
+static int set_listener_tls(struct daemon *d)
+{
+	for (size_t i = 0; i < d->n_listeners; i++) {
+		struct listener *l = &d->listeners[i];
+
+		if (d->opt.tls_mode_set)
+			l->tls = d->opt.tls_mode;
+		else
+			l->tls = listener_is_local(l) ? NBD_TLS_OFF : NBD_TLS_REQUIRE;
+		if (l->tls != NBD_TLS_OFF && !d->tls) {
+			fprintf(stderr, "bdfilterd: %s can be reached from other machines: NBD there needs TLS "
+					"(--tls-creds DIR or --tls-psk FILE), or --tls off to serve it in the clear\n",
+				l->desc);
+			return -1;
+		}
+	}
+	if (d->tls) {
+		bool used = false;
+
+		for (size_t i = 0; i < d->n_listeners; i++)
+			used |= d->listeners[i].tls != NBD_TLS_OFF;
+		if (!used)
+			log_warn("TLS credentials given but no listener offers TLS (--tls on or require)");
+	}
+	return 0;
+}
+
 /* The dm userspace-log server and its transports, bound before we fork so
  * that a bad path is said on stderr; served once the signal mask is set. */
 static int open_dirty_logs(struct daemon *d)
@@ -298,7 +328,7 @@ static void accept_one(struct daemon *d, struct listener *l)
 	peer_name(fd, peer, sizeof(peer));
 	if (strcmp(peer, "unix") != 0)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	nbd_server_serve(d->nbd, fd, peer);
+	nbd_server_serve(d->nbd, fd, peer, l->tls);
 }
 
 static int serve(struct daemon *d)
@@ -375,6 +405,7 @@ static void teardown(struct daemon *d)
 	}
 	registry_free(d->reg);
 	nbd_server_free(d->nbd);
+	nbd_tls_free(d->tls);
 	fuse_export_free(d->fuse);
 	if (d->wrote_pidfile)
 		unlink(d->opt.pidfile);
@@ -416,6 +447,18 @@ int main(int argc, char **argv)
 	cfg.max_connections = d.opt.max_connections;
 	cfg.max_inflight = d.opt.max_inflight;
 	cfg.max_inflight_conn = d.opt.max_inflight_conn;
+	if (d.opt.tls_creds || d.opt.tls_psk) {
+		struct nbd_tls_config tcfg = {
+			.creds_dir = d.opt.tls_creds, .psk_file = d.opt.tls_psk,
+			.verify_peer = d.opt.tls_verify_peer, .authz = d.opt.tls_authz,
+		};
+
+		if (nbd_tls_new(&tcfg, &d.tls, err, sizeof(err)) < 0) {
+			fprintf(stderr, "bdfilterd: %s\n", err);
+			goto out;
+		}
+		cfg.tls = d.tls;
+	}
 	if (registry_new(&d.reg) < 0 || nbd_server_new(&cfg, &d.nbd) < 0)
 		goto out;
 	blksnap_init(&d.bs, &d.opt.params, d.reg);
@@ -446,7 +489,8 @@ int main(int argc, char **argv)
 	}
 	/* The dirty logs' socket before the NBD listeners: a client that waits
 	 * for the NBD socket finds the others there. */
-	if (open_devices(&d) < 0 || open_dirty_logs(&d) < 0 || open_listeners(&d) < 0)
+	if (open_devices(&d) < 0 || open_dirty_logs(&d) < 0 || open_listeners(&d) < 0 ||
+	    set_listener_tls(&d) < 0)
 		goto out;
 	if (d.opt.control) {
 		d.control_fd = control_socket_bind(d.opt.control, err, sizeof(err));
@@ -510,7 +554,9 @@ int main(int argc, char **argv)
 		log_info("control socket %s", d.opt.control);
 	}
 	for (size_t i = 0; i < d.n_listeners; i++)
-		log_info("listening on %s", d.listeners[i].desc);
+		log_info("listening on %s%s", d.listeners[i].desc,
+			 d.listeners[i].tls == NBD_TLS_REQUIRE ? " (TLS required)"
+			 : d.listeners[i].tls == NBD_TLS_ON ? " (TLS offered)" : "");
 	if (ready_fd >= 0) {
 		if (write(ready_fd, "", 1) != 1)
 			log_warn("cannot tell the parent we are ready: %s", strerror(errno));

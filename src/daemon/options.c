@@ -40,6 +40,11 @@ enum {
 	OPT_MAX_INFLIGHT_CONN,
 	OPT_DM_ULOG,
 	OPT_DM_ULOG_LISTEN,
+	OPT_TLS,
+	OPT_TLS_CREDS,
+	OPT_TLS_PSK,
+	OPT_TLS_VERIFY_PEER,
+	OPT_TLS_AUTHZ,
 };
 
 static const struct option long_opts[] = {
@@ -61,6 +66,11 @@ static const struct option long_opts[] = {
 	{ "max-inflight-per-conn", required_argument, NULL, OPT_MAX_INFLIGHT_CONN },
 	{ "dm-ulog", no_argument, NULL, OPT_DM_ULOG },
 	{ "dm-ulog-listen", required_argument, NULL, OPT_DM_ULOG_LISTEN },
+	{ "tls", required_argument, NULL, OPT_TLS },
+	{ "tls-creds", required_argument, NULL, OPT_TLS_CREDS },
+	{ "tls-psk", required_argument, NULL, OPT_TLS_PSK },
+	{ "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER },
+	{ "tls-authz", required_argument, NULL, OPT_TLS_AUTHZ },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -77,6 +87,21 @@ static void usage(FILE *f)
 		"  -l, --nbd-listen ADDR      listen for NBD clients on ADDR: unix:PATH,\n"
 		"                             tcp:HOST:PORT or tcp:PORT (127.0.0.1); repeatable.\n"
 		"                             Without it, sockets passed by systemd (LISTEN_FDS).\n"
+		"      --tls off|on|require   NBD over TLS on every listener: refused, offered,\n"
+		"                             or required (nothing but STARTTLS before it).\n"
+		"                             Default: off on Unix sockets and loopback,\n"
+		"                             require on TCP reachable from other machines\n"
+		"      --tls-creds DIR        X.509 credentials as QEMU lays them out:\n"
+		"                             DIR/server-cert.pem, DIR/server-key.pem,\n"
+		"                             DIR/ca-cert.pem (for --tls-verify-peer),\n"
+		"                             DIR/ca-crl.pem (optional)\n"
+		"      --tls-psk FILE         pre-shared keys instead, IDENTITY:HEXKEY per line\n"
+		"                             (psktool's format)\n"
+		"      --tls-verify-peer      ask every client for a certificate signed by\n"
+		"                             DIR/ca-cert.pem; refuse those without one\n"
+		"      --tls-authz NAME       accept only the client whose certificate DN (as\n"
+		"                             RFC 4514 writes it, e.g. CN=backup,O=Example;\n"
+		"                             implies --tls-verify-peer) or PSK identity is NAME\n"
 		"      --fuse-dir DIR         mount a FUSE file system at DIR with one file per\n"
 		"                             device and snapshot image, for losetup (made if\n"
 		"                             missing; unmounted at exit)\n"
@@ -378,6 +403,29 @@ int options_parse(int argc, char **argv, struct options *o)
 			free(o->dm_ulog_listen);
 			o->dm_ulog_listen = strdup(optarg);
 			break;
+		case OPT_TLS:
+			if (nbd_tls_mode_parse(optarg, &o->tls_mode) < 0) {
+				fprintf(stderr, "bdfilterd: --tls '%s': expected off, on or require\n", optarg);
+				return -1;
+			}
+			o->tls_mode_set = true;
+			break;
+		case OPT_TLS_CREDS:
+		case OPT_TLS_PSK:
+		case OPT_TLS_AUTHZ: {
+			char **dst = c == OPT_TLS_CREDS ? &o->tls_creds : c == OPT_TLS_PSK ? &o->tls_psk : &o->tls_authz;
+
+			if (!*optarg) {
+				fprintf(stderr, "bdfilterd: %s: expected a value\n", argv[optind - 1]);
+				return -1;
+			}
+			free(*dst);
+			*dst = strdup(optarg);
+			break;
+		}
+		case OPT_TLS_VERIFY_PEER:
+			o->tls_verify_peer = true;
+			break;
 		case OPT_STATE_DIR:
 			if (!*optarg) {
 				fprintf(stderr, "bdfilterd: --state-dir: expected a directory\n");
@@ -427,6 +475,20 @@ int options_parse(int argc, char **argv, struct options *o)
 			(unsigned long long)o->max_inflight_conn, (unsigned long long)o->max_inflight);
 		return -1;
 	}
+	if (o->tls_creds && o->tls_psk) {
+		fprintf(stderr, "bdfilterd: --tls-creds and --tls-psk: give one of them\n");
+		return -1;
+	}
+	if (o->tls_mode_set && o->tls_mode != NBD_TLS_OFF && !o->tls_creds && !o->tls_psk) {
+		fprintf(stderr, "bdfilterd: --tls %s needs credentials: --tls-creds DIR or --tls-psk FILE\n",
+			nbd_tls_mode_name(o->tls_mode));
+		return -1;
+	}
+	if ((o->tls_verify_peer || o->tls_authz) && !o->tls_creds && !o->tls_psk) {
+		fprintf(stderr, "bdfilterd: %s needs --tls-creds DIR or --tls-psk FILE\n",
+			o->tls_verify_peer ? "--tls-verify-peer" : "--tls-authz");
+		return -1;
+	}
 	if (o->n_devices == 0 && !o->control) {
 		fprintf(stderr, "bdfilterd: no device to serve and no control socket to add one (see --help)\n");
 		return -1;
@@ -447,5 +509,8 @@ void options_free(struct options *o)
 	free(o->fuse_dir);
 	free(o->state_dir);
 	free(o->dm_ulog_listen);
+	free(o->tls_creds);
+	free(o->tls_psk);
+	free(o->tls_authz);
 	memset(o, 0, sizeof(*o));
 }

@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "blksnap/params.h"
+#include "nbd/nbd_tls.h"
 
 #define MAX_DEVICE_FILTERS 8
 
@@ -37,6 +38,14 @@ struct options {
 	char *state_dir; /* where trackers keep their CBT maps; NULL: in memory only */
 	bool dm_ulog; /* serve dirty logs on the netlink connector */
 	char *dm_ulog_listen; /* ... and on this SEQPACKET socket; NULL: not */
+	/* NBD over TLS: the mode on every listener if given (tls_mode_set),
+	 * else off on Unix sockets and loopback, require beyond. */
+	bool tls_mode_set;
+	enum nbd_tls_mode tls_mode;
+	char *tls_creds;
+	char *tls_psk;
+	bool tls_verify_peer;
+	char *tls_authz;
 	struct params params;
 };
 

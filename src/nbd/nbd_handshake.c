@@ -376,9 +376,59 @@ static int opt_no_data(struct nbd_conn *c, uint32_t opt, uint32_t len)
 	return 0;
 }
 
+/* NBD_OPT_STARTTLS: 0 with TLS on (or refused, the session going on in the
+ * clear), -1 to close. */
+static int opt_starttls(struct nbd_conn *c, uint32_t len)
+{
+	if (len != 0)
+		return send_err(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+	if (c->tls_mode == NBD_TLS_OFF)
+		return send_err(c, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY, "TLS is not available on this server");
+	if (c->tls_active)
+		return send_err(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "TLS is already in use");
+	/* Bytes that came in the clear behind STARTTLS would be taken as sent
+	 * under TLS (the STARTTLS injection of CVE-2021-3716): a client must
+	 * wait for our reply before it starts the TLS handshake. */
+	if (c->rend > c->rstart) {
+		log_warn("%s: data after NBD_OPT_STARTTLS before the reply; closing", c->peer);
+		return -1;
+	}
+	if (send_ack(c, NBD_OPT_STARTTLS) < 0)
+		return -1;
+	if (nbd_tls_start(c->srv->cfg.tls, &c->tr, c->peer, c->deadline_ns) < 0)
+		return -1;
+	c->tls_active = true;
+	/* Nothing said in the clear holds under TLS (spec: the server MUST
+	 * forget it): the client negotiates again. */
+	c->structured = false;
+	c->extended = false;
+	c->n_meta = 0;
+	free(c->meta_export);
+	c->meta_export = NULL;
+	return 0;
+}
+
+/* Before TLS in require mode, everything but STARTTLS and ABORT is refused.
+ * 1: OPT may go on; 0: answered, next option; -1: close. */
+static int tls_gate(struct nbd_conn *c, uint32_t opt)
+{
+	if (c->tls_mode != NBD_TLS_REQUIRE || c->tls_active || opt == NBD_OPT_STARTTLS || opt == NBD_OPT_ABORT)
+		return 1;
+	if (opt == NBD_OPT_EXPORT_NAME) {
+		/* It has no error reply: the spec says to close. */
+		log_info("%s: NBD_OPT_EXPORT_NAME without TLS, which this server requires; closing", c->peer);
+		return -1;
+	}
+	return send_err(c, opt, NBD_REP_ERR_TLS_REQD, "TLS is required: send NBD_OPT_STARTTLS first") < 0 ? -1 : 0;
+}
+
 /* Handle one option. 1: enter transmission; 0: next option; -1: close. */
 static int handle_option(struct nbd_conn *c, uint32_t opt, const char *data, uint32_t len)
 {
+	int r = tls_gate(c, opt);
+
+	if (r <= 0)
+		return r;
 	switch (opt) {
 	case NBD_OPT_EXPORT_NAME:
 		return opt_export_name(c, data, len);
@@ -392,9 +442,7 @@ static int handle_option(struct nbd_conn *c, uint32_t opt, const char *data, uin
 			return -1;
 		return send_ack(c, opt);
 	case NBD_OPT_STARTTLS:
-		if (len != 0)
-			return send_err(c, opt, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
-		return send_err(c, opt, NBD_REP_ERR_POLICY, "TLS is not available on this server");
+		return opt_starttls(c, len);
 	case NBD_OPT_INFO:
 	case NBD_OPT_GO:
 		return opt_info_go(c, opt, data, len);

@@ -85,6 +85,8 @@ struct nbd_conn {
 	uint64_t id;
 	char peer[64];
 	uint64_t deadline_ns; /* handshake deadline on CLOCK_MONOTONIC; 0: none */
+	enum nbd_tls_mode tls_mode;
+	bool tls_active; /* after a STARTTLS whose handshake succeeded */
 
 	/* negotiated in the handshake */
 	bool no_zeroes;

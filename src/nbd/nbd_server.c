@@ -421,7 +421,7 @@ static void refuse(struct nbd_server *srv, const char *peer)
 	srv->refused_logged_ns = now;
 }
 
-int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer)
+int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer, enum nbd_tls_mode tls)
 {
 	pthread_attr_t attr;
 	struct nbd_conn *c;
@@ -448,6 +448,7 @@ int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer)
 		nbd_conn_free(c);
 		return -EBUSY;
 	}
+	c->tls_mode = srv->cfg.tls ? tls : NBD_TLS_OFF;
 	c->id = ++srv->next_conn_id;
 	snprintf(c->peer, sizeof(c->peer), "conn %llu (%s)", (unsigned long long)c->id, peer ? peer : "?");
 	c->next = srv->conns;

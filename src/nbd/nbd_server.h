@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "nbd/nbd_tls.h"
+
 struct device;
 struct nbd_server;
 
@@ -29,6 +31,9 @@ struct nbd_server_config {
 	 * maximum payload (32 MiB) and the total to the per-connection bound. */
 	uint64_t max_inflight;
 	uint64_t max_inflight_conn;
+	/* Credentials for NBD_OPT_STARTTLS (owned by the caller, who frees
+	 * them after nbd_server_free); NULL: TLS off on every connection. */
+	struct nbd_tls *tls;
 };
 
 int nbd_server_new(const struct nbd_server_config *cfg, struct nbd_server **out);
@@ -47,10 +52,11 @@ int nbd_server_add_export(struct nbd_server *srv, struct device *dev, const char
 int nbd_server_remove_export(struct nbd_server *srv, const char *name);
 
 /* Take over an accepted connection: the server negotiates and serves it on its own
- * threads and closes FD when done. With max_connections open already, FD is
+ * threads and closes FD when done. TLS is what the listener says (an ON or
+ * REQUIRE with no credentials in the config is OFF). With max_connections open already, FD is
  * closed at once (the client sees EOF before the greeting) and -EBUSY returned;
  * the log says so (one line, then at most one every 10 s). */
-int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer);
+int nbd_server_serve(struct nbd_server *srv, int fd, const char *peer, enum nbd_tls_mode tls);
 
 /* Stop taking requests: every connection stops reading, answers what is in flight
  * and closes. Returns once all connections are gone. */

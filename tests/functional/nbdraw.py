@@ -320,6 +320,19 @@ class Client:
         except AssertionError:
             return False
 
+    def starttls(self, cafile, certfile=None, keyfile=None, hostname="localhost"):
+        """NBD_OPT_STARTTLS, and on its ACK the TLS handshake (X.509, Python's
+        ssl): from then on every byte goes through TLS. Returns the reply."""
+        import ssl
+        r = self.option(OPT_STARTTLS)
+        if [x.type for x in r] != [REP_ACK]:
+            return r
+        ctx = ssl.create_default_context(cafile=cafile)
+        if certfile:
+            ctx.load_cert_chain(certfile, keyfile)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=hostname)
+        return r
+
     # ---- handshake ----
 
     def read_greeting(self):
