@@ -48,6 +48,7 @@ struct filled {
  * readers never wait on each other's writes. */
 struct copy {
 	const char *uri;
+	const struct source_tls *tls;
 	uint64_t size;
 	uint32_t block_size;
 	int datafd;
@@ -377,7 +378,7 @@ static int copy_blocks(struct copy *c, const struct block_list *l, struct nbd_ha
 	for (unsigned i = 0; i < n; i++) {
 		rd[i].c = c;
 		if (i > 0)
-			rd[i].h = source_connect(c->uri);
+			rd[i].h = source_connect(c->uri, c->tls);
 		if (!rd[i].h || pthread_create(&rd[i].thread, NULL, reader_run, &rd[i]) != 0) {
 			if (rd[i].h)
 				bk_error("cannot start a thread");
@@ -523,7 +524,7 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 	/* The context an incremental reads depends on what the export says of
 	 * itself, and is asked for in the same handshake. */
 	ic = (struct incremental){ .o = o, .last = last };
-	h = source_open(o->uri, &si, o->incremental ? choose_context : NULL, &ic, &ctx, &err);
+	h = source_open(o->uri, o->tls, &si, o->incremental ? choose_context : NULL, &ic, &ctx, &err);
 	if (!h)
 		goto out;
 	/* A snapshot image, or an export nobody can write, holds still while it
@@ -537,7 +538,7 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 		goto out;
 	if ((err = repo_backup_begin(r, &w)) < 0)
 		goto out;
-	c = (struct copy){ .uri = o->uri, .size = si.size, .block_size = r->block_size, .datafd = w.datafd };
+	c = (struct copy){ .uri = o->uri, .tls = o->tls, .size = si.size, .block_size = r->block_size, .datafd = w.datafd };
 	pg = progress_new(o->show_progress, o->incremental ? "incremental" : "full",
 			  l.blocks * (uint64_t)r->block_size);
 	err = copy_blocks(&c, &l, h, o->connections, pg);

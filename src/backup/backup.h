@@ -8,8 +8,11 @@
 
 #include <json-c/json.h>
 
+struct source_tls;
+
 struct backup_opts {
 	const char *uri, *repo;
+	const struct source_tls *tls;
 	const char *bitmap; /* --bitmap, or NULL */
 	unsigned connections;
 	uint32_t block_size; /* for a new repository */
@@ -20,6 +23,7 @@ int backup_run(const struct backup_opts *o, struct json_object **result);
 
 struct restore_opts {
 	const char *repo, *to;
+	const struct source_tls *tls; /* for a --to URI */
 	int64_t at; /* -1: the last backup */
 	bool show_progress;
 };

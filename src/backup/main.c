@@ -16,6 +16,7 @@
 
 #include "backup/backup.h"
 #include "backup/repo.h"
+#include "backup/source.h"
 
 #define MAX_CONNECTIONS 64
 
@@ -44,7 +45,13 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
 	fprintf(f, "\nOptions:\n"
-		   "  --from URI          the NBD export to back up (nbd://, nbd+unix:///NAME?socket=PATH)\n"
+		   "  --from URI          the NBD export to back up (nbd://, nbd+unix:///NAME?socket=PATH,\n"
+		   "                      and over TLS nbds://, nbds+unix://)\n"
+		   "  --tls-creds DIR     X.509 files for nbds:// URIs: DIR/ca-cert.pem,\n"
+		   "                      DIR/client-cert.pem, DIR/client-key.pem (QEMU's layout)\n"
+		   "  --tls-psk FILE      a pre-shared key for nbds:// URIs (psktool's format)\n"
+		   "  --tls-username NAME the PSK identity (default: the URI's user, else the\n"
+		   "                      file's first identity)\n"
 		   "  --repo DIR          the repository (made by the first full backup)\n"
 		   "  --bitmap CONTEXT    the dirty bitmap to read (NAME or qemu:dirty-bitmap:NAME);\n"
 		   "                      from bdfilterd it is found from the chain's last backup\n"
@@ -145,7 +152,8 @@ static void print_kv(struct json_object *o)
 
 int main(int argc, char **argv)
 {
-	enum { O_FROM = 256, O_REPO, O_BITMAP, O_CONN, O_BS, O_AT, O_TO, O_JSON, O_QUIET };
+	enum { O_FROM = 256, O_REPO, O_BITMAP, O_CONN, O_BS, O_AT, O_TO, O_JSON, O_QUIET, O_TLS_CREDS, O_TLS_PSK,
+	       O_TLS_USER };
 	static const struct option opts[] = {
 		{ "from", required_argument, NULL, O_FROM },
 		{ "repo", required_argument, NULL, O_REPO },
@@ -156,6 +164,9 @@ int main(int argc, char **argv)
 		{ "to", required_argument, NULL, O_TO },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "tls-creds", required_argument, NULL, O_TLS_CREDS },
+		{ "tls-psk", required_argument, NULL, O_TLS_PSK },
+		{ "tls-username", required_argument, NULL, O_TLS_USER },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -165,6 +176,7 @@ int main(int argc, char **argv)
 	uint64_t connections = 0, block_size = REPO_BLOCK_SIZE_DEFAULT, at = 0;
 	bool json = false, quiet = false, have_at = false, have_bs = false;
 	struct json_object *result = NULL;
+	struct source_tls tls = { 0 };
 	int opt, r;
 
 	if (argc < 2) {
@@ -195,6 +207,9 @@ int main(int argc, char **argv)
 		case O_TO: to = optarg; break;
 		case O_JSON: json = true; break;
 		case O_QUIET: quiet = true; break;
+		case O_TLS_CREDS: tls.creds_dir = optarg; break;
+		case O_TLS_PSK: tls.psk_file = optarg; break;
+		case O_TLS_USER: tls.username = optarg; break;
 		case O_CONN:
 			if (!parse_u64(optarg, &connections, false) || connections < 1 || connections > MAX_CONNECTIONS)
 				return usage_error("--connections '%s': a number from 1 to 64 is needed", optarg);
@@ -239,6 +254,12 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "restore") && (to || have_at))
 		return usage_error("%s takes no --to or --at", c->name);
 
+	if (tls.creds_dir && tls.psk_file)
+		return usage_error("--tls-creds and --tls-psk: give one of them");
+	if (tls.username && !tls.psk_file)
+		return usage_error("--tls-username goes with --tls-psk");
+	if ((tls.creds_dir || tls.psk_file) && !backup && strcmp(cmd, "restore"))
+		return usage_error("%s makes no NBD connection: no --tls-creds or --tls-psk", c->name);
 	if (backup && !connections) {
 		/* More readers than CPUs only make them queue for the CPUs. */
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -247,14 +268,14 @@ int main(int argc, char **argv)
 	}
 	if (backup) {
 		struct backup_opts o = {
-			.uri = from, .repo = repo, .bitmap = bitmap, .connections = (unsigned)connections,
+			.uri = from, .repo = repo, .tls = &tls, .bitmap = bitmap, .connections = (unsigned)connections,
 			.block_size = (uint32_t)block_size, .incremental = !strcmp(cmd, "incremental"),
 			.show_progress = !quiet && !json,
 		};
 		r = backup_run(&o, &result);
 	} else if (!strcmp(cmd, "restore")) {
 		struct restore_opts o = {
-			.repo = repo, .to = to, .at = have_at ? (int64_t)at : -1, .show_progress = !quiet && !json,
+			.repo = repo, .to = to, .tls = &tls, .at = have_at ? (int64_t)at : -1, .show_progress = !quiet && !json,
 		};
 		r = restore_run(&o, &result);
 	} else if (!strcmp(cmd, "verify")) {

@@ -19,6 +19,7 @@
 #include "backup/block_list.h"
 #include "backup/progress.h"
 #include "backup/repo.h"
+#include "backup/source.h"
 #include "backup/util.h"
 #include "common/io.h"
 
@@ -40,7 +41,7 @@ static bool is_nbd_uri(const char *s)
 	       strncmp(s, "nbd+vsock://", 12) == 0;
 }
 
-static int target_open(struct target *t, const char *to, uint64_t size)
+static int target_open(struct target *t, const char *to, const struct source_tls *tls, uint64_t size)
 {
 	struct stat st;
 
@@ -48,10 +49,12 @@ static int target_open(struct target *t, const char *to, uint64_t size)
 	if (is_nbd_uri(to)) {
 		int64_t have;
 
-		if (!(t->h = nbd_create()) || nbd_connect_uri(t->h, to) < 0) {
-			bk_error("cannot connect to %s: %s", to, nbd_get_error());
-			return -EIO;
+		if (!(t->h = nbd_create())) {
+			bk_error("%s", nbd_get_error());
+			return -ENOMEM;
 		}
+		if (source_connect_uri(t->h, to, tls) < 0)
+			return -EIO;
 		if (nbd_is_read_only(t->h) == 1) {
 			bk_error("%s is read-only", to);
 			return -EROFS;
@@ -285,7 +288,7 @@ int restore_run(const struct restore_opts *o, struct json_object **result)
 		}
 	}
 
-	if ((err = target_open(&t, o->to, size)) < 0)
+	if ((err = target_open(&t, o->to, o->tls, size)) < 0)
 		goto out;
 	pg = progress_new(o->show_progress, "restore", size);
 	for (uint64_t blk = 0; blk < nblocks;) {

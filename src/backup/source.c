@@ -40,12 +40,69 @@ static struct nbd_handle *new_handle(void)
 	return h;
 }
 
-struct nbd_handle *source_connect(const char *uri)
+static bool is_tls_uri(const char *uri)
+{
+	return strncmp(uri, "nbds://", 7) == 0 || strncmp(uri, "nbds+unix://", 12) == 0 ||
+	       strncmp(uri, "nbds+vsock://", 13) == 0;
+}
+
+/* The first identity in a PSK file: what a user with one key means. */
+static char *psk_first_identity(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char line[1024];
+	char *id = NULL;
+
+	if (!f)
+		return NULL;
+	while (!id && fgets(line, sizeof(line), f)) {
+		char *colon = strchr(line, ':');
+
+		if (colon && colon > line)
+			id = strndup(line, (size_t)(colon - line));
+	}
+	fclose(f);
+	return id;
+}
+
+int source_connect_uri(struct nbd_handle *h, const char *uri, const struct source_tls *tls)
+{
+	int r = 0;
+
+	/* The user's own command line may name local files in the URI
+	 * (tls-certificates=, tls-psk-file=), as nbdinfo and nbdcopy allow. */
+	if (nbd_set_uri_allow_local_file(h, true) < 0)
+		r = -1;
+	if (r == 0 && tls && (tls->creds_dir || tls->psk_file)) {
+		if (!is_tls_uri(uri)) {
+			bk_error("%s: --tls-creds and --tls-psk need an nbds:// or nbds+unix:// URI", uri);
+			return -EINVAL;
+		}
+		if (tls->creds_dir && nbd_set_tls_certificates(h, tls->creds_dir) < 0)
+			r = -1;
+		if (r == 0 && tls->psk_file) {
+			char *id = tls->username ? NULL : psk_first_identity(tls->psk_file);
+
+			if (nbd_set_tls_psk_file(h, tls->psk_file) < 0 ||
+			    ((tls->username || id) && nbd_set_tls_username(h, tls->username ? tls->username : id) < 0))
+				r = -1;
+			free(id);
+		}
+	}
+	if (r == 0 && nbd_connect_uri(h, uri) < 0)
+		r = -1;
+	if (r < 0) {
+		bk_error("cannot connect to %s: %s", uri, nbd_get_error());
+		return -EIO;
+	}
+	return 0;
+}
+
+struct nbd_handle *source_connect(const char *uri, const struct source_tls *tls)
 {
 	struct nbd_handle *h = new_handle();
 
-	if (h && nbd_connect_uri(h, uri) < 0) {
-		bk_error("cannot connect to %s: %s", uri, nbd_get_error());
+	if (h && source_connect_uri(h, uri, tls) < 0) {
 		nbd_close(h);
 		return NULL;
 	}
@@ -99,7 +156,7 @@ static int read_info(struct nbd_handle *h, const char *uri, struct source_info *
 	return 0;
 }
 
-struct nbd_handle *source_open(const char *uri, struct source_info *info, source_choose_fn choose, void *opaque,
+struct nbd_handle *source_open(const char *uri, const struct source_tls *tls, struct source_info *info, source_choose_fn choose, void *opaque,
 			       char **context, int *err)
 {
 	struct nbd_handle *h = new_handle();
@@ -110,10 +167,12 @@ struct nbd_handle *source_open(const char *uri, struct source_info *info, source
 	*err = -EIO;
 	if (!h)
 		return NULL;
-	if (nbd_set_opt_mode(h, true) < 0 || nbd_connect_uri(h, uri) < 0) {
-		bk_error("cannot connect to %s: %s", uri, nbd_get_error());
+	if (nbd_set_opt_mode(h, true) < 0) {
+		bk_error("%s", nbd_get_error());
 		goto fail;
 	}
+	if (source_connect_uri(h, uri, tls) < 0)
+		goto fail;
 	/* A server without NBD_OPT_INFO tells the size at GO, and no more. */
 	if (nbd_opt_info(h) < 0 && nbd_get_errno() != ENOTSUP) {
 		bk_error("cannot connect to %s: %s", uri, nbd_get_error());

@@ -18,8 +18,19 @@ struct source_info {
 	int64_t changes_number; /* bdfilterd's changes_number=, or -1 */
 };
 
+/* TLS for every connection (--tls-creds, --tls-psk, --tls-username); all
+ * NULL: what the URI says (nbds:// and its tls-certificates= or tls-psk-file=). */
+struct source_tls {
+	const char *creds_dir; /* QEMU's layout: ca-cert.pem, client-cert.pem, client-key.pem */
+	const char *psk_file;  /* psktool's IDENTITY:HEXKEY lines */
+	const char *username;  /* the PSK identity; NULL: the URI's user, else the file's first */
+};
+
+/* nbd_connect_uri with TLS; errors printed, a negative errno returned. */
+int source_connect_uri(struct nbd_handle *h, const char *uri, const struct source_tls *tls);
+
 /* A plain connection to URI, for reading; errors printed, NULL returned. */
-struct nbd_handle *source_connect(const char *uri);
+struct nbd_handle *source_connect(const char *uri, const struct source_tls *tls);
 
 /* Which meta context to ask for besides base:allocation, once the export is
  * known: a new string, or NULL with *ERR set (its message printed) or with
@@ -32,7 +43,7 @@ typedef char *(*source_choose_fn)(void *opaque, const struct source_info *info, 
  * one connection, since some servers (qemu-nbd) serve one client at a time
  * and go away after it. *CONTEXT gets the context chosen, or NULL. With a
  * context, a server that does not offer it is an error. Errors printed. */
-struct nbd_handle *source_open(const char *uri, struct source_info *info, source_choose_fn choose, void *opaque,
+struct nbd_handle *source_open(const char *uri, const struct source_tls *tls, struct source_info *info, source_choose_fn choose, void *opaque,
 			       char **context, int *err);
 void source_info_free(struct source_info *info);
 
