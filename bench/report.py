@@ -210,6 +210,15 @@ MIRROR_RATIOS = [
 ]
 
 
+TLS_NAMES = {
+    "bdf_tls": "(b) bdfilterd --tls require, X.509",
+    "nbdkit_tls": "(k) nbdkit --tls=require, the same credentials",
+}
+TLS_UNITS = {"seqread": "mib_s", "seqwrite": "mib_s"}
+TLS_RATIOS = [(job, "bdf_tls", "nbdkit_tls", 1.0, "%s (b) / (k) nbdkit" % job)
+              for job in ("seqread", "seqwrite", "randread", "randwrite")]
+
+
 def mirror_section(runs, out, method):
     jobs_section("mirror", runs, out, method, MIRROR_NAMES, {"copy": "mib_s"}, MIRROR_RATIOS)
 
@@ -300,6 +309,11 @@ def report(runs_path, out_path):
         method_path = os.path.join(os.path.dirname(runs_path), "mirror-method.json")
         method = json.load(open(method_path)) if os.path.exists(method_path) else {}
         mirror_section([r for r in runs if r["section"] == "mirror"], out, method)
+    if "tls" in sections:
+        method_path = os.path.join(os.path.dirname(runs_path), "tls-method.json")
+        method = json.load(open(method_path)) if os.path.exists(method_path) else {}
+        jobs_section("tls", [r for r in runs if r["section"] == "tls"], out, method, TLS_NAMES, TLS_UNITS,
+                     TLS_RATIOS)
     if "wil" in sections:
         method_path = os.path.join(os.path.dirname(runs_path), "wil-method.json")
         method = json.load(open(method_path)) if os.path.exists(method_path) else {}

@@ -5,7 +5,8 @@
 # JSON to BUILD/bench/results.json. Then the copy-before-write section
 # (bench/cbw.sh: what a guest feels while a snapshot is held, against
 # qemu-storage-daemon's copy-before-write filter, on a 4 GiB file on disk, cold
-# cache), bench/wil.sh: what the CBT's write-intent log (--state-dir) costs a
+# cache), bench/tls.sh: the four jobs over TLS against nbdkit with the same
+# credentials, bench/wil.sh: what the CBT's write-intent log (--state-dir) costs a
 # writer, bench/mirror.sh: the mirror's resync against nbdcopy and writes during
 # a resync, and bench/backup.sh: the backup client (full and incremental) on a
 # 4 GiB device.
@@ -15,7 +16,7 @@
 # Every figure is min / median / max of the rounds (servers take turns within one).
 #
 # Usage: bench/run.sh [BUILD [SECTIONS]]; SECTIONS (or BENCH_ONLY) is a comma
-# separated list of servers, pairs, cbw, wil, mirror, backup (default: all), e.g.
+# separated list of servers, pairs, tls, cbw, wil, mirror, backup (default: all), e.g.
 # `BENCH_ONLY=cbw make bench` or `bash bench/run.sh build cbw`.
 #
 # Environment: BENCH_RUNTIME (seconds per job, default 5), BENCH_ROUNDS (default 3),
@@ -24,12 +25,12 @@
 set -euo pipefail
 
 build=$(cd "${1:-build}" && pwd)
-sections=${2:-${BENCH_ONLY:-servers,pairs,cbw,wil,mirror,backup}}
-[ "$sections" = all ] && sections=servers,pairs,cbw,wil,mirror,backup
+sections=${2:-${BENCH_ONLY:-servers,pairs,tls,cbw,wil,mirror,backup}}
+[ "$sections" = all ] && sections=servers,pairs,tls,cbw,wil,mirror,backup
 for s in ${sections//,/ }; do
 	case $s in
-	servers | pairs | cbw | wil | mirror | backup) ;;
-	*) echo "bench: unknown section '$s' (servers, pairs, cbw, wil, mirror, backup)" >&2; exit 2 ;;
+	servers | pairs | tls | cbw | wil | mirror | backup) ;;
+	*) echo "bench: unknown section '$s' (servers, pairs, tls, cbw, wil, mirror, backup)" >&2; exit 2 ;;
 	esac
 done
 want() { [[ ",${sections// /,}," == *",$1,"* ]]; }
@@ -51,6 +52,7 @@ cleanup() {
 	if declare -F cbw_cleanup >/dev/null; then cbw_cleanup; fi
 	if declare -F wil_cleanup >/dev/null; then wil_cleanup; fi
 	if declare -F mirror_cleanup >/dev/null; then mirror_cleanup; fi
+	if declare -F tls_cleanup >/dev/null; then tls_cleanup; fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -233,6 +235,10 @@ for p in "${pairs[@]}"; do
 done
 fi
 
+if want tls; then
+	# shellcheck source=bench/tls.sh
+	. "$bench_dir/tls.sh"
+fi
 if want cbw; then
 	# shellcheck source=bench/cbw.sh
 	. "$bench_dir/cbw.sh"
