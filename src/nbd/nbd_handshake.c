@@ -382,7 +382,7 @@ static int opt_starttls(struct nbd_conn *c, uint32_t len)
 {
 	if (len != 0)
 		return send_err(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
-	if (c->tls_mode == NBD_TLS_OFF)
+	if (c->tls_mode == NBD_TLS_OFF || !c->srv->cfg.tls)
 		return send_err(c, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY, "TLS is not available on this server");
 	if (c->tls_active)
 		return send_err(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "TLS is already in use");

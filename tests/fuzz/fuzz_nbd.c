@@ -1,7 +1,9 @@
 /* libFuzzer harness for the NBD server: the bytes are what a client sends.
  *
- * Built twice: fuzz_nbd_handshake feeds the input from the first byte on (client
- * flags, options); fuzz_nbd_requests puts a canned handshake in front (fixed
+ * Built three times: fuzz_nbd_handshake feeds the input from the first byte on (client
+ * flags, options); fuzz_nbd_tls does the same on a --tls require connection
+ * (the plaintext phase, STARTTLS, and GnuTLS's handshake on what follows,
+ * with a self-signed certificate made at start-up); fuzz_nbd_requests puts a canned handshake in front (fixed
  * newstyle, STRUCTURED_REPLY or EXTENDED_HEADERS as the first input byte picks,
  * SET_META_CONTEXT base:allocation, GO "disk"), so the input is transmission
  * requests. The server runs for real on one end of a socketpair, against a 1 MiB
@@ -15,12 +17,18 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "core/device.h"
 #include "nbd/nbd_internal.h"
 #include "nbd/nbd_proto.h"
+#ifdef FUZZ_TLS
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include "nbd/nbd_tls.h"
+#endif
 
 static struct nbd_server *srv;
 static struct device *dev;
@@ -91,6 +99,57 @@ static size_t canned_handshake(uint8_t *p, uint8_t mode)
 
 #endif
 
+#ifdef FUZZ_TLS
+static void write_pem(const char *dir, const char *name, const gnutls_datum_t *d)
+{
+	char path[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	if (!f || fwrite(d->data, 1, d->size, f) != d->size || fclose(f) != 0)
+		abort();
+}
+
+/* A self-signed server certificate in a fresh directory, QEMU's layout. */
+static struct nbd_tls *make_tls(void)
+{
+	static char dir[] = "/tmp/fuzz-nbd-tls.XXXXXX";
+	gnutls_x509_privkey_t key;
+	gnutls_x509_crt_t crt;
+	gnutls_datum_t pem;
+	struct nbd_tls *tls;
+	char err[256];
+	time_t now = time(NULL);
+	struct nbd_tls_config cfg = { .creds_dir = dir };
+
+	if (!mkdtemp(dir) || gnutls_x509_privkey_init(&key) < 0 ||
+	    gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0) < 0 ||
+	    gnutls_x509_crt_init(&crt) < 0 || gnutls_x509_crt_set_version(crt, 3) < 0 ||
+	    gnutls_x509_crt_set_serial(crt, "\x01", 1) < 0 || gnutls_x509_crt_set_activation_time(crt, now - 60) < 0 ||
+	    gnutls_x509_crt_set_expiration_time(crt, now + 86400) < 0 ||
+	    gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, "localhost", 9) < 0 ||
+	    gnutls_x509_crt_set_key(crt, key) < 0 || gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0) < 0)
+		abort();
+	if (gnutls_x509_privkey_export2(key, GNUTLS_X509_FMT_PEM, &pem) < 0)
+		abort();
+	write_pem(dir, "server-key.pem", &pem);
+	gnutls_free(pem.data);
+	if (gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &pem) < 0)
+		abort();
+	write_pem(dir, "server-cert.pem", &pem);
+	write_pem(dir, "ca-cert.pem", &pem);
+	gnutls_free(pem.data);
+	gnutls_x509_crt_deinit(crt);
+	gnutls_x509_privkey_deinit(key);
+	if (nbd_tls_new(&cfg, &tls, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		abort();
+	}
+	return tls;
+}
+#endif
+
 static void setup_once(void)
 {
 	struct nbd_server_config cfg = { .threads = 1, .handshake_timeout_ms = 0 };
@@ -98,6 +157,9 @@ static void setup_once(void)
 	int fd;
 
 	log_set_level(LOG_LEVEL_ERROR);
+#ifdef FUZZ_TLS
+	cfg.tls = make_tls();
+#endif
 	fd = memfd_create("fuzz-disk", 0);
 	if (fd < 0 || ftruncate(fd, 1 << 20) < 0)
 		abort();
@@ -143,6 +205,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!c)
 		abort();
 	strcpy(c->peer, "fuzz");
+#ifdef FUZZ_TLS
+	c->tls_mode = NBD_TLS_REQUIRE;
+#endif
 	if (nbd_handshake(c) == 0)
 		nbd_transmission(c);
 	conn_shutdown(c, SHUT_RDWR);
