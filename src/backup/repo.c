@@ -407,12 +407,24 @@ static int write_manifest(int dirfd, const struct backup_info *b)
 
 /* ---- opening ---- */
 
+int repo_parse_repo_json(const char *text, uint32_t *block_size)
+{
+	struct json_object *o = json_tokener_parse(text);
+	const char *fmt = o ? jstr(o, "format") : NULL;
+	int64_t bs = o ? jint(o, "block_size") : -1;
+	int e = -EINVAL;
+
+	if (fmt && !strcmp(fmt, REPO_FORMAT) && jint(o, "version") == REPO_VERSION && valid_block_size((uint64_t)bs)) {
+		*block_size = (uint32_t)bs;
+		e = 0;
+	}
+	json_object_put(o);
+	return e;
+}
+
 static int read_repo_json(struct repo *r)
 {
 	char *text = NULL;
-	struct json_object *o;
-	const char *fmt;
-	int64_t bs;
 	int e = read_small(r->dirfd, "repo.json", 1 << 16, &text, NULL);
 
 	if (e < 0) {
@@ -420,19 +432,12 @@ static int read_repo_json(struct repo *r)
 			 e == -ENOENT ? " (not a bdfilter-backup repository)" : "");
 		return e;
 	}
-	o = json_tokener_parse(text);
+	e = repo_parse_repo_json(text, &r->block_size);
 	free(text);
-	fmt = o ? jstr(o, "format") : NULL;
-	bs = o ? jint(o, "block_size") : -1;
-	if (!fmt || strcmp(fmt, REPO_FORMAT) || jint(o, "version") != REPO_VERSION || !valid_block_size((uint64_t)bs)) {
+	if (e < 0)
 		bk_error("%s/repo.json: not a version %d %s repository, or damaged", r->dir, REPO_VERSION,
 			 REPO_FORMAT);
-		json_object_put(o);
-		return -EINVAL;
-	}
-	r->block_size = (uint32_t)bs;
-	json_object_put(o);
-	return 0;
+	return e;
 }
 
 static int create_repo_json(struct repo *r, uint32_t block_size)
@@ -476,7 +481,6 @@ static int scan(struct repo *r, bool exclusive)
 		return -errno;
 	}
 	while ((de = readdir(d))) {
-		char *end;
 		unsigned long num;
 
 		if (strncmp(de->d_name, ".tmp-", 5) == 0) {
@@ -484,11 +488,11 @@ static int scan(struct repo *r, bool exclusive)
 				remove_leftover(r, de->d_name);
 			continue;
 		}
-		if (strlen(de->d_name) != 6)
+		/* Six digits, nothing else: strtoul alone takes "+00001",
+		 * " 00001" and "-00000" too. */
+		if (strlen(de->d_name) != 6 || strspn(de->d_name, "0123456789") != 6)
 			continue;
-		num = strtoul(de->d_name, &end, 10);
-		if (*end)
-			continue;
+		num = strtoul(de->d_name, NULL, 10);
 		if (r->n % 16 == 0) {
 			struct backup_info *v = realloc(r->b, (r->n + 16) * sizeof(*v));
 
@@ -538,9 +542,11 @@ int repo_open(const char *dir, enum repo_mode mode, uint32_t block_size, struct 
 		bk_error("repository %s: %s", dir, strerror(-e));
 		goto fail;
 	}
-	r->lockfd = openat(r->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	/* Not through a symlink someone left by that name: O_CREAT would make
+	 * its target, wherever it is. */
+	r->lockfd = openat(r->dirfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (r->lockfd < 0 && errno == EROFS && mode == REPO_READ)
-		r->lockfd = openat(r->dirfd, "lock", O_RDONLY | O_CLOEXEC);
+		r->lockfd = openat(r->dirfd, "lock", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (r->lockfd < 0) {
 		e = -errno;
 		bk_error("repository %s: lock: %s", dir, strerror(-e));

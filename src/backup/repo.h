@@ -94,6 +94,8 @@ void repo_backup_abort(struct backup_writer *w);
 /* The parsers behind repo_open and repo_read_index, on bytes already read
  * (for the unit tests and the fuzzer). NAME names the file in messages. A bad
  * manifest, or one that breaks a chain rule it shows alone, sets B->error. */
+/* repo.json: 0 and its block size, or -EINVAL if it is not one of ours. */
+int repo_parse_repo_json(const char *text, uint32_t *block_size);
 void repo_parse_manifest(uint32_t block_size, struct backup_info *b, const char *text, const char *name);
 /* The rules between the N manifests of B (B[i].num == i), parsed; run once
  * they all are. Sets the error of each backup that breaks one. */

@@ -246,19 +246,25 @@ static json_object *call(int fd, struct line_reader *lr, const char *cmd, json_o
 	json_object *req = json_object_new_object(), *resp, *ok;
 	char *line;
 	size_t len;
-	int r;
+	int r, rr;
 
 	json_object_object_add(req, "command", json_object_new_string(cmd));
 	json_object_object_add(req, "args", json_object_get(args));
 	r = wire_send(fd, req);
 	json_object_put(req);
-	if (r < 0) {
+	if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
 		fprintf(stderr, "%s: %s: sending the request: %s\n", prog, cmd, strerror(-r));
 		return NULL;
 	}
-	r = line_reader_next(lr, &line, &len);
-	if (r <= 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, cmd, r == 0 ? "the daemon closed the connection" : strerror(-r));
+	/* Read even if the send failed: a daemon that refuses us says why in
+	 * one line and closes, maybe before our request is out. */
+	rr = line_reader_next(lr, &line, &len);
+	if (rr <= 0) {
+		if (r < 0)
+			fprintf(stderr, "%s: %s: sending the request: %s\n", prog, cmd, strerror(-r));
+		else
+			fprintf(stderr, "%s: %s: %s\n", prog, cmd,
+				rr == 0 ? "the daemon closed the connection" : strerror(-rr));
 		return NULL;
 	}
 	resp = json_tokener_parse(line);
@@ -465,7 +471,9 @@ int main(int argc, char **argv)
 
 	fd = unix_socket_connect(control);
 	if (fd < 0) {
-		fprintf(stderr, "%s: cannot connect to %s: %s (is bdfilterd running?)\n", prog, control, strerror(-fd));
+		fprintf(stderr, "%s: cannot connect to %s: %s (%s)\n", prog, control, strerror(-fd),
+			fd == -EACCES || fd == -EPERM ? "root may use it, and bdfilterd's --control-group"
+						      : "is bdfilterd running?");
 		json_object_put(args);
 		return 1;
 	}

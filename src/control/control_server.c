@@ -1,8 +1,10 @@
 /* The control socket server (see control_server.h).
  *
- * Every request is checked against the commands table before a handler sees it:
- * malformed JSON, an unknown command, unknown or mistyped arguments and
- * oversized lines all get an error response, and the client may go on. */
+ * Each peer is checked (SO_PEERCRED, SO_PEERGROUPS) before a byte of it is
+ * read: a control client is root's equal for the devices. Every request is
+ * checked against the commands table before a handler sees it: malformed
+ * JSON, an unknown command, unknown or mistyped arguments and oversized lines
+ * all get an error response, and the client may go on. */
 #include "control/control_server.h"
 
 #include <errno.h>
@@ -11,16 +13,26 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "common/unix_socket.h"
 #include "control/wire.h"
+
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59 /* Linux 4.13 */
+#endif
+
+/* At most one line per this many seconds about refused peers: a flood of
+ * them must not flood the log (as the NBD server's --max-connections). */
+#define REFUSED_LOG_INTERVAL_S 10
 
 struct control_client {
 	struct control_server *cs;
@@ -40,6 +52,11 @@ struct control_server {
 	struct control_client *clients;
 	size_t n_clients;
 	bool stopping;
+	struct control_access access;
+	uid_t self; /* our euid, always let in: its processes could ptrace us anyway */
+	/* Refused peers, for the log; the accept thread's alone. */
+	unsigned long refused;
+	uint64_t refused_logged_ns;
 };
 
 static json_object *error_response(int err, const char *msg)
@@ -156,6 +173,100 @@ static void *client_thread(void *arg)
 	return NULL;
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Is GID among the peer's supplementary groups (as of its connect())? */
+static bool peer_in_group(int fd, gid_t gid)
+{
+	static atomic_bool warned;
+	gid_t small[64], *groups = small;
+	socklen_t len = sizeof(small);
+	bool found = false;
+	int r;
+
+	r = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len);
+	if (r < 0 && errno == ERANGE) { /* len now says how much it needs */
+		groups = malloc(len);
+		if (!groups)
+			return false; /* refused; the peer may try again */
+		r = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len);
+	}
+	if (r < 0) {
+		/* Before Linux 4.13: the primary group only, said once. */
+		if (!atomic_exchange(&warned, true))
+			log_warn("control: SO_PEERGROUPS: %s; --control-group is matched against "
+				 "the peer's primary group only", strerror(errno));
+		if (groups != small)
+			free(groups);
+		return false;
+	}
+	for (size_t i = 0; i < len / sizeof(gid_t) && !found; i++)
+		found = groups[i] == gid;
+	if (groups != small)
+		free(groups);
+	return found;
+}
+
+/* May the peer on FD use us? CRED gets its credentials for the log. */
+static bool peer_allowed(const struct control_server *cs, int fd, struct ucred *cred)
+{
+	socklen_t len = sizeof(*cred);
+
+	/* Never fails on a connected Unix socket; if it did, the refusal's
+	 * log line says uid 4294967295. */
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) < 0) {
+		*cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+		return false;
+	}
+	if (cred->uid == 0 || cred->uid == cs->self)
+		return true;
+	if (!cs->access.group)
+		return false;
+	return cred->gid == cs->access.gid || peer_in_group(fd, cs->access.gid);
+}
+
+/* Tell a refused peer why in one error line, as the answer to the request it
+ * sent or is about to send, and close it unread: nothing it sent runs. */
+static void refuse(struct control_server *cs, int fd, const struct ucred *cred)
+{
+	char msg[160], self[32] = "", group[32] = "";
+	json_object *resp;
+	const char *s;
+	uint64_t now = now_ns();
+
+	if (cs->self != 0)
+		snprintf(self, sizeof(self), ", uid %u", (unsigned)cs->self);
+	if (cs->access.group)
+		snprintf(group, sizeof(group), " and group %u", (unsigned)cs->access.gid);
+	snprintf(msg, sizeof(msg), "permission denied: the control socket is for root%s%s only", self, group);
+	resp = error_response(-EACCES, msg);
+	s = json_object_to_json_string_ext(resp, JSON_C_TO_STRING_PLAIN);
+	/* A new socket's buffer holds the line; never wait on a refused peer. */
+	if (send(fd, s, strlen(s), MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
+		(void)send(fd, "\n", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	json_object_put(resp);
+	close(fd);
+
+	cs->refused++;
+	if (cs->refused_logged_ns && now - cs->refused_logged_ns < (uint64_t)REFUSED_LOG_INTERVAL_S * 1000000000u)
+		return;
+	if (cs->refused == 1)
+		log_warn("control: connection from uid %u gid %u pid %d refused: not root%s%s",
+			 (unsigned)cred->uid, (unsigned)cred->gid, (int)cred->pid,
+			 cs->self != 0 ? ", not bdfilterd's user" : "", cs->access.group ? ", not in the control group" : "");
+	else
+		log_warn("control: %lu connections refused since the last message, the latest from "
+			 "uid %u gid %u pid %d", cs->refused, (unsigned)cred->uid, (unsigned)cred->gid, (int)cred->pid);
+	cs->refused = 0;
+	cs->refused_logged_ns = now;
+}
+
 static void *accept_loop(void *arg)
 {
 	struct control_server *cs = arg;
@@ -166,6 +277,7 @@ static void *accept_loop(void *arg)
 
 	for (;;) {
 		struct control_client *cl;
+		struct ucred cred;
 		pthread_attr_t attr;
 		pthread_t t;
 		int fd;
@@ -181,6 +293,10 @@ static void *accept_loop(void *arg)
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE)
 				usleep(100 * 1000);
+			continue;
+		}
+		if (!peer_allowed(cs, fd, &cred)) {
+			refuse(cs, fd, &cred);
 			continue;
 		}
 		cl = calloc(1, sizeof(*cl));
@@ -208,21 +324,54 @@ static void *accept_loop(void *arg)
 	return NULL;
 }
 
-int control_socket_bind(const char *path, char *err, size_t errlen)
+/* Let GID through DIR (ours, the default socket's): 0750 of that group.
+ * Through an fd opened without following links, so nothing else changes. */
+static int share_dir(const char *dir, gid_t gid, char *err, size_t errlen)
 {
-	/* The default lives in /run/bdfilter, which we own: make it, root only.
-	 * Any other directory is the caller's to make. */
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0 || fchown(fd, (uid_t)-1, gid) < 0 || fchmod(fd, 0750) < 0) {
+		snprintf(err, errlen, "cannot open %s to group %u: %s", dir, (unsigned)gid, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+int control_socket_bind(const char *path, const struct control_access *acc, char *err, size_t errlen)
+{
+	bool group = acc && acc->group;
+	int fd;
+
+	/* The default lives in /run/bdfilter, which we own: make it, root only
+	 * (and the group's with one). Any other directory is the caller's. */
 	if (strcmp(path, WIRE_DEFAULT_SOCKET) == 0) {
 		char dir[] = WIRE_DEFAULT_SOCKET;
 
 		*strrchr(dir, '/') = '\0';
 		(void)mkdir(dir, 0700); /* if this fails, the bind below says why */
+		if (group && share_dir(dir, acc->gid, err, errlen) < 0)
+			return -1;
 	}
-	return unix_socket_listen(path, 0600, err, errlen);
+	/* With a group, bound 0660 at once (no chmod, which could follow a link
+	 * put in its place), then given to the group. Until then our own group
+	 * could connect, and the peer check refuses it like anyone else. */
+	fd = unix_socket_listen(path, group ? 0660 : 0600, err, errlen);
+	if (fd < 0 || !group)
+		return fd;
+	if (fchownat(AT_FDCWD, path, (uid_t)-1, acc->gid, AT_SYMLINK_NOFOLLOW) < 0) {
+		snprintf(err, errlen, "cannot give unix:%s to group %u: %s", path, (unsigned)acc->gid, strerror(errno));
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	return fd;
 }
 
-int control_server_start(int listen_fd, const char *path, const control_handler *handlers, void *ctx,
-			 struct control_server **out)
+int control_server_start(int listen_fd, const char *path, const struct control_access *acc,
+			 const control_handler *handlers, void *ctx, struct control_server **out)
 {
 	struct control_server *cs = calloc(1, sizeof(*cs));
 
@@ -232,6 +381,9 @@ int control_server_start(int listen_fd, const char *path, const control_handler 
 	}
 	cs->handlers = handlers;
 	cs->ctx = ctx;
+	if (acc)
+		cs->access = *acc;
+	cs->self = geteuid();
 	cs->listen_fd = listen_fd;
 	if (pipe2(cs->wake, O_CLOEXEC) < 0) {
 		free(cs->path);

@@ -422,6 +422,7 @@ int main(int argc, char **argv)
 	struct registry_observer nbd_observer, fuse_observer;
 	char err[512];
 	struct nbd_server_config cfg = { 0 };
+	struct control_access access;
 	int r, ready_fd = -1, pid_fd = -1, rc = 1;
 	sigset_t mask;
 
@@ -430,6 +431,7 @@ int main(int argc, char **argv)
 		options_free(&d.opt);
 		return r > 0 ? 0 : 1;
 	}
+	access = (struct control_access){ .group = d.opt.control_group != NULL, .gid = d.opt.control_gid };
 	log_set_level(d.opt.log_level);
 	signal(SIGPIPE, SIG_IGN);
 	/* Blocked from the start, before any socket appears and any thread
@@ -493,7 +495,7 @@ int main(int argc, char **argv)
 	    set_listener_tls(&d) < 0)
 		goto out;
 	if (d.opt.control) {
-		d.control_fd = control_socket_bind(d.opt.control, err, sizeof(err));
+		d.control_fd = control_socket_bind(d.opt.control, &access, err, sizeof(err));
 		if (d.control_fd < 0) {
 			fprintf(stderr, "bdfilterd: control socket: %s\n", err);
 			goto out;
@@ -546,12 +548,16 @@ int main(int argc, char **argv)
 		d.control_ctx.ulog = d.ulog;
 		d.control_ctx.started = time(NULL);
 		atomic_init(&d.control_ctx.stopping, false);
-		r = control_server_start(d.control_fd, d.opt.control, control_handlers, &d.control_ctx, &d.control);
+		r = control_server_start(d.control_fd, d.opt.control, &access, control_handlers, &d.control_ctx,
+					 &d.control);
 		if (r < 0) {
 			log_error("cannot start the control server: %s", strerror(-r));
 			goto out;
 		}
-		log_info("control socket %s", d.opt.control);
+		if (access.group)
+			log_info("control socket %s, for group %s too", d.opt.control, d.opt.control_group);
+		else
+			log_info("control socket %s", d.opt.control);
 	}
 	for (size_t i = 0; i < d.n_listeners; i++)
 		log_info("listening on %s%s", d.listeners[i].desc,

@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ enum {
 	OPT_TLS_PSK,
 	OPT_TLS_VERIFY_PEER,
 	OPT_TLS_AUTHZ,
+	OPT_CONTROL_GROUP,
 };
 
 static const struct option long_opts[] = {
@@ -58,6 +60,7 @@ static const struct option long_opts[] = {
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
 	{ "control", required_argument, NULL, OPT_CONTROL },
+	{ "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
 	{ "param", required_argument, NULL, OPT_PARAM },
 	{ "fuse-dir", required_argument, NULL, OPT_FUSE_DIR },
 	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
@@ -106,7 +109,12 @@ static void usage(FILE *f)
 		"                             device and snapshot image, for losetup (made if\n"
 		"                             missing; unmounted at exit)\n"
 		"  -c, --control PATH         control socket for the bdfilter CLI (default\n"
-		"                             " WIRE_DEFAULT_SOCKET "; 'none': no control socket)\n"
+		"                             " WIRE_DEFAULT_SOCKET "; 'none': no control socket).\n"
+		"                             Root and bdfilterd's own user may use it\n"
+		"      --control-group GROUP  ... and members of GROUP (a name or a numeric gid),\n"
+		"                             by their primary or a supplementary group; the\n"
+		"                             socket is then mode 0660, group GROUP (else 0600).\n"
+		"                             A control client can do anything to the devices.\n"
 		"      --state-dir DIR        keep each tracker's CBT map in DIR/NAME.cbt:\n"
 		"                             saved at a clean stop, loaded at attach (DIR\n"
 		"                             made if missing). Default: none, the map is in\n"
@@ -270,6 +278,59 @@ fail:
 	return -1;
 }
 
+int parse_group(const char *s, gid_t *out, char *err, size_t errlen)
+{
+	struct group gr, *res = NULL;
+	size_t buflen = 1024;
+	char *buf = NULL;
+	int r;
+
+	if (isdigit((unsigned char)s[0])) {
+		char *end;
+		unsigned long v;
+
+		errno = 0;
+		v = strtoul(s, &end, 10);
+		/* (gid_t)-1 means "leave it" to chown: not a group. */
+		if (errno || *end || v >= (gid_t)-1) {
+			snprintf(err, errlen, "--control-group '%s': expected a group name or a gid below %u", s,
+				 (unsigned)(gid_t)-1);
+			return -1;
+		}
+		*out = (gid_t)v;
+		return 0;
+	}
+	if (!*s) {
+		snprintf(err, errlen, "--control-group: expected a group name or a gid");
+		return -1;
+	}
+	do {
+		char *nb;
+
+		buflen *= 2;
+		nb = realloc(buf, buflen);
+		if (!nb) {
+			free(buf);
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		buf = nb;
+		r = getgrnam_r(s, &gr, buf, buflen, &res);
+	} while (r == ERANGE && buflen < (1u << 20));
+	if (r == 0 && res)
+		*out = res->gr_gid;
+	free(buf);
+	if (r != 0) {
+		snprintf(err, errlen, "--control-group '%s': cannot look the group up: %s", s, strerror(r));
+		return -1;
+	}
+	if (!res) {
+		snprintf(err, errlen, "--control-group '%s': no such group", s);
+		return -1;
+	}
+	return 0;
+}
+
 static int push(void **v, size_t *n, size_t size, const void *item)
 {
 	void *nv = realloc(*v, (*n + 1) * size);
@@ -384,6 +445,14 @@ int options_parse(int argc, char **argv, struct options *o)
 			free(o->control);
 			o->control = strcmp(optarg, "none") == 0 ? NULL : strdup(optarg);
 			break;
+		case OPT_CONTROL_GROUP:
+			if (parse_group(optarg, &o->control_gid, err, sizeof(err)) < 0) {
+				fprintf(stderr, "bdfilterd: %s\n", err);
+				return -1;
+			}
+			free(o->control_group);
+			o->control_group = strdup(optarg);
+			break;
 		case OPT_FUSE_DIR:
 			if (!*optarg) {
 				fprintf(stderr, "bdfilterd: --fuse-dir: expected a directory\n");
@@ -489,6 +558,10 @@ int options_parse(int argc, char **argv, struct options *o)
 			o->tls_verify_peer ? "--tls-verify-peer" : "--tls-authz");
 		return -1;
 	}
+	if (o->control_group && !o->control) {
+		fprintf(stderr, "bdfilterd: --control-group with --control none: there is no control socket\n");
+		return -1;
+	}
 	if (o->n_devices == 0 && !o->control) {
 		fprintf(stderr, "bdfilterd: no device to serve and no control socket to add one (see --help)\n");
 		return -1;
@@ -506,6 +579,7 @@ void options_free(struct options *o)
 	free(o->devices);
 	free(o->pidfile);
 	free(o->control);
+	free(o->control_group);
 	free(o->fuse_dir);
 	free(o->state_dir);
 	free(o->dm_ulog_listen);

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/log.h"
 #include "blksnap/params.h"
@@ -34,6 +35,8 @@ struct options {
 	uint64_t max_inflight;      /* NBD payload bytes in memory, in all */
 	uint64_t max_inflight_conn; /* ... on one connection (derived if not given) */
 	char *control; /* control socket path; NULL: none */
+	char *control_group; /* --control-group as given; NULL: root only */
+	gid_t control_gid;   /* ... resolved at parse time */
 	char *fuse_dir; /* FUSE export mount point; NULL: none */
 	char *state_dir; /* where trackers keep their CBT maps; NULL: in memory only */
 	bool dm_ulog; /* serve dirty logs on the netlink connector */
@@ -56,6 +59,10 @@ void options_free(struct options *o);
 /* Parse a size: bytes, or a number with K, M, G or T (powers of 1024).
  * -1 if it is not one or is outside MIN..MAX (exposed for tests). */
 int parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* Parse a group: a numeric gid (it needs no /etc/group entry) or a group
+ * name. 0, or -1 with a message in ERR (exposed for tests). */
+int parse_group(const char *s, gid_t *out, char *err, size_t errlen);
 
 /* Parse one --device value "NAME=PATH[,ro][,filter=NAME]..." (exposed for tests). */
 int device_spec_parse(const char *arg, struct device_spec *d, char *err, size_t errlen);

@@ -147,6 +147,57 @@ static void command_lines(void **state)
 	options_free(&o);
 }
 
+static void control_groups(void **state)
+{
+	struct options o;
+	char err[256];
+	gid_t g = 7;
+	char *numeric[] = { "bdfilterd", "--control-group", "4242", "--device", "a=/tmp/a", NULL };
+	char *named[] = { "bdfilterd", "--control-group", "root", "--device", "a=/tmp/a", NULL };
+	char *unknown[] = { "bdfilterd", "--control-group", "no-such-group-bdf", "--device", "a=/tmp/a", NULL };
+	char *no_socket[] = { "bdfilterd", "--control", "none", "--control-group", "0", "--device", "a=/tmp/a",
+			      NULL };
+	char *none[] = { "bdfilterd", "--device", "a=/tmp/a", NULL };
+
+	/* a number needs no /etc/group entry */
+	assert_int_equal(parse_group("4242", &g, err, sizeof(err)), 0);
+	assert_int_equal(g, 4242);
+	assert_int_equal(parse_group("0", &g, err, sizeof(err)), 0);
+	assert_int_equal(g, 0);
+	assert_int_equal(parse_group("root", &g, err, sizeof(err)), 0);
+	assert_int_equal(g, 0);
+	assert_int_equal(parse_group("4294967294", &g, err, sizeof(err)), 0);
+	assert_int_equal(g, 4294967294u);
+
+	/* (gid_t)-1 is chown's "leave it"; a name must exist */
+	const char *bad[] = { "", "4294967295", "99999999999", "12x", "-1", "no-such-group-bdf" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		g = 7;
+		assert_int_equal(parse_group(bad[i], &g, err, sizeof(err)), -1);
+		assert_true(strlen(err) > 0);
+		assert_int_equal(g, 7);
+	}
+	assert_non_null(strstr((parse_group("no-such-group-bdf", &g, err, sizeof(err)), err), "no such group"));
+
+	assert_int_equal(options_parse(5, numeric, &o), 0);
+	assert_string_equal(o.control_group, "4242");
+	assert_int_equal(o.control_gid, 4242);
+	options_free(&o);
+	assert_int_equal(options_parse(5, named, &o), 0);
+	assert_string_equal(o.control_group, "root");
+	assert_int_equal(o.control_gid, 0);
+	options_free(&o);
+	assert_int_equal(options_parse(5, unknown, &o), -1);
+	options_free(&o);
+	assert_int_equal(options_parse(7, no_socket, &o), -1);
+	options_free(&o);
+	/* by default root only */
+	assert_int_equal(options_parse(3, none, &o), 0);
+	assert_null(o.control_group);
+	options_free(&o);
+}
+
 static void sizes(void **state)
 {
 	uint64_t v;
@@ -242,6 +293,7 @@ int main(void)
 		cmocka_unit_test(device_specs),
 		cmocka_unit_test(listen_addrs),
 		cmocka_unit_test(command_lines),
+		cmocka_unit_test(control_groups),
 		cmocka_unit_test(sizes),
 		cmocka_unit_test(nbd_limits),
 	};
