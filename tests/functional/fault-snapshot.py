@@ -107,13 +107,12 @@ def events(d, sid, watcher):
     return [e for e in evs if e.get("event") == "corrupted"]
 
 
-def injected(point):
-    def get(d):
-        for p in bdf(d, "fault_point_list")["points"]:
-            if p["point"] == point:
-                return p["injected"]
-        raise AssertionError("no fault point %s in fault_point_list" % point)
-    return get
+def point(d, name):
+    """Fault point NAME as fault_point_list shows it."""
+    for p in bdf(d, "fault_point_list")["points"]:
+        if p["point"] == name:
+            return p
+    raise AssertionError("no fault point %s in fault_point_list" % name)
 
 
 def finish(d, path, model):
@@ -152,7 +151,7 @@ def t_cow_write_fails(tmp):
     write(c, model, 1 << 20, os.urandom(65536))   # its copy fails to be stored
     write(c, model, 5 << 20, os.urandom(4096))    # another chunk, after
     check_corrupted(d, sid, watcher, at_take, model, c)
-    expect(injected("diff_storage.write")(d), 1, "faults injected at diff_storage.write")
+    expect(point(d, "diff_storage.write")["injected"], 1, "faults injected at diff_storage.write")
     c.disconnect()
     c.close()
     finish(d, path, model)
@@ -165,17 +164,20 @@ def t_cow_write_fails_inline(tmp):
     model = bytearray(file_bytes(path))
     at_take = bytes(model)
     sid, watcher = take(d, tmp)
-    # first the writer's store waits 1 s (it took chunk A off the queue),
+    # first the writer's store waits 2 s (it took chunk A off the queue),
     # then the next store fails: the copier's own, for chunk C
-    bdf(d, "fault_point_set", "-P", "diff_storage.write", "-e", "none", "-w", "1000", "-c", "1")
+    bdf(d, "fault_point_set", "-P", "diff_storage.write", "-e", "none", "-w", "2000", "-c", "1")
     bdf(d, "fault_point_set", "-P", "diff_storage.write", "-e", "EIO", "-c", "1")
     c = connect(d, "disk")
     write(c, model, 0, os.urandom(4096))                 # chunk A: queued, the writer waits
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while point(d, "diff_storage.write")["rules"][0]["fired"] == 0:  # the writer is in its delay
+        check(time.monotonic() < deadline, "the writer thread never stored chunk A")
+        time.sleep(0.02)
     write(c, model, CHUNK, os.urandom(4096))             # chunk B: queued (one in the queue)
     t0 = time.monotonic()
     write(c, model, 2 * CHUNK, os.urandom(4096))         # chunk C: the queue is full, stored here: fails
-    check(time.monotonic() - t0 < 0.7, "the write of chunk C waited for the slow writer thread")
+    check(time.monotonic() - t0 < 1.5, "the write of chunk C waited for the slow writer thread")
     check_corrupted(d, sid, watcher, at_take, model, c)
     c.disconnect()
     c.close()
@@ -200,7 +202,7 @@ def t_image_read_fails(tmp):
     expect(err, EIO, "image READ when the storage cannot be read")
     ci.disconnect()
     ci.close()
-    expect(injected("diff_storage.read")(d), 1, "faults injected at diff_storage.read")
+    expect(point(d, "diff_storage.read")["injected"], 1, "faults injected at diff_storage.read")
     check_corrupted(d, sid, watcher, at_take, model, c)
     c.disconnect()
     c.close()
