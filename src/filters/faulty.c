@@ -47,9 +47,9 @@ static int check(struct filter *f, unsigned op, uint64_t count, uint64_t offset,
 	if (hit->delay_ms)
 		fault_sleep_ms(hit->delay_ms);
 	if (hit->error)
-		log_debug("%s: faulty: %s of %llu bytes at %llu fails with %s%s", device_name(f->dev), fault_op_name(op),
-			  (unsigned long long)count, (unsigned long long)offset, fault_error_name(-hit->error),
-			  hit->short_write ? " after its first half" : "");
+		log_debug("%s: faulty: %s of %llu bytes at %llu fails with %s%s", device_name(f->dev),
+			  fault_op_name(op), (unsigned long long)count, (unsigned long long)offset,
+			  fault_error_name(-hit->error), hit->short_write ? " after its first half" : "");
 	return hit->error;
 }
 
