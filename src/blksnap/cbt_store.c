@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include "common/bytes.h"
+#include "common/fault.h"
 #include "common/io.h"
 #include "common/lock_order.h"
 #include "common/log.h"
@@ -262,25 +263,31 @@ int cbt_store_save(const char *path, struct cbt_map *m, unsigned flags)
 		r = -errno;
 		goto fail;
 	}
+	/* The fault points fail each step as the system call would
+	 * (docs/faults.md). */
 	step = "write";
-	r = io_write_all(fd, buf, len);
+	r = fault_point_hit("state.write");
+	if (r == 0)
+		r = io_write_all(fd, buf, len);
 	if (r < 0)
 		goto fail;
 	step = "fsync";
-	if (fsync(fd) < 0) {
+	r = fault_point_hit("state.fsync");
+	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
+	if (r < 0)
 		goto fail;
-	}
 	step = "close";
 	r = close(fd) < 0 ? -errno : 0;
 	fd = -1;
 	if (r < 0)
 		goto fail;
 	step = "rename";
-	if (rename(tmp, path) < 0) {
+	r = fault_point_hit("state.rename");
+	if (r == 0 && rename(tmp, path) < 0)
 		r = -errno;
+	if (r < 0)
 		goto fail;
-	}
 	free(buf);
 	free(tmp);
 	/* The new file is whole and on disk; if the rename is not, a crash

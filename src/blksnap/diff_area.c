@@ -575,12 +575,18 @@ static int read_chunk_locked(struct diff_area *da, struct filter *tracker, uint6
 		take = run_pos + run_len - pos;
 		if (take > n - done)
 			take = n - done;
-		if (q)
+		if (q) {
 			memcpy(p + done, q->data + (pos - q->pos), take);
-		else if ((cbits >> bit) & 1)
+		} else if ((cbits >> bit) & 1) {
 			r = diff_storage_read(da->storage, da->loc[chunk] + pos, p + done, take);
-		else
+			/* As in blksnap, a copy that cannot be loaded back
+			 * corrupts the image: the storage is not trusted any
+			 * more, and a backup reading on must fail, not go on. */
+			if (r < 0)
+				set_error(da, -EIO);
+		} else {
 			r = filter_next_pread(tracker, p + done, take, offset + done, 0);
+		}
 		done += take;
 	}
 	return r;

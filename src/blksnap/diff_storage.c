@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fault.h"
 #include "common/lock_order.h"
 #include "blksnap/event_queue.h"
 #include "blksnap/params.h"
@@ -398,12 +399,15 @@ static int locate(struct diff_storage *ds, uint64_t virt, uint64_t len, struct b
 	return r;
 }
 
+/* The fault points stand for the store failing: docs/faults.md. */
 int diff_storage_read(struct diff_storage *ds, uint64_t virt, void *buf, uint64_t len)
 {
 	struct backing *b;
 	uint64_t off;
 	int r = locate(ds, virt, len, &b, &off);
 
+	if (r == 0)
+		r = fault_point_hit("diff_storage.read");
 	return r < 0 ? r : backing_pread(b, buf, len, off);
 }
 
@@ -413,6 +417,8 @@ int diff_storage_write(struct diff_storage *ds, uint64_t virt, const void *buf, 
 	uint64_t off;
 	int r = locate(ds, virt, len, &b, &off);
 
+	if (r == 0)
+		r = fault_point_hit("diff_storage.write");
 	return r < 0 ? r : backing_pwrite(b, buf, len, off, 0);
 }
 

@@ -348,8 +348,8 @@ static int tr_detach(struct filter *f)
 				log_info("%s: CBT saved to %s, generation %s, changes_number %u",
 					 device_name(f->dev), t->state_path, gen, t->cbt->snap_number_previous);
 			else
-				log_error("%s: CBT not saved cleanly: the next start issues a new generation",
-					  device_name(f->dev));
+				log_error("%s: CBT not saved cleanly: the next start rebuilds it from the last "
+					  "checkpoint and the write-intent log, as after a crash", device_name(f->dev));
 		} else {
 			cbt_store_remove(t->state_path);
 			if (unlink(t->wil_path) < 0 && errno != ENOENT)

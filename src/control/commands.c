@@ -6,8 +6,14 @@
 #define ARG(s, l, t, r, m, h) \
 	{ .short_opt = s, .long_opt = l, .type = t, .required = r, .meta = m, .help = h }
 #define DEV_ARG ARG('d', "device", ARG_STRING, true, "NAME", "device name")
-#define FILTER_ARG ARG('n', "filter", ARG_STRING, false, "FILTER", "filter name (default tracker; or passthrough)")
+#define FILTER_ARG ARG('n', "filter", ARG_STRING, false, "FILTER", "filter name (default tracker; or passthrough, faulty)")
 #define ID_ARG ARG('i', "id", ARG_STRING, true, "UUID", "snapshot id")
+/* The rule of a fault, shared by fault_set and fault_point_set. */
+#define FAULT_ERROR_ARG ARG('e', "error", ARG_STRING, true, "ERR", "EIO, ENOSPC, or none (a delay only)")
+#define FAULT_RATE_ARG ARG('p', "rate", ARG_STRING, false, "P", "chance per matching request, 0 to 1 (default 1)")
+#define FAULT_COUNT_ARG ARG('c', "count", ARG_UINT, false, "N", "fire N times, then the rule is spent (default: no end)")
+#define FAULT_DELAY_ARG ARG('w', "delay-ms", ARG_UINT, false, "MS", "delay a request that fires it by MS ms")
+#define FAULT_SEED_ARG ARG('S', "seed", ARG_UINT, false, "S", "seed of the rule's PRNG (default 1)")
 #define CMD(i, n, s, ...) [i] = { .id = i, .name = n, .summary = s, .args = { __VA_ARGS__ } }
 
 const struct command_def command_table[CMD_COUNT] = {
@@ -74,6 +80,22 @@ const struct command_def command_table[CMD_COUNT] = {
 	    "make the mirror's target the device's store (only when synced), clients connected", DEV_ARG),
 	CMD(CMD_MIRROR_STOP, "mirror_stop", "abandon a move (the target is left as it is), or forget a switched one",
 	    DEV_ARG),
+	CMD(CMD_FAULT_SET, "fault_set", "add a rule to a device's faulty filter: fail, tear or delay requests",
+	    DEV_ARG,
+	    ARG('o', "op", ARG_STRING, true, "OP", "read, write, flush, trim, zero or any"),
+	    FAULT_ERROR_ARG, FAULT_RATE_ARG,
+	    ARG('r', "range", ARG_STRING, false, "OFS:LEN", "only requests overlapping these bytes"),
+	    FAULT_COUNT_ARG,
+	    ARG('s', "short", ARG_FLAG, false, NULL, "a write: its first half reaches the store, then the error"),
+	    FAULT_DELAY_ARG, FAULT_SEED_ARG),
+	CMD(CMD_FAULT_CLEAR, "fault_clear", "remove every rule of a device's faulty filter", DEV_ARG),
+	CMD(CMD_FAULT_STATUS, "fault_status", "print a device's fault rules and the faults injected", DEV_ARG),
+	CMD(CMD_FAULT_POINT_SET, "fault_point_set", "add a rule to a fault point of the daemon",
+	    ARG('P', "point", ARG_STRING, true, "NAME", "the point (see fault_point_list)"),
+	    FAULT_ERROR_ARG, FAULT_RATE_ARG, FAULT_COUNT_ARG, FAULT_DELAY_ARG, FAULT_SEED_ARG),
+	CMD(CMD_FAULT_POINT_CLEAR, "fault_point_clear", "remove the rules of a fault point, or of all",
+	    ARG('P', "point", ARG_STRING, false, "NAME", "the point (default: every one)")),
+	CMD(CMD_FAULT_POINT_LIST, "fault_point_list", "list the fault points, their rules and the faults injected"),
 };
 
 const struct command_def *command_find(const char *name)

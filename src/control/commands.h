@@ -35,6 +35,12 @@ enum command_id {
 	CMD_MIRROR_STATUS,
 	CMD_MIRROR_SWITCH,
 	CMD_MIRROR_STOP,
+	CMD_FAULT_SET,
+	CMD_FAULT_CLEAR,
+	CMD_FAULT_STATUS,
+	CMD_FAULT_POINT_SET,
+	CMD_FAULT_POINT_CLEAR,
+	CMD_FAULT_POINT_LIST,
 	CMD_COUNT
 };
 
@@ -56,7 +62,7 @@ struct arg_def {
 	bool cli_only; /* used by the CLI itself, never sent (readcbtmap -f FILE) */
 };
 
-#define MAX_ARGS 6
+#define MAX_ARGS 10
 
 struct command_def {
 	enum command_id id;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/base64.h"
+#include "common/fault.h"
 #include "common/fsfreeze.h"
 #include "core/device.h"
 #include "core/io.h"
@@ -23,6 +24,7 @@
 #include "blksnap/tracker.h"
 #include "dirtylog/dirty_log.h"
 #include "dirtylog/ulog_server.h"
+#include "filters/faulty.h"
 #include "filters/mirror.h"
 
 #define READCBTMAP_MAX (1u << 20) /* bytes of map per request */
@@ -833,6 +835,198 @@ static int h_mirror_stop(void *opaque, json_object *args, json_object *res, char
 	return r;
 }
 
+#define FAULT_DELAY_MAX_MS 60000u /* a request held longer looks like a hung daemon */
+
+/* The rule of fault_set or fault_point_set (whose table has no op, range
+ * or short: those are left at "any request, whole"). */
+static int parse_fault_spec(json_object *args, struct fault_spec *s, char *msg, size_t msglen)
+{
+	const char *op = arg_str(args, "op", NULL), *error = arg_str(args, "error", "");
+	const char *rate = arg_str(args, "rate", NULL), *range = arg_str(args, "range", NULL);
+	json_object *v;
+
+	memset(s, 0, sizeof(*s));
+	s->ops = FAULT_OP_ANY;
+	s->rate = 1.0;
+	s->seed = arg_u64(args, "seed", 1);
+	s->count = arg_u64(args, "count", 0);
+	s->short_write = arg_flag(args, "short");
+	if (op && fault_op_parse(op, &s->ops) < 0) {
+		snprintf(msg, msglen, "op '%.32s': expected read, write, flush, trim, zero or any", op);
+		return -EINVAL;
+	}
+	if (fault_error_parse(error, &s->error) < 0) {
+		snprintf(msg, msglen, "error '%.32s': expected EIO, ENOSPC or none", error);
+		return -EINVAL;
+	}
+	if (rate && fault_rate_parse(rate, &s->rate) < 0) {
+		snprintf(msg, msglen, "rate '%.32s': expected a chance from 0 to 1", rate);
+		return -EINVAL;
+	}
+	if (range && fault_range_parse(range, &s->offset, &s->length) < 0) {
+		snprintf(msg, msglen, "range '%.64s': expected OFFSET:LENGTH in bytes, LENGTH at least 1", range);
+		return -EINVAL;
+	}
+	if (json_object_object_get_ex(args, "count", &v) && s->count == 0) {
+		snprintf(msg, msglen, "count 0 would never fire (leave it out for no end)");
+		return -EINVAL;
+	}
+	if (arg_u64(args, "delay-ms", 0) > FAULT_DELAY_MAX_MS) {
+		snprintf(msg, msglen, "delay-ms: at most %u", FAULT_DELAY_MAX_MS);
+		return -EINVAL;
+	}
+	s->delay_ms = (uint32_t)arg_u64(args, "delay-ms", 0);
+	return fault_spec_check(s, msg, msglen);
+}
+
+static json_object *fault_rule_json(const struct fault_rule_status *st, bool device)
+{
+	json_object *o = json_object_new_object();
+	const struct fault_spec *s = &st->spec;
+
+	if (device)
+		add_str(o, "op", fault_op_name(s->ops));
+	add_str(o, "error", fault_error_name(s->error));
+	json_object_object_add(o, "rate", json_object_new_double(s->rate));
+	if (device && s->length) {
+		char r[48];
+
+		snprintf(r, sizeof(r), "%llu:%llu", (unsigned long long)s->offset, (unsigned long long)s->length);
+		add_str(o, "range", r);
+	}
+	add_u64(o, "count", s->count);
+	if (device)
+		json_object_object_add(o, "short", json_object_new_boolean(s->short_write));
+	add_u64(o, "delay_ms", s->delay_ms);
+	add_u64(o, "seed", s->seed);
+	add_u64(o, "matched", st->matched);
+	add_u64(o, "fired", st->fired);
+	json_object_object_add(o, "spent", json_object_new_boolean(st->spent));
+	return o;
+}
+
+static int no_faulty(struct device *dev, char *msg, size_t msglen)
+{
+	snprintf(msg, msglen, "the faulty filter is not attached to %s (bdfilter attach -d %s -n faulty)",
+		 device_name(dev), device_name(dev));
+	return -ENOENT;
+}
+
+static int h_fault_set(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	struct fault_spec spec;
+	struct device *dev;
+	int r = parse_fault_spec(args, &spec, msg, msglen);
+
+	if (r < 0)
+		return r;
+	dev = lookup_device(ctx, args, msg, msglen);
+	if (!dev)
+		return -ENODEV;
+	r = faulty_add_rule(dev, &spec);
+	if (r == -ENOENT)
+		r = no_faulty(dev, msg, msglen);
+	else if (r == -ENOSPC)
+		snprintf(msg, msglen, "%s has %d rules already", device_name(dev), FAULT_MAX_RULES);
+	else if (r == 0)
+		add_str(res, "device", device_name(dev));
+	device_put(dev);
+	return r;
+}
+
+static int h_fault_clear(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	struct device *dev = lookup_device(ctx, args, msg, msglen);
+	int r;
+
+	if (!dev)
+		return -ENODEV;
+	r = faulty_clear(dev);
+	if (r == -ENOENT)
+		r = no_faulty(dev, msg, msglen);
+	device_put(dev);
+	return r;
+}
+
+static int h_fault_status(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	struct control_ctx *ctx = opaque;
+	struct device *dev = lookup_device(ctx, args, msg, msglen);
+	struct fault_rule_status st[FAULT_MAX_RULES];
+	uint64_t injected;
+	json_object *arr;
+	size_t n;
+	int r;
+
+	if (!dev)
+		return -ENODEV;
+	r = faulty_status(dev, st, FAULT_MAX_RULES, &n, &injected);
+	if (r == -ENOENT)
+		r = no_faulty(dev, msg, msglen);
+	if (r == 0) {
+		add_str(res, "device", device_name(dev));
+		add_u64(res, "injected", injected);
+		arr = json_object_new_array();
+		for (size_t i = 0; i < n; i++)
+			json_object_array_add(arr, fault_rule_json(&st[i], true));
+		json_object_object_add(res, "rules", arr);
+	}
+	device_put(dev);
+	return r;
+}
+
+static int h_fault_point_set(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	const char *name = arg_str(args, "point", "");
+	struct fault_spec spec;
+	int r = parse_fault_spec(args, &spec, msg, msglen);
+
+	if (r < 0)
+		return r;
+	r = fault_point_add(name, &spec);
+	if (r == -ENOENT)
+		snprintf(msg, msglen, "no fault point '%.64s' (see fault_point_list)", name);
+	else if (r == -ENOSPC)
+		snprintf(msg, msglen, "%s has %d rules already", name, FAULT_MAX_RULES);
+	else if (r == 0)
+		add_str(res, "point", name);
+	return r;
+}
+
+static int h_fault_point_clear(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	const char *name = arg_str(args, "point", NULL);
+	int r = fault_point_clear(name);
+
+	if (r == -ENOENT)
+		snprintf(msg, msglen, "no fault point '%.64s' (see fault_point_list)", name);
+	return r;
+}
+
+static int h_fault_point_list(void *opaque, json_object *args, json_object *res, char *msg, size_t msglen)
+{
+	json_object *arr = json_object_new_array();
+
+	for (size_t i = 0; i < fault_point_count(); i++) {
+		struct fault_rule_status st[FAULT_MAX_RULES];
+		json_object *o = json_object_new_object(), *rules = json_object_new_array();
+		uint64_t injected;
+		size_t n = fault_point_get(i, st, FAULT_MAX_RULES, &injected);
+
+		add_str(o, "point", fault_point_name(i));
+		add_str(o, "about", fault_point_about(i));
+		add_u64(o, "injected", injected);
+		for (size_t k = 0; k < n; k++)
+			json_object_array_add(rules, fault_rule_json(&st[k], false));
+		json_object_object_add(o, "rules", rules);
+		json_object_array_add(arr, o);
+	}
+	json_object_object_add(res, "points", arr);
+	return 0;
+}
+
 const control_handler control_handlers[CMD_COUNT] = {
 	[CMD_SNAPSHOT_CREATE] = h_snapshot_create,
 	[CMD_SNAPSHOT_ADD] = h_snapshot_add,
@@ -860,4 +1054,10 @@ const control_handler control_handlers[CMD_COUNT] = {
 	[CMD_MIRROR_STATUS] = h_mirror_status,
 	[CMD_MIRROR_SWITCH] = h_mirror_switch,
 	[CMD_MIRROR_STOP] = h_mirror_stop,
+	[CMD_FAULT_SET] = h_fault_set,
+	[CMD_FAULT_CLEAR] = h_fault_clear,
+	[CMD_FAULT_STATUS] = h_fault_status,
+	[CMD_FAULT_POINT_SET] = h_fault_point_set,
+	[CMD_FAULT_POINT_CLEAR] = h_fault_point_clear,
+	[CMD_FAULT_POINT_LIST] = h_fault_point_list,
 };

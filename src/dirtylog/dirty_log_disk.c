@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/bytes.h"
+#include "common/fault.h"
 #include "common/io.h"
 #include "common/log.h"
 
@@ -164,7 +165,10 @@ ssize_t dl_disk_read(const char *name, const char *path, int fd, void *buf, size
 
 int dl_disk_write(const char *name, const char *path, int fd, const void *buf, size_t off, size_t len)
 {
-	int r = io_pwrite_all(fd, (const char *)buf + off, len, off, 0);
+	int r = fault_point_hit("dirty_log.write"); /* the log's device failing: docs/faults.md */
+
+	if (r == 0)
+		r = io_pwrite_all(fd, (const char *)buf + off, len, off, 0);
 
 	if (r < 0) {
 		log_error("dirty log %s: write of the log %s (%zu bytes at %zu) failed: %s", name, path,
@@ -176,13 +180,13 @@ int dl_disk_write(const char *name, const char *path, int fd, const void *buf, s
 
 int dl_disk_sync(const char *name, const char *path, int fd)
 {
-	int r;
+	int r = fault_point_hit("dirty_log.sync");
 
-	do
-		r = fdatasync(fd);
-	while (r < 0 && errno == EINTR);
+	while (r == 0 && fdatasync(fd) < 0)
+		if (errno != EINTR)
+			r = -errno;
 	if (r < 0) {
-		log_error("dirty log %s: fdatasync of the log %s failed: %s", name, path, strerror(errno));
+		log_error("dirty log %s: fdatasync of the log %s failed: %s", name, path, strerror(-r));
 		return -EIO;
 	}
 	return 0;

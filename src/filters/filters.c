@@ -8,10 +8,12 @@
 
 extern const struct filter_ops passthrough_filter_ops;
 extern const struct filter_ops tracker_filter_ops;
+extern const struct filter_ops faulty_filter_ops;
 
 static const struct filter_ops *const known_filters[] = {
 	&passthrough_filter_ops,
 	&tracker_filter_ops,
+	&faulty_filter_ops,
 };
 
 const struct filter_ops *filter_lookup(const char *name)

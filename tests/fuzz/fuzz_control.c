@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "control/handlers.h"
 #include "core/device.h"
@@ -57,6 +58,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	line[size] = '\0';
 	resp = control_dispatch(control_handlers, &ctx, line, size);
 	json_object_put(resp);
+	/* A fault point's rule lives in the process: one input's must not
+	 * fail or delay the next one's. */
+	fault_points_reset();
 	free(line);
 	return 0;
 }
