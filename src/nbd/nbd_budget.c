@@ -16,10 +16,14 @@
  * for workers of its own connection in (1) to (4); a waiter for the total
  * waits for workers in (1) to (3), which hold the total, and a worker in (4)
  * holds none of it. So every wait ends in (1) to (3), which wait for nothing
- * here and need no read lock: a WRITE may wait with its read lock held. (A
- * client that will not read a reply until we have read its next request
- * stalls itself: it must read while it sends, as with any server whose
- * workers are all busy sending; the bound only makes that come sooner.)
+ * here and need no read lock: a WRITE may wait with its read lock held. A
+ * request over the maximum payload (nbd_transmission.c) holds one buffer
+ * throughout and goes back and forth between (1) and (2), a WRITE with its
+ * read lock, or between (2) and (3), a READ with its write lock: it waits for
+ * nothing here either. (A client that will not read a reply until we have
+ * read its next request stalls itself: it must read while it sends, as with
+ * any server whose workers are all busy sending; the bound only makes that
+ * come sooner.)
  *
  * The trade-off: there is no send timeout in transmission (as in other
  * servers: a slow reader is not an error), so a client that stops reading

@@ -124,7 +124,7 @@ static int send_info(struct nbd_conn *c, uint32_t opt, uint16_t type, const void
 /* NBD_OPT_INFO and NBD_OPT_GO. 1: GO succeeded; 0: go on haggling; -1: close. */
 static int opt_info_go(struct nbd_conn *c, uint32_t opt, const char *data, uint32_t len)
 {
-	bool want_name = false, want_desc = false;
+	bool want_name = false, want_desc = false, want_bs = false;
 	struct nbd_export *exp;
 	uint32_t namelen;
 	uint16_t nreq, eflags;
@@ -149,6 +149,8 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const char *data, uint3
 			want_name = true;
 		else if (info == NBD_INFO_DESCRIPTION)
 			want_desc = true;
+		else if (info == NBD_INFO_BLOCK_SIZE)
+			want_bs = true;
 	}
 
 	name = strndup(data + 4, namelen);
@@ -185,7 +187,8 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const char *data, uint3
 		desc = nbd_export_description(exp);
 		if (r == 0 && want_desc && desc[0])
 			r = send_info(c, opt, NBD_INFO_DESCRIPTION, desc, strlen(desc));
-		/* Our constraints are the defaults; saying so costs nothing. */
+		/* Our constraints are the defaults; saying so costs nothing. Only
+		 * a client that asked is bound by them (want_bs, below). */
 		if (r == 0)
 			r = send_info(c, opt, NBD_INFO_BLOCK_SIZE, &bs, sizeof(bs));
 	}
@@ -201,6 +204,8 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const char *data, uint3
 		c->n_meta = 0;
 	c->exp = exp;
 	c->eflags = eflags;
+	/* Only this GO counts: an INFO before it commits the client to nothing. */
+	c->block_size_negotiated = want_bs;
 	return 1;
 }
 

@@ -92,6 +92,9 @@ struct nbd_conn {
 	bool no_zeroes;
 	bool structured;
 	bool extended;
+	/* The GO that started transmission asked for NBD_INFO_BLOCK_SIZE: the
+	 * client agreed to our maximum payload (NBD_EXPORT_NAME never does). */
+	bool block_size_negotiated;
 	unsigned n_options;
 	char *meta_export; /* the export SET_META_CONTEXT named */
 	struct nbd_meta_selected *meta;

@@ -122,7 +122,11 @@
 
 /* limits of this server */
 #define NBD_MAX_STRING       4096u              /* the spec's string limit */
-#define NBD_MAX_PAYLOAD      (32u * 1024 * 1024) /* largest READ/WRITE */
+#define NBD_MAX_PAYLOAD      (32u * 1024 * 1024) /* largest READ/WRITE, advertised */
+/* Largest READ/WRITE from a client that did not negotiate block sizes (it may
+ * not know ours): served in NBD_MAX_PAYLOAD pieces, as much as nbd-server and
+ * nbdkit serve such clients. */
+#define NBD_MAX_REQUEST      (64u * 1024 * 1024)
 #define NBD_MAX_OPTION_DATA  (64u * 1024)       /* larger options are discarded */
 #define NBD_MAX_OPTIONS      1024u              /* options per handshake */
 #define NBD_PREFERRED_BLOCK  4096u
