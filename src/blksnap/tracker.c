@@ -565,3 +565,30 @@ int tracker_mark_dirty(struct device *dev, const struct sector_range *r, size_t 
 
 	return tracker_with(dev, mark_dirty, &dq);
 }
+
+static void saved_state_stale(struct device *dev, void *opaque)
+{
+	struct blksnap *bs = opaque;
+	char *cbt = cbt_store_path(bs->state_dir, device_name(dev));
+	char *wil = cbt_store_wil_path(bs->state_dir, device_name(dev));
+
+	if (!cbt || !wil) {
+		log_error("%s: out of memory", device_name(dev));
+	} else if (access(cbt, F_OK) == 0) {
+		/* Removed before the write goes down: a crash after it finds no
+		 * map, never one that misses the write. */
+		if (cbt_store_remove(cbt) == 0)
+			log_warn("%s: written with no tracker attached: its saved CBT map %s no longer describes it "
+				 "and is removed (the next tracker starts a new generation)", device_name(dev), cbt);
+		if (unlink(wil) < 0 && errno != ENOENT)
+			log_warn("%s: cannot remove %s: %s", device_name(dev), wil, strerror(errno));
+	}
+	free(cbt);
+	free(wil);
+}
+
+void tracker_guard_saved_state(struct blksnap *bs, struct device *dev)
+{
+	if (bs->state_dir)
+		device_on_first_write(dev, &tracker_filter_ops, saved_state_stale, bs);
+}

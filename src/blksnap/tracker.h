@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <uuid/uuid.h>
 
+struct blksnap;
 struct device;
 
 struct cbt_info {
@@ -37,6 +38,12 @@ int tracker_mark_dirty(struct device *dev, const struct sector_range *r, size_t 
 
 /* The tracker filter type, for device_attach and the filter table. */
 extern const struct filter_ops tracker_filter_ops;
+
+/* With bs->state_dir: should DEV be changed while no tracker is attached,
+ * its saved map (NAME.cbt, NAME.wil) is removed before the change is made,
+ * for that map would load later as if nothing had been written. Call when DEV
+ * joins the daemon, before it is served. */
+void tracker_guard_saved_state(struct blksnap *bs, struct device *dev);
 
 /* For the snapshot code, on the tracker filter F of a device. */
 struct cbt_map;

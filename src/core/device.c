@@ -44,6 +44,13 @@ struct device {
 	bool killed;        /* guarded by io_lock (exclusive to change) */
 	atomic_int refs;
 	atomic_bool written; /* a change has gone down the stack since open */
+	/* Run once before the first change, unless a filter of type
+	 * first_write_unless is attached then (device_on_first_write); the
+	 * writers that come meanwhile wait on first_write_lock (a leaf). */
+	pthread_mutex_t first_write_lock;
+	void (*first_write)(struct device *dev, void *opaque);
+	void *first_write_opaque;
+	const struct filter_ops *first_write_unless;
 	enum lock_rank drain_rank; /* an image's drain lock comes before its origin's */
 	_Atomic(struct description *) description;
 };
@@ -98,6 +105,7 @@ int device_new(const char *name, struct backing *b, bool readonly, struct device
 	atomic_init(&dev->size, backing_size(dev->backing));
 	atomic_init(&dev->refs, 1);
 	atomic_init(&dev->written, false);
+	pthread_mutex_init(&dev->first_write_lock, NULL);
 	pthread_rwlockattr_init(&attr);
 	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&dev->io_lock, &attr);
@@ -155,6 +163,7 @@ void device_put(struct device *dev)
 	}
 	backing_close(dev->backing);
 	pthread_rwlock_destroy(&dev->io_lock);
+	pthread_mutex_destroy(&dev->first_write_lock);
 	for (d = atomic_load(&dev->description); d;) {
 		struct description *older = d->older;
 
@@ -222,6 +231,32 @@ static void log_io_error(struct device *dev, const char *what, uint64_t count, u
  * wait out a shrink and then write past the new end (growing the file again).
  * A killed device refuses everything (-ENODEV, not logged: its clients are
  * told, the log was told once at the kill). */
+static struct filter **find_filter(struct device *dev, const struct filter_ops *ops);
+
+/* The first change since open: the hook first, then the flag, and every
+ * writer behind the flag. Under the drain lock (read or write): the stack
+ * cannot change meanwhile. */
+static void first_write(struct device *dev)
+{
+	pthread_mutex_lock(&dev->first_write_lock);
+	if (!atomic_load(&dev->written)) {
+		if (dev->first_write && !(dev->first_write_unless && find_filter(dev, dev->first_write_unless)))
+			dev->first_write(dev, dev->first_write_opaque);
+		atomic_store(&dev->written, true);
+	}
+	pthread_mutex_unlock(&dev->first_write_lock);
+}
+
+void device_on_first_write(struct device *dev, const struct filter_ops *unless,
+			   void (*fn)(struct device *dev, void *opaque), void *opaque)
+{
+	pthread_mutex_lock(&dev->first_write_lock);
+	dev->first_write = fn;
+	dev->first_write_opaque = opaque;
+	dev->first_write_unless = unless;
+	pthread_mutex_unlock(&dev->first_write_lock);
+}
+
 #define DEVICE_IO(dev, what, count, offset, write, call)                        \
 	do {                                                                     \
 		int r_;                                                          \
@@ -231,8 +266,8 @@ static void log_io_error(struct device *dev, const char *what, uint64_t count, u
 			drain_unlock(dev);                                       \
 			return r_;                                               \
 		}                                                                \
-		if ((write) && !atomic_load_explicit(&(dev)->written, memory_order_relaxed)) \
-			atomic_store(&(dev)->written, true);                    \
+		if ((write) && !atomic_load_explicit(&(dev)->written, memory_order_acquire)) \
+			first_write(dev);                                        \
 		r_ = (call);                                                     \
 		drain_unlock(dev);                                               \
 		if (r_ < 0 && r_ != -ENOTSUP && r_ != -ENODEV)                   \
@@ -587,7 +622,7 @@ int device_resize(struct device *dev, uint64_t size, uint64_t *old_size)
 	}
 	/* -s truncates even to the same device size: the file may hold a partial
 	 * sector past it, or have been grown behind our back. */
-	atomic_store(&dev->written, true);
+	first_write(dev);
 	r = backing_resize(dev->backing, size, !probe);
 	if (r == 0)
 		atomic_store(&dev->size, size);

@@ -30,6 +30,13 @@ bool device_readonly(const struct device *dev);
 /* Has a write, trim, write-zeroes or resize gone down the filter stack since
  * the device was opened? (A saved CBT map describes the store only if not.) */
 bool device_written(const struct device *dev);
+struct filter_ops;
+/* FN runs once, before the first write, trim, write-zeroes or resize goes
+ * down DEV's stack, unless a filter of type UNLESS (NULL: none) is attached
+ * at that moment; writers that come meanwhile wait for it. FN must not do
+ * I/O on DEV. Set before DEV is served. */
+void device_on_first_write(struct device *dev, const struct filter_ops *unless,
+			   void (*fn)(struct device *dev, void *opaque), void *opaque);
 uint32_t device_logical_block_size(const struct device *dev);
 
 /* 0 if [offset, offset+count) lies inside the device as it is now, else -EINVAL

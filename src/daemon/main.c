@@ -34,6 +34,7 @@
 #include "blksnap/blksnap.h"
 #include "blksnap/cbt_store.h"
 #include "blksnap/image.h"
+#include "blksnap/tracker.h"
 #include "filters/filters.h"
 #include "filters/mirror.h"
 
@@ -72,6 +73,13 @@ static int nbd_device_added(void *opaque, struct device *dev)
 static void nbd_device_removed(void *opaque, struct device *dev)
 {
 	nbd_server_remove_export(opaque, device_name(dev));
+}
+
+/* A device written with no tracker makes its saved CBT map stale. */
+static int state_device_added(void *opaque, struct device *dev)
+{
+	tracker_guard_saved_state(opaque, dev);
+	return 0;
 }
 
 /* ... and a file of the same name in the FUSE directory. */
@@ -419,7 +427,7 @@ static void teardown(struct daemon *d)
 int main(int argc, char **argv)
 {
 	struct daemon d = { .sigfd = -1, .control_fd = -1, .state_lock_fd = -1 };
-	struct registry_observer nbd_observer, fuse_observer;
+	struct registry_observer nbd_observer, fuse_observer, state_observer;
 	char err[512];
 	struct nbd_server_config cfg = { 0 };
 	struct control_access access;
@@ -474,6 +482,10 @@ int main(int argc, char **argv)
 		d.opt.state_dir = abs;
 		d.bs.state_dir = abs;
 		log_info("CBT state directory %s", abs);
+	}
+	if (d.opt.state_dir) {
+		state_observer = (struct registry_observer){ state_device_added, NULL, &d.bs };
+		registry_observe(d.reg, &state_observer);
 	}
 	nbd_observer = (struct registry_observer){ nbd_device_added, nbd_device_removed, d.nbd };
 	registry_observe(d.reg, &nbd_observer);

@@ -6,7 +6,8 @@
 # write-intent log (a.wil) rebuild the map in the same generation. Every case
 # it cannot prove gets a new generation: a missing or damaged log, a corrupted
 # file, another capacity, other tracking parameters, a write before the
-# tracker was attached. Detach and device_remove
+# tracker was attached, a run without the tracker that wrote the device
+# (which removes the file before that write). Detach and device_remove
 # remove the file. A bad --state-dir fails at start; a missing one is made.
 . "$BDF_SRCDIR/tests/functional/lib.sh"
 need qemu-io nbdinfo
@@ -210,6 +211,24 @@ io a "write -P 0x66 0 4k"                        # before the tracker: not in th
 B attach -d a >/dev/null
 logged "written before the tracker was attached"
 [ "$(gen)" != "$G7" ] || fail "a write before the attach kept the generation"
+
+# --- a run with no tracker that writes makes the saved map stale, even if killed ----------------
+G8=$(gen)
+bdf_stop                                         # saved CLEAN, generation G8
+start --device "a=$T/a.img"                       # no tracker
+[ -f "$F" ] || fail "a start without writes removed $F"
+io a "write -P 0x77 1M 4k"                       # nothing tracks this
+[ ! -e "$F" ] || fail "a write with no tracker left $F, which would load as clean"
+logged "written with no tracker attached"
+kill -KILL "$BDF_PID"; wait "$BDF_PID" 2>/dev/null || true; BDF_PID=
+start --device "a=$T/a.img,filter=tracker"
+[ "$(gen)" != "$G8" ] || fail "the map saved before an untracked write was loaded after a restart"
+G9=$(gen)
+bdf_stop
+start --device "a=$T/a.img"                       # no tracker, no write: the map stays
+bdf_stop
+start --device "a=$T/a.img,filter=tracker"
+[ "$(gen)" = "$G9" ] || fail "a run with no tracker and no write lost the map"
 
 # --- device_remove: the file goes at once, though a client holds the device --------------------
 $PY -c 'import nbd' 2>/dev/null || skip "python3-libnbd not installed"
