@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 MESON_OPTS ?=
 
-.PHONY: all check check-asan bench demo deps clean fuzz fuzz-long
+.PHONY: all check check-asan bench demo deps clean fuzz fuzz-long soak
 
 all: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -37,6 +37,13 @@ bench: all
 demo: all
 	@sh scripts/install-deps.sh demo
 	@bash scripts/demo.sh $(BUILD)
+
+# A long stress test, not in CI (docs/testing.md, "Soak"); needs root.
+SOAK_MINUTES ?= 10
+SOAK_DIR ?=
+soak: all
+	@sh scripts/install-deps.sh test
+	SOAK_MINUTES='$(SOAK_MINUTES)' SOAK_DIR='$(SOAK_DIR)' /usr/bin/python3 tests/soak/soak.py $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
