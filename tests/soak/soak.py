@@ -16,7 +16,8 @@ serves two 256 MiB devices, a and b, both with the tracker attached. For
 SOAK_MINUTES, at once:
 
 - three NBD clients (processes, Debian's python3 nbd module, reconnecting now
-  and then) read, write (some with FUA), trim, write zeroes and flush on both
+  and then; the first over TLS: the daemon runs with --tls on and X.509
+  credentials made by certtool) read, write (some with FUA), trim, write zeroes and flush on both
   devices, and one more client process does the same through a loop device
   (losetup --direct-io=on, O_DIRECT, BLKDISCARD, BLKZEROOUT) on device a's
   FUSE file. The devices are cut into extents of 4 KiB to 1 MiB,
@@ -346,7 +347,9 @@ class Soak:
 
     # ---- the daemon and the CLI ----
 
-    def uri(self, export):
+    def uri(self, export, tls=False):
+        if tls:
+            return "nbds+unix:///%s?socket=%s&tls-certificates=%s" % (export, self.sock, self.pki)
         return "nbd+unix:///%s?socket=%s" % (export, self.sock)
 
     def cli(self, *args):
@@ -371,7 +374,7 @@ class Soak:
     def start_daemon(self):
         args = [self.bdfilterd, "--foreground", "--nbd-listen", "unix:" + self.sock,
                 "--control", self.control, "--state-dir", os.path.join(self.dir, "state"),
-                "--fuse-dir", self.fuse_dir]
+                "--fuse-dir", self.fuse_dir, "--tls", "on", "--tls-creds", self.pki]
         for dev in DEVICES:
             args += ["--device", "%s=%s,filter=tracker" % (dev, self.img[dev])]
         self.daemon_log = open(os.path.join(self.dir, "bdfilterd.log"), "w")
@@ -427,6 +430,9 @@ class Soak:
             if libc.fallocate(f.fileno(), 0x02 | 0x01, 0, BLOCK) != 0:  # PUNCH_HOLE | KEEP_SIZE
                 raise Failed("%s cannot punch holes (fallocate: %s): a trim would not read back as "
                              "zeros; choose another SOAK_DIR" % (self.parent, os.strerror(ctypes.get_errno())))
+        self.pki = os.path.join(self.dir, "pki")
+        lib = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "functional", "tls-lib.sh")
+        subprocess.run(["bash", "-c", '. "$0"; make_x509 "$1"', lib, self.pki], check=True)
         os.mkdir(os.path.join(self.dir, "diffdir"))
         with open(os.path.join(self.dir, "diff.img"), "wb") as f:
             f.truncate(4 << 30)
@@ -547,7 +553,8 @@ class Soak:
                 for dev in DEVICES:
                     h = nbd.NBD()
                     h.set_handle_name("soak-%d-%s" % (k, dev))
-                    h.connect_uri(self.uri(dev))
+                    h.set_uri_allow_local_file(True)  # tls-certificates=
+                    h.connect_uri(self.uri(dev, tls=(k == 0)))
                     handles[dev] = h
                 left = rnd.randrange(200, 3000)
             left -= 1
