@@ -147,6 +147,61 @@ static void command_lines(void **state)
 	options_free(&o);
 }
 
+/* TLS options: the mode word, credentials that --tls on|require,
+ * --tls-verify-peer and --tls-authz need, one kind of credentials. Loading
+ * them is bdfilterd's start-up (tests/interop/tls.sh). */
+static void tls_options(void **state)
+{
+	struct options o;
+	char *none[] = { "bdfilterd", "--device", "a=/tmp/a", NULL };
+	char *req[] = { "bdfilterd", "--tls", "require", "--tls-creds", "/pki", "--device", "a=/tmp/a", NULL };
+	char *psk[] = { "bdfilterd", "--tls", "on", "--tls-psk", "/k.psk", "--tls-authz", "alice",
+			"--device", "a=/tmp/a", NULL };
+	char *off[] = { "bdfilterd", "--tls", "off", "--device", "a=/tmp/a", NULL };
+	char *verify[] = { "bdfilterd", "--tls-creds", "/pki", "--tls-verify-peer", "--device", "a=/tmp/a", NULL };
+	char *bad[][8] = {
+		{ "bdfilterd", "--tls", "maybe", "--tls-creds", "/pki", "--device", "a=/tmp/a", NULL },
+		{ "bdfilterd", "--tls", "", "--tls-creds", "/pki", "--device", "a=/tmp/a", NULL },
+		{ "bdfilterd", "--tls", "require", "--device", "a=/tmp/a", NULL },
+		{ "bdfilterd", "--tls", "on", "--device", "a=/tmp/a", NULL },
+		{ "bdfilterd", "--tls-creds", "/pki", "--tls-psk", "/k", "--device", "a=/tmp/a", NULL },
+		{ "bdfilterd", "--tls-verify-peer", "--device", "a=/tmp/a", NULL },
+		{ "bdfilterd", "--tls-authz", "CN=x", "--device", "a=/tmp/a", NULL },
+		{ "bdfilterd", "--tls-creds", "", "--device", "a=/tmp/a", NULL },
+	};
+
+	(void)state;
+	assert_int_equal(options_parse(3, none, &o), 0);
+	assert_false(o.tls_mode_set); /* per listener: off on loopback, require beyond */
+	assert_null(o.tls_creds);
+	options_free(&o);
+	assert_int_equal(options_parse(7, req, &o), 0);
+	assert_true(o.tls_mode_set);
+	assert_int_equal(o.tls_mode, NBD_TLS_REQUIRE);
+	assert_string_equal(o.tls_creds, "/pki");
+	options_free(&o);
+	assert_int_equal(options_parse(9, psk, &o), 0);
+	assert_int_equal(o.tls_mode, NBD_TLS_ON);
+	assert_string_equal(o.tls_psk, "/k.psk");
+	assert_string_equal(o.tls_authz, "alice");
+	options_free(&o);
+	assert_int_equal(options_parse(5, off, &o), 0);
+	assert_int_equal(o.tls_mode, NBD_TLS_OFF);
+	options_free(&o);
+	assert_int_equal(options_parse(6, verify, &o), 0);
+	assert_true(o.tls_verify_peer);
+	assert_false(o.tls_mode_set);
+	options_free(&o);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int argc = 0;
+
+		while (bad[i][argc])
+			argc++;
+		assert_int_equal(options_parse(argc, bad[i], &o), -1);
+		options_free(&o);
+	}
+}
+
 static void control_groups(void **state)
 {
 	struct options o;
@@ -294,6 +349,7 @@ int main(void)
 		cmocka_unit_test(listen_addrs),
 		cmocka_unit_test(command_lines),
 		cmocka_unit_test(control_groups),
+		cmocka_unit_test(tls_options),
 		cmocka_unit_test(sizes),
 		cmocka_unit_test(nbd_limits),
 	};
