@@ -9,8 +9,10 @@
 
 #include <errno.h>
 #include <gnutls/gnutls.h>
+#include <poll.h>
 #include <gnutls/x509.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,9 @@
  * reply header, the start of its payload) are gathered into one record of at
  * most this size rather than a record each. */
 #define TLS_RECORD_MAX 16384
+/* GnuTLS reads a record's header and then its body, two recv()s a record:
+ * what it pulls comes from a buffer this large, refilled by one recv(). */
+#define TLS_PULL_BUFFER (128 * 1024)
 /* How long a closing connection waits to say goodbye (close_notify). */
 #define TLS_BYE_TIMEOUT_MS 1000
 
@@ -44,7 +49,12 @@ struct nbd_tls {
 
 struct tls_session {
 	gnutls_session_t s;
+	int fd;
 	char stage[TLS_RECORD_MAX];
+	/* Ciphertext received and not yet pulled by GnuTLS (only the reading
+	 * thread touches it). */
+	size_t rpos, rlen;
+	char rbuf[TLS_PULL_BUFFER];
 };
 
 /* ---- credentials ---- */
@@ -267,7 +277,54 @@ static size_t tls_pending(struct nbd_transport *t)
 {
 	struct tls_session *ts = t->priv;
 
-	return gnutls_record_check_pending(ts->s);
+	/* Plaintext GnuTLS holds, and ciphertext we hold for it: poll() sees
+	 * neither. */
+	return gnutls_record_check_pending(ts->s) + (ts->rlen - ts->rpos);
+}
+
+/* GnuTLS's pull: from our buffer, refilled by one recv() of what the socket
+ * has (a large read goes straight to GnuTLS's buffer). */
+static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *data, size_t size)
+{
+	struct tls_session *ts = ptr;
+	ssize_t r;
+
+	if (ts->rpos == ts->rlen) {
+		if (size >= sizeof(ts->rbuf)) {
+			r = recv(ts->fd, data, size, 0);
+			if (r < 0)
+				gnutls_transport_set_errno(ts->s, errno);
+			return r;
+		}
+		r = recv(ts->fd, ts->rbuf, sizeof(ts->rbuf), 0);
+		if (r <= 0) {
+			if (r < 0)
+				gnutls_transport_set_errno(ts->s, errno);
+			return r;
+		}
+		ts->rpos = 0;
+		ts->rlen = (size_t)r;
+	}
+	r = (ssize_t)(size < ts->rlen - ts->rpos ? size : ts->rlen - ts->rpos);
+	memcpy(data, ts->rbuf + ts->rpos, (size_t)r);
+	ts->rpos += (size_t)r;
+	return r;
+}
+
+/* Is there anything to pull within MS milliseconds? (GnuTLS's handshake
+ * timeout waits through this.) 1 yes, 0 no, -1 error. */
+static int tls_pull_timeout(gnutls_transport_ptr_t ptr, unsigned ms)
+{
+	struct tls_session *ts = ptr;
+	struct pollfd pfd = { .fd = ts->fd, .events = POLLIN };
+	int r;
+
+	if (ts->rpos < ts->rlen)
+		return 1;
+	r = poll(&pfd, 1, ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int)(ms > INT32_MAX ? INT32_MAX : ms));
+	if (r < 0)
+		gnutls_transport_set_errno(ts->s, errno);
+	return r < 0 ? -1 : r > 0;
 }
 
 static void tls_shutdown(struct nbd_transport *t, int how)
@@ -416,7 +473,12 @@ int nbd_tls_start(struct nbd_tls *tls, struct nbd_transport *t, const char *peer
 		log_error("%s: TLS: %s", peer, gnutls_strerror(r));
 		goto fail;
 	}
-	gnutls_transport_set_int(s, t->fd);
+	/* Sends go straight to the socket, receives through our buffer. */
+	ts->s = s;
+	ts->fd = t->fd;
+	gnutls_transport_set_ptr2(s, ts, (gnutls_transport_ptr_t)(intptr_t)t->fd);
+	gnutls_transport_set_pull_function(s, tls_pull);
+	gnutls_transport_set_pull_timeout_function(s, tls_pull_timeout);
 	do {
 		uint64_t now = now_ns();
 
@@ -449,7 +511,6 @@ int nbd_tls_start(struct nbd_tls *tls, struct nbd_transport *t, const char *peer
 		log_debug("%s: TLS session %s", peer, desc ? desc : "");
 		gnutls_free(desc);
 	}
-	ts->s = s;
 	t->ops = &tls_ops;
 	t->priv = ts;
 	return 0;
