@@ -83,15 +83,44 @@ static bool valid_block_size(uint64_t bs)
 /* ---- small file helpers, relative to the repository's directory ---- */
 
 /* Read a whole small file (at most MAX bytes) into a NUL-terminated buffer. */
+/* Open NAME for reading only if it is a regular file: a FIFO or a device
+ * planted in a repository must not hang or feed a reader (O_NONBLOCK keeps
+ * the open of a FIFO from waiting for a writer). -EINVAL for another type. */
+static int open_regular(int dirfd, const char *name)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		int e = -errno;
+
+		close(fd);
+		return e;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	return fd;
+}
+
+/* What open_regular's and read_small's errors say to a user. */
+static const char *file_error(int e)
+{
+	return e == -EINVAL ? "not a regular file" : e == -EFBIG ? "too large" : strerror(-e);
+}
+
 static int read_small(int dirfd, const char *name, size_t max, char **out, size_t *len)
 {
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	int fd = open_regular(dirfd, name);
 	struct stat st;
 	char *buf;
 	ssize_t got;
 
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size > max) {
 		int r = errno ? -errno : -EFBIG;
 
@@ -368,7 +397,7 @@ static void load_manifest(struct repo *r, struct backup_info *b)
 	snprintf(name, sizeof(name), "%06u/manifest.json", b->num);
 	e = read_small(r->dirfd, name, 1 << 20, &text, NULL);
 	if (e < 0) {
-		set_error(b, "backup %u: %s: %s", b->num, name, strerror(-e));
+		set_error(b, "backup %u: %s: %s", b->num, name, file_error(e));
 		return;
 	}
 	repo_parse_manifest(r->block_size, b, text, name);
@@ -428,7 +457,7 @@ static int read_repo_json(struct repo *r)
 	int e = read_small(r->dirfd, "repo.json", 1 << 16, &text, NULL);
 
 	if (e < 0) {
-		bk_error("%s/repo.json: %s%s", r->dir, strerror(-e),
+		bk_error("%s/repo.json: %s%s", r->dir, file_error(e),
 			 e == -ENOENT ? " (not a bdfilter-backup repository)" : "");
 		return e;
 	}
@@ -747,7 +776,7 @@ int repo_read_index(struct repo *r, unsigned num, char **why, struct repo_entry 
 	/* The index has an entry per block at most. */
 	err = read_small(r->dirfd, name, INDEX_HEADER + (nblocks + 1) * INDEX_ENTRY, &buf, &len);
 	if (err < 0) {
-		report(why, "backup %u: %s: %s", num, name, err == -EFBIG ? "too large" : strerror(-err));
+		report(why, "backup %u: %s: %s", num, name, file_error(err));
 		return err;
 	}
 	err = repo_parse_index(b, buf, len, name, why, out, n);
@@ -762,12 +791,10 @@ int repo_open_data(struct repo *r, unsigned num, char **why)
 	int fd;
 
 	snprintf(name, sizeof(name), "%06u/data", num);
-	fd = openat(r->dirfd, name, O_RDONLY | O_CLOEXEC);
+	fd = open_regular(r->dirfd, name);
 	if (fd < 0) {
-		int e = -errno;
-
-		report(why, "backup %u: %s: %s", num, name, strerror(-e));
-		return e;
+		report(why, "backup %u: %s: %s", num, name, file_error(fd));
+		return fd;
 	}
 	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != r->b[num].data_size) {
 		report(why, "backup %u: %s holds %jd bytes, the manifest says %" PRIu64 " (truncated?)", num, name,

@@ -3,6 +3,7 @@
 # a bad command line), and leaves the repository exactly as it was: a server
 # that is not there, a wrong export, a missing bitmap, a stale generation, a
 # snapshot that is not newer, damaged data, index, manifests and repo.json,
+# a FIFO in place of any of them,
 # a backup number that does not exist, a restore target too small or of the
 # wrong kind, a repository in use, and a backup killed half way.
 . "$BDF_SRCDIR/tests/functional/lib.sh"
@@ -120,6 +121,15 @@ R="$T/dmg" bad 1 "manifest.json" restore --repo "$T/dmg" --to "$T/x.img"
 damaged
 sed -i 's/"block_size": *65536/"block_size": 4096/' "$T/dmg/000000/manifest.json"
 R="$T/dmg" bad 1 "block_size" list --repo "$T/dmg"
+
+# a FIFO in place of a file: refused at once, never waited on
+for f in repo.json 000000/manifest.json 000000/index 000000/data; do
+	damaged
+	rm -f "$T/dmg/$f"
+	mkfifo "$T/dmg/$f"
+	_rc=0; timeout 30 "$BACKUP" restore --repo "$T/dmg" --to "$T/x.img" >/dev/null 2>"$T/err" || _rc=$?
+	[ $_rc = 1 ] && grep -q "$f: not a regular file" "$T/err" || fail "$f as a FIFO: exit $_rc: $(cat "$T/err")"
+done
 
 damaged
 echo '{ "format": "something else" }' >"$T/dmg/repo.json"
