@@ -427,11 +427,26 @@ static void fx_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void fx_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct fx_dir *d = (struct fx_dir *)(uintptr_t)fi->fh;
+	size_t n;
+	char *copy;
 
-	if (off < 0 || (size_t)off >= d->len)
+	if (off < 0 || (size_t)off >= d->len) {
 		fuse_reply_buf(req, NULL, 0);
-	else
-		fuse_reply_buf(req, d->buf + off, size < d->len - (size_t)off ? size : d->len - (size_t)off);
+		return;
+	}
+	/* Replied from a copy: once the kernel has the reply, the directory
+	 * may be closed and D freed by another thread while this one is still
+	 * in the reply's writev (AddressSanitizer checks the buffer after the
+	 * call returns, and saw it freed). */
+	n = size < d->len - (size_t)off ? size : d->len - (size_t)off;
+	copy = malloc(n);
+	if (!copy) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(copy, d->buf + off, n);
+	fuse_reply_buf(req, copy, n);
+	free(copy);
 }
 
 static void fx_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
