@@ -15,6 +15,7 @@
 #include <json-c/json.h>
 
 #include "backup/backup.h"
+#include "backup/prune.h"
 #include "backup/repo.h"
 #include "backup/source.h"
 
@@ -36,6 +37,9 @@ static const struct command commands[] = {
 	  "check that every backup can be restored (--deep: read and check every chunk)" },
 	{ "list", "--repo REPO [--key-file FILE]", "list the backups" },
 	{ "info", "--repo REPO [--key-file FILE]", "sizes before and after dedup and compression" },
+	{ "prune", "--repo REPO [--keep-last N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N]\n"
+		   "       [--device NAME] [--dry-run] [--key-file FILE]",
+	  "remove the backups the policy does not keep, and what only they used" },
 };
 
 static void usage(FILE *f)
@@ -65,6 +69,11 @@ static void usage(FILE *f)
 		   "  --repo-version V    the format of a new repository: 2 (default) or 1\n"
 		   "  --deep              verify: fetch, decrypt and check every chunk\n"
 		   "  --writers N         restore: threads that fetch and write at once (1-16; default 4)\n"
+		   "  --keep-last N       prune: keep each device's N newest backups\n"
+		   "  --keep-daily N      prune: and the newest of each of the N latest days (UTC)\n"
+		   "  --keep-weekly N     prune: ... of the N latest ISO weeks\n"
+		   "  --keep-monthly N    prune: ... of the N latest months\n"
+		   "  --dry-run           prune: say what would be removed, remove nothing\n"
 		   "  --bitmap CONTEXT    the dirty bitmap to read (NAME or qemu:dirty-bitmap:NAME);\n"
 		   "                      from bdfilterd it is found from the chain's last backup\n"
 		   "  --connections N     NBD connections that read at once (1-%d; default: the\n"
@@ -165,7 +174,8 @@ static void print_kv(struct json_object *o)
 int main(int argc, char **argv)
 {
 	enum { O_FROM = 256, O_REPO, O_BITMAP, O_CONN, O_BS, O_AT, O_TO, O_JSON, O_QUIET, O_TLS_CREDS, O_TLS_PSK,
-	       O_TLS_USER, O_DEVICE, O_KEY, O_LEVEL, O_RVERSION, O_DEEP, O_WRITERS };
+	       O_TLS_USER, O_DEVICE, O_KEY, O_LEVEL, O_RVERSION, O_DEEP, O_WRITERS, O_KEEP_LAST, O_KEEP_DAILY,
+	       O_KEEP_WEEKLY, O_KEEP_MONTHLY, O_DRY_RUN };
 	static const struct option opts[] = {
 		{ "from", required_argument, NULL, O_FROM },
 		{ "repo", required_argument, NULL, O_REPO },
@@ -185,6 +195,11 @@ int main(int argc, char **argv)
 		{ "repo-version", required_argument, NULL, O_RVERSION },
 		{ "deep", no_argument, NULL, O_DEEP },
 		{ "writers", required_argument, NULL, O_WRITERS },
+		{ "keep-last", required_argument, NULL, O_KEEP_LAST },
+		{ "keep-daily", required_argument, NULL, O_KEEP_DAILY },
+		{ "keep-weekly", required_argument, NULL, O_KEEP_WEEKLY },
+		{ "keep-monthly", required_argument, NULL, O_KEEP_MONTHLY },
+		{ "dry-run", no_argument, NULL, O_DRY_RUN },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -195,7 +210,8 @@ int main(int argc, char **argv)
 	bool json = false, quiet = false, have_at = false, have_bs = false, deep = false;
 	const char *device = NULL, *key_file = NULL;
 	uint64_t level = 0, repo_version = 0, writers = 0;
-	bool have_level = false;
+	bool have_level = false, dry_run = false, have_keep = false;
+	struct prune_rules keep = { 0 };
 	struct json_object *result = NULL;
 	struct source_tls tls = { 0 };
 	int opt, r;
@@ -234,6 +250,22 @@ int main(int argc, char **argv)
 		case O_DEVICE: device = optarg; break;
 		case O_KEY: key_file = optarg; break;
 		case O_DEEP: deep = true; break;
+		case O_DRY_RUN: dry_run = true; break;
+		case O_KEEP_LAST:
+		case O_KEEP_DAILY:
+		case O_KEEP_WEEKLY:
+		case O_KEEP_MONTHLY: {
+			uint64_t v;
+
+			if (!parse_u64(optarg, &v, false) || v > 1000000)
+				return usage_error("--keep-%s '%s': a number from 0 to 1000000 is needed",
+						   opt == O_KEEP_LAST ? "last" : opt == O_KEEP_DAILY ? "daily" :
+						   opt == O_KEEP_WEEKLY ? "weekly" : "monthly", optarg);
+			*(opt == O_KEEP_LAST ? &keep.last : opt == O_KEEP_DAILY ? &keep.daily :
+			  opt == O_KEEP_WEEKLY ? &keep.weekly : &keep.monthly) = (unsigned)v;
+			have_keep = true;
+			break;
+		}
 		case O_LEVEL:
 			if (!parse_u64(optarg, &level, false) || level > 19)
 				return usage_error("--compress-level '%s': a number from 0 to 19 is needed", optarg);
@@ -280,8 +312,10 @@ int main(int argc, char **argv)
 	if ((have_level || repo_version) && strcmp(cmd, "full"))
 		return usage_error("%s: --compress-level and --repo-version are for the full backup that makes a "
 				   "repository", c->name);
-	if (device && strcmp(cmd, "full") && strcmp(cmd, "incremental"))
+	if (device && strcmp(cmd, "full") && strcmp(cmd, "incremental") && strcmp(cmd, "prune"))
 		return usage_error("%s takes no --device", c->name);
+	if ((have_keep || dry_run) && strcmp(cmd, "prune"))
+		return usage_error("%s takes no --keep-* or --dry-run", c->name);
 	if (deep && strcmp(cmd, "verify"))
 		return usage_error("%s takes no --deep", c->name);
 	if (writers && strcmp(cmd, "restore"))
@@ -328,6 +362,11 @@ int main(int argc, char **argv)
 		r = restore_run(&o, &result);
 	} else if (!strcmp(cmd, "verify")) {
 		r = verify_run(repo, key_file, deep, &result);
+	} else if (!strcmp(cmd, "prune")) {
+		struct prune_opts po = {
+			.repo = repo, .key_file = key_file, .device = device, .keep = keep, .dry_run = dry_run,
+		};
+		r = prune_run(&po, &result);
 	} else if (!strcmp(cmd, "info")) {
 		r = info_run(repo, key_file, &result);
 	} else {

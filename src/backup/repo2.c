@@ -873,6 +873,49 @@ int repo2_load_chunks(struct repo2 *r, struct seal_ctx *sc, bool strict)
 	return 0;
 }
 
+struct each {
+	struct repo2 *r;
+	void (*fn)(void *opaque, const uint8_t id[CHUNK_ID_LEN], const struct chunk_loc *loc);
+	void *opaque;
+	int err;
+};
+
+static void each_entry(void *opaque, const uint8_t id[CHUNK_ID_LEN], const uint8_t pack[32],
+		       const struct chunk_loc *loc)
+{
+	struct each *e = opaque;
+	struct chunk_loc c = *loc;
+
+	if ((c.pack = pack_number(e->r, pack)) == UINT32_MAX)
+		e->err = -ENOMEM;
+	else
+		e->fn(e->opaque, id, &c);
+}
+
+int repo2_each_index_entry(struct repo2 *r, struct seal_ctx *sc,
+			   void (*fn)(void *opaque, const uint8_t id[CHUNK_ID_LEN], const struct chunk_loc *loc),
+			   void *opaque)
+{
+	for (size_t i = 0; i < r->n_index; i++) {
+		struct each ea = { r, fn, opaque, 0 };
+		void *buf;
+		size_t len;
+		int e = get_addressed(r, sc, r->index_keys[i], "index/", &buf, &len, NULL);
+
+		if (e < 0)
+			return e;
+		e = repo2_parse_index(buf, len, each_entry, &ea);
+		free(buf);
+		if (e < 0) {
+			bk_error("%s: %s: not a chunk index", r->url, r->index_keys[i]);
+			return e;
+		}
+		if (ea.err < 0)
+			return ea.err;
+	}
+	return 0;
+}
+
 int repo2_find_chunk(struct repo2 *r, const uint8_t id[CHUNK_ID_LEN], struct chunk_loc *loc)
 {
 	int e = chunk_table_get(r->chunks, id, loc);
@@ -1074,8 +1117,6 @@ int pack_writer_add(struct pack_writer *w, const uint8_t id[CHUNK_ID_LEN], const
 
 int pack_writer_finish(struct pack_writer *w, struct seal_ctx *sc, char **index)
 {
-	uint8_t *buf;
-	size_t len;
 	int e;
 
 	*index = NULL;
@@ -1083,27 +1124,36 @@ int pack_writer_finish(struct pack_writer *w, struct seal_ctx *sc, char **index)
 		return e;
 	if (w->n_added == 0)
 		return 0;
-	len = INDEX_HEADER + w->n_added * (size_t)INDEX_ENTRY;
+	e = repo2_write_index(w->r, sc, w->added, w->n_added, index);
+	if (e == 0)
+		repo2_crash_point("index");
+	return e;
+}
+
+int repo2_write_index(struct repo2 *r, struct seal_ctx *sc, const struct new_chunk *v, size_t n, char **index)
+{
+	size_t len = INDEX_HEADER + n * (size_t)INDEX_ENTRY;
+	uint8_t *buf;
+	int e;
+
 	if (!(buf = malloc(len)))
 		return -ENOMEM;
 	memcpy(buf, INDEX_MAGIC, 8);
-	put_le64(buf + 8, w->n_added);
-	for (size_t i = 0; i < w->n_added; i++) {
+	put_le64(buf + 8, n);
+	for (size_t i = 0; i < n; i++) {
 		uint8_t *p = buf + INDEX_HEADER + i * INDEX_ENTRY;
-		const struct new_chunk *c = &w->added[i];
+		const struct new_chunk *c = &v[i];
 
 		memcpy(p, c->id, CHUNK_ID_LEN);
-		pthread_mutex_lock(&w->r->packs_lock);
-		memcpy(p + 32, w->r->packs[c->loc.pack], 32);
-		pthread_mutex_unlock(&w->r->packs_lock);
+		pthread_mutex_lock(&r->packs_lock);
+		memcpy(p + 32, r->packs[c->loc.pack], 32);
+		pthread_mutex_unlock(&r->packs_lock);
 		put_le64(p + 64, c->loc.offset);
 		put_le32(p + 72, c->loc.stored_len);
 		put_le32(p + 76, c->loc.raw_len);
 	}
-	e = put_addressed(w->r, sc, "index/", buf, len, index);
+	e = put_addressed(r, sc, "index/", buf, len, index);
 	free(buf);
-	if (e == 0)
-		repo2_crash_point("index");
 	return e;
 }
 
@@ -1147,6 +1197,11 @@ int repo2_commit(struct repo2 *r, struct seal_ctx *sc, struct repo2_backup *b, c
 	r->n++;
 	*b = (struct repo2_backup){ .num = b->num, .parent = -1, .changes_number = -1 };
 	return 0;
+}
+
+int repo2_reload(struct repo2 *r)
+{
+	return read_manifests(r);
 }
 
 int repo2_forget(struct repo2 *r, unsigned num)

@@ -145,14 +145,26 @@ int pack_writer_add(struct pack_writer *w, const uint8_t id[CHUNK_ID_LEN], const
 int pack_writer_finish(struct pack_writer *w, struct seal_ctx *sc, char **index);
 void pack_writer_free(struct pack_writer *w);
 
+/* Store an index object listing the N chunks of V (their packs stored);
+ * *INDEX gets its key. */
+int repo2_write_index(struct repo2 *r, struct seal_ctx *sc, const struct new_chunk *v, size_t n, char **index);
+
 /* Store MAP (B->blocks ids) as B's map, then B's manifest (B->num is set to
  * the next number): the backup exists from then on. */
 int repo2_commit(struct repo2 *r, struct seal_ctx *sc, struct repo2_backup *b, const uint8_t (*map)[CHUNK_ID_LEN]);
 
 /* The manifest key of backup NUM. */
 void repo2_manifest_key(unsigned num, char key[40]);
+/* Read the manifests again (after a prune removed some). */
+int repo2_reload(struct repo2 *r);
 /* Remove backup NUM's manifest (prune); its objects stay until gc. */
 int repo2_forget(struct repo2 *r, unsigned num);
+
+/* Every entry of every index object (gc sees duplicates the table hides):
+ * FN gets each with its pack's number in r->packs. Errors printed. */
+int repo2_each_index_entry(struct repo2 *r, struct seal_ctx *sc,
+			   void (*fn)(void *opaque, const uint8_t id[CHUNK_ID_LEN], const struct chunk_loc *loc),
+			   void *opaque);
 
 /* For the unit tests and the fuzzer: the parsers on bytes already read. */
 int repo2_parse_repo_json(const char *text, struct repo2 *r, struct json_object **encryption, int *level);
