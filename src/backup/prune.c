@@ -202,6 +202,8 @@ struct maps_seen {
 	char **keys;
 	size_t n;
 	struct repo2 *r;
+	const bool *gone;
+	bool dry_run;
 	uint64_t removed;
 	int err;
 };
@@ -212,8 +214,12 @@ static int sweep_map(void *opaque, const char *key, uint64_t size)
 
 	(void)size;
 	for (unsigned i = 0; i < m->r->n; i++)
-		if (!m->r->b[i].error && !strcmp(m->r->b[i].map, key))
+		if (!m->r->b[i].error && !(m->gone && m->gone[i]) && !strcmp(m->r->b[i].map, key))
 			return 0;
+	if (m->dry_run) {
+		m->removed++;
+		return 0;
+	}
 	if (store_del(m->r->st, key) < 0) {
 		m->err = -EIO;
 		return 0;
@@ -235,16 +241,17 @@ static int collect_key(void *opaque, const char *key, uint64_t size)
 	return 0;
 }
 
-static int gc_run(struct repo2 *r, struct seal_ctx *sc, bool dry_run, struct json_object *out)
+/* GONE (for a dry run, else NULL): backups of r->b counted as removed. */
+static int gc_run(struct repo2 *r, struct seal_ctx *sc, bool dry_run, const bool *gone, struct json_object *out)
 {
 	struct gc g = { .r = r, .sc = sc };
 	struct pack_writer pw = { 0 };
 	struct new_chunk *keep = NULL;
 	size_t n_keep = 0;
 	uint64_t live_chunks = 0, repacked = 0, packs_removed = 0, bytes_removed = 0, lost = 0;
-	bool *repack = NULL;
+	bool *repack = NULL, *needed = NULL;
 	char *new_index = NULL, *buf = NULL;
-	struct maps_seen ms = { .r = r };
+	struct maps_seen ms = { .r = r, .gone = gone, .dry_run = dry_run };
 	int e;
 
 	if (!(g.live = chunk_table_new()))
@@ -256,6 +263,8 @@ static int gc_run(struct repo2 *r, struct seal_ctx *sc, bool dry_run, struct jso
 		uint8_t(*map)[CHUNK_ID_LEN];
 		char *why = NULL;
 
+		if (gone && gone[i])
+			continue;
 		if (b->error) {
 			bk_error("gc: %s: the chunks it uses are unknown; remove or repair it first", b->error);
 			e = -EINVAL;
@@ -331,8 +340,11 @@ static int gc_run(struct repo2 *r, struct seal_ctx *sc, bool dry_run, struct jso
 	}
 	for (size_t i = 0; i < n_keep; i++)
 		repacked += repack[keep[i].loc.pack];
-	if (dry_run)
+	if (dry_run) {
+		if ((e = store_list(r->st, "maps/", sweep_map, &ms)) < 0)
+			goto out;
 		goto report;
+	}
 
 	/* write: the live chunks of mostly dead packs into new ones, each
 	 * checked on the way. */
@@ -407,12 +419,19 @@ static int gc_run(struct repo2 *r, struct seal_ctx *sc, bool dry_run, struct jso
 			goto out;
 	}
 	repo2_crash_point("gc-sweep-indexes-done");
+	/* A pack the new index names stays, whatever was decided before: a
+	 * repacked pack can come out byte for byte (and so by name) the one a
+	 * crashed run stored, which the listing holds and counts as dead. */
+	if (!(needed = calloc(r->n_packs + 1, sizeof(*needed)))) {
+		e = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n_keep; i++)
+		needed[keep[i].loc.pack] = true;
 	for (size_t i = 0; i < g.n_listed; i++) {
 		uint32_t p = g.listed[i].num;
 
-		if (p == UINT32_MAX || !g.pack_live[p] || repack[p]) {
-			/* A pack written by the repacking above is not in the
-			 * listing, which was made before it. */
+		if (p == UINT32_MAX || ((!g.pack_live[p] || repack[p]) && !needed[p])) {
 			if ((e = store_del(r->st, g.listed[i].key)) < 0)
 				goto out;
 			repo2_crash_point("gc-sweep-pack");
@@ -436,6 +455,7 @@ out:
 	free(g.pack_live);
 	free(g.e);
 	free(repack);
+	free(needed);
 	free(keep);
 	free(buf);
 	free(new_index);
@@ -448,6 +468,7 @@ int prune_run(const struct prune_opts *o, struct json_object **result)
 	struct repo2 *r = NULL;
 	struct seal_ctx *sc = NULL;
 	struct prune_item *v = NULL;
+	bool *gone = NULL;
 	struct json_object *kept, *removed, *res;
 	size_t n = 0;
 	double t0 = bk_seconds();
@@ -496,7 +517,18 @@ int prune_run(const struct prune_opts *o, struct json_object **result)
 			goto out;
 		}
 	}
-	if ((e = gc_run(r, sc, o->dry_run, res)) < 0) {
+	if (o->dry_run) {
+		if (!(gone = calloc(r->n ? r->n : 1, sizeof(*gone)))) {
+			json_object_put(res);
+			e = -ENOMEM;
+			goto out;
+		}
+		for (size_t i = 0; i < n; i++)
+			for (unsigned k = 0; k < r->n; k++)
+				if (!v[i].keep && r->b[k].num == v[i].num)
+					gone[k] = true;
+	}
+	if ((e = gc_run(r, sc, o->dry_run, gone, res)) < 0) {
 		json_object_put(res);
 		goto out;
 	}
@@ -504,6 +536,7 @@ int prune_run(const struct prune_opts *o, struct json_object **result)
 	*result = res;
 out:
 	free(v);
+	free(gone);
 	seal_ctx_free(sc);
 	repo2_close(r);
 	return e;
