@@ -59,6 +59,7 @@ struct copy {
 	atomic_size_t next_item;
 	atomic_uint_fast64_t bytes_read, bytes_done, zero_blocks;
 	atomic_int err;
+	const atomic_bool *stop; /* asked to stop: -EINTR */
 	uint64_t data_end; /* the writer's */
 
 	pthread_mutex_t lock;
@@ -79,14 +80,18 @@ static bool all_zero(const char *p, size_t len)
 	return memcmp(p, zero, 16) == 0 && memcmp(p, p + 16, len - 16) == 0;
 }
 
-static void set_error(struct copy *c, int err)
+/* The first error stops the copy; true for the first, whose message is the
+ * one worth printing (the requests in flight fail after it too). */
+static bool set_error(struct copy *c, int err)
 {
 	int zero = 0;
+	bool first;
 
 	pthread_mutex_lock(&c->lock);
-	atomic_compare_exchange_strong(&c->err, &zero, err);
+	first = atomic_compare_exchange_strong(&c->err, &zero, err);
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
+	return first;
 }
 
 static size_t item_bytes(const struct copy *c, const struct item *it)
@@ -199,10 +204,10 @@ static void *reader_run(void *opaque)
 			*s = (struct slot){ .buf = buf, .item = &c->items[i], .busy = true };
 			if (nbd_aio_pread(rd->h, buf, item_bytes(c, s->item), s->item->first * c->block_size,
 					  (nbd_completion_callback){ .callback = on_read, .user_data = s }, 0) < 0) {
-				bk_error("%s: %s", c->uri, nbd_get_error());
 				s->busy = false;
 				put_buffer(c, buf);
-				set_error(c, -EIO);
+				if (set_error(c, -EIO))
+					bk_error("%s: %s", c->uri, nbd_get_error());
 				break;
 			}
 			busy++;
@@ -210,8 +215,8 @@ static void *reader_run(void *opaque)
 		if (busy == 0)
 			break;
 		if (nbd_poll(rd->h, -1) < 0) {
-			bk_error("%s: %s", c->uri, nbd_get_error());
-			set_error(c, -EIO);
+			if (set_error(c, -EIO))
+				bk_error("%s: %s", c->uri, nbd_get_error());
 			break; /* dead: copy_blocks takes back what is still busy */
 		}
 		for (unsigned k = 0; k < READER_DEPTH; k++) {
@@ -223,11 +228,10 @@ static void *reader_run(void *opaque)
 			s->busy = false;
 			busy--;
 			if (s->err || atomic_load(&c->err)) {
-				if (s->err)
+				put_buffer(c, s->buf);
+				if (set_error(c, -EIO) && s->err)
 					bk_error("%s: reading %zu bytes at %" PRIu64 ": %s", c->uri,
 						 item_bytes(c, s->item), s->item->first * c->block_size, strerror(s->err));
-				put_buffer(c, s->buf);
-				set_error(c, -EIO);
 				continue;
 			}
 			pack_item(c, s->item, s->buf, &kept);
@@ -407,6 +411,10 @@ static int copy_blocks(struct copy *c, const struct block_list *l, struct nbd_ha
 		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
 		pthread_mutex_unlock(&c->lock);
 		progress_update(pg, atomic_load(&c->bytes_done));
+		/* No reader issues another request; the writer still takes
+		 * what was read, into a backup that is then not committed. */
+		if (c->stop && atomic_load(c->stop))
+			set_error(c, -EINTR);
 		pthread_mutex_lock(&c->lock);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -479,14 +487,60 @@ static char *incremental_context(const struct backup_opts *o, const struct backu
 
 struct incremental {
 	const struct backup_opts *o;
+	const struct repo *r;
 	const struct backup_info *last;
+	char *reason; /* with CHOOSE: why full, or why incremental */
 };
+
+/* CHOOSE: the context of an incremental where the export goes on from the
+ * chain's last backup, else NULL for a full; either way ic->reason says why
+ * (checked in the order a person would ask). */
+static char *chosen_context(struct incremental *ic, const struct source_info *si, int *err)
+{
+	const struct backup_info *last = ic->r->n ? &ic->r->b[ic->r->n - 1] : NULL;
+	char *ctx = NULL;
+
+	if (!last)
+		ic->reason = strdup(ic->r->created ? "first backup" : "repository empty");
+	else if (ic->o->full_reason)
+		ic->reason = strdup(ic->o->full_reason);
+	else if (last->error)
+		ic->reason = bk_format("backup %u is unusable: %s", last->num, last->error);
+	else if (!last->generation || last->changes_number < 0)
+		ic->reason = bk_format("backup %u has no CBT generation", last->num);
+	else if (!si->generation)
+		ic->reason = strdup("the image publishes no changes (its CBT map could not be reset)");
+	else if (strcmp(si->generation, last->generation) != 0)
+		ic->reason = bk_format("generation changed: %s -> %s", last->generation, si->generation);
+	else if (si->size != last->size)
+		ic->reason = bk_format("size changed: %" PRIu64 " -> %" PRIu64, last->size, si->size);
+	else if (si->changes_number <= last->changes_number)
+		ic->reason = bk_format("snapshot %" PRId64 " is not after backup %u's (%" PRId64 ")", si->changes_number,
+				       last->num, last->changes_number);
+	else if (!(ctx = bk_format("qemu:dirty-bitmap:%s/%" PRId64, last->generation, last->changes_number)))
+		ic->reason = NULL;
+	else
+		ic->reason = bk_format("generation unchanged: changes since backup %u (snapshot %" PRId64 ")",
+				       last->num, last->changes_number);
+	if (!ic->reason) {
+		free(ctx);
+		bk_error("out of memory");
+		*err = -ENOMEM;
+		return NULL;
+	}
+	ic->last = ctx ? last : NULL;
+	*err = 0;
+	return ctx;
+}
 
 static char *choose_context(void *opaque, const struct source_info *si, int *err)
 {
 	struct incremental *ic = opaque;
-	char *ctx = incremental_context(ic->o, ic->last, si);
+	char *ctx;
 
+	if (ic->o->choose)
+		return chosen_context(ic, si, err);
+	ctx = incremental_context(ic->o, ic->last, si);
 	*err = ctx ? 0 : -EINVAL;
 	return ctx;
 }
@@ -502,13 +556,15 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 	struct backup_writer w = { .tmpfd = -1, .datafd = -1 };
 	struct copy c = { 0 };
 	struct progress *pg = NULL;
-	struct incremental ic;
+	struct incremental ic = { .o = o };
+	bool incremental = o->incremental;
 	char *ctx = NULL;
 	double t0 = bk_seconds();
 	int err;
 
-	err = repo_open(o->repo, o->incremental ? REPO_WRITE : REPO_CREATE, o->block_size, &r);
-	if (err < 0)
+	if (o->opened)
+		r = o->opened;
+	else if ((err = repo_open(o->repo, o->incremental ? REPO_WRITE : REPO_CREATE, o->block_size, &r)) < 0)
 		return err;
 	if (o->incremental) {
 		if (r->n == 0) {
@@ -523,32 +579,44 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 	}
 	/* The context an incremental reads depends on what the export says of
 	 * itself, and is asked for in the same handshake. */
-	ic = (struct incremental){ .o = o, .last = last };
-	h = source_open(o->uri, o->tls, &si, o->incremental ? choose_context : NULL, &ic, &ctx, &err);
+	ic.r = r;
+	ic.last = last;
+	h = source_open(o->uri, o->tls, &si, o->incremental || o->choose ? choose_context : NULL, &ic, &ctx, &err);
 	if (!h)
 		goto out;
+	if (o->choose) {
+		incremental = ctx != NULL;
+		last = ic.last;
+	}
 	/* A snapshot image, or an export nobody can write, holds still while it
-	 * is read; a live device does not. */
-	if (!si.generation && nbd_is_read_only(h) == 0)
+	 * is read; a live device does not. (run reads only images it took.) */
+	if (!o->choose && !si.generation && nbd_is_read_only(h) == 0)
 		fprintf(stderr, "bdfilter-backup: warning: %s is writable and not a snapshot image: "
 				"what is written to it meanwhile may be in the backup in part\n",
 			o->uri);
+	if (o->stop && atomic_load(o->stop)) {
+		err = -EINTR;
+		goto out;
+	}
 	err = source_blocks(h, o->uri, ctx ? ctx : LIBNBD_CONTEXT_BASE_ALLOCATION, si.size, r->block_size, &l);
 	if (err < 0)
 		goto out;
 	if ((err = repo_backup_begin(r, &w)) < 0)
 		goto out;
-	c = (struct copy){ .uri = o->uri, .tls = o->tls, .size = si.size, .block_size = r->block_size, .datafd = w.datafd };
-	pg = progress_new(o->show_progress, o->incremental ? "incremental" : "full",
+	c = (struct copy){ .uri = o->uri, .tls = o->tls, .size = si.size, .block_size = r->block_size, .datafd = w.datafd,
+			   .stop = o->stop };
+	pg = progress_new(o->show_progress, incremental ? "incremental" : "full",
 			  l.blocks * (uint64_t)r->block_size);
 	err = copy_blocks(&c, &l, h, o->connections, pg);
 	h = NULL; /* copy_blocks closed it */
 	progress_done(pg);
+	if (err == 0 && o->stop && atomic_load(o->stop))
+		err = -EINTR; /* read, but not committed */
 	if (err < 0)
 		goto out;
 
-	info.full = !o->incremental;
-	info.parent = o->incremental ? (int)last->num : -1;
+	info.full = !incremental;
+	info.parent = incremental ? (int)last->num : -1;
 	info.from = strdup(o->uri);
 	info.size = si.size;
 	info.block_size = r->block_size;
@@ -568,6 +636,8 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 	*result = json_object_new_object();
 	json_object_object_add(*result, "backup", json_object_new_int64(info.num));
 	json_object_object_add(*result, "kind", json_object_new_string(info.full ? "full" : "incremental"));
+	if (ic.reason)
+		json_object_object_add(*result, "reason", json_object_new_string(ic.reason));
 	json_object_object_add(*result, "from", json_object_new_string(o->uri));
 	json_object_object_add(*result, "size", json_object_new_int64((int64_t)info.size));
 	json_object_object_add(*result, "block_size", json_object_new_int64(info.block_size));
@@ -590,10 +660,12 @@ out:
 	free(info.bitmap);
 	free(info.time);
 	free(ctx);
+	free(ic.reason);
 	block_list_free(&l);
 	source_info_free(&si);
 	if (h)
 		nbd_close(h);
-	repo_close(r);
+	if (r != o->opened)
+		repo_close(r);
 	return err;
 }

@@ -3,11 +3,13 @@
 #ifndef BDF_BACKUP_BACKUP_H
 #define BDF_BACKUP_BACKUP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include <json-c/json.h>
 
+struct repo;
 struct source_tls;
 
 struct backup_opts {
@@ -18,7 +20,16 @@ struct backup_opts {
 	uint32_t block_size; /* for a new repository */
 	bool incremental;
 	bool show_progress;
+	/* For bdfilter-backup run (all may be left zero): */
+	struct repo *opened;     /* REPO, opened and locked by the caller (REPO_CREATE), who closes it */
+	bool choose;             /* incremental where the chain goes on, else full; "reason" says why */
+	const char *full_reason; /* with CHOOSE: full for this reason, unless the repository is empty */
+	const atomic_bool *stop; /* once true, the copy stops: -EINTR, nothing stored, no message */
 };
+/* A full or incremental backup of O->uri into O->repo. With CHOOSE the kind
+ * is picked once the export has said what it is: an incremental where its
+ * generation is the repository's last backup's and its snapshot number
+ * later, else a full; the summary's "reason" says why. */
 int backup_run(const struct backup_opts *o, struct json_object **result);
 
 struct restore_opts {

@@ -605,6 +605,7 @@ int repo_open(const char *dir, enum repo_mode mode, uint32_t block_size, struct 
 		}
 		if ((e = create_repo_json(r, block_size)) < 0)
 			goto fail;
+		r->created = true;
 	}
 	if ((e = read_repo_json(r)) < 0)
 		goto fail;

@@ -40,6 +40,7 @@ struct repo {
 	uint32_t block_size;
 	struct backup_info *b;
 	unsigned n;
+	bool created; /* made a repository by this open (REPO_CREATE) */
 };
 
 enum repo_mode {
