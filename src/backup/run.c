@@ -76,11 +76,11 @@ static void *signal_thread(void *opaque)
 			continue;
 		}
 		if (atomic_load(&live))
-			fprintf(stderr, "bdfilter-backup: run: %s again: exiting now; snapshot %s is left behind "
-					"(bdfilter snapshot_destroy -i %s removes it)\n",
+			fprintf(stderr, "bdfilter-backup: run: %s, a second signal: exiting now; snapshot %s is "
+					"left behind (bdfilter snapshot_destroy -i %s removes it)\n",
 				signal_name(sig), live_id, live_id);
 		else
-			fprintf(stderr, "bdfilter-backup: run: %s again: exiting now\n", signal_name(sig));
+			fprintf(stderr, "bdfilter-backup: run: %s, a second signal: exiting now\n", signal_name(sig));
 		_exit(1);
 	}
 	return NULL;

@@ -6,7 +6,7 @@
 # every run no snapshot and no image export is left: also after a bad
 # repository, a read error in the middle of the copy, and a SIGINT in the
 # middle of the copy (nothing stored; the next run goes on from the last
-# backup). Two runs on one device at once: the second fails with one line, the
+# backup); a second signal exits at once and names the snapshot left. Two runs on one device at once: the second fails with one line, the
 # first completes. --all: one snapshot for two devices, a repository each, a
 # line each and a total. The reasons "repository empty", "tracker newly
 # attached" and "generation changed"; bad command lines exit 2 with one line.
@@ -138,6 +138,28 @@ run_ok 3 --device d --repo "$R" --json
 	fail "the run after SIGINT: $(cat "$T/3.out")"
 restore_cmp "$R" 2 "$T/ref2.img"
 
+# a second signal exits at once, naming the snapshot it leaves (SIGINT and
+# SIGTERM: two signals pending are two, where two SIGINTs could be one)
+io d "write -P 0x5a $((20 * MIB)) 1M"
+hold_copy 3000
+set -m
+"$BACKUP" run --storage "$T" --device d --repo "$R" >"$T/int2.out" 2>"$T/int2.err" &
+pid=$!
+set +m
+wait_copy $pid
+kill -INT $pid
+kill -TERM $pid
+rc=0; wait $pid || rc=$?
+[ $rc = 1 ] || fail "run after two signals: exit $rc: $(cat "$T/int2.err")"
+id=$(B snapshot_collect | kv id)
+[ -n "$id" ] || fail "no snapshot is left after two signals"
+grep -q "^bdfilter-backup: run: SIG[A-Z]*, a second signal: exiting now; snapshot $id is left behind" "$T/int2.err" ||
+	fail "after two signals: $(cat "$T/int2.err")"
+B snapshot_destroy -i "$id" >/dev/null
+B fault_clear -d d >/dev/null
+clean
+[ "$(backups "$R")" = 3 ] || fail "the run stopped by two signals changed the repository"
+
 # two runs on one device at once: the second fails, the first completes
 io d "write -P 0x66 0 4M"
 nbdcopy "$(uri d)" "$T/ref3.img"
@@ -156,6 +178,7 @@ B fault_clear -d d >/dev/null
 grep -q '^device=d kind=incremental .* backup=3 ' "$T/4.out" || fail "the first of two runs: $(cat "$T/4.out")"
 clean
 restore_cmp "$R" 3 "$T/ref3.img"
+! ls -a "$R" | grep -q '^\.tmp-' || fail "what the run stopped by two signals left is still there: $(ls -a "$R")"
 # what the second left is an empty repository
 run_ok 5 --device d --repo "$T/other"
 grep -q '^device=d kind=full reason="repository empty" backup=0 ' "$T/5.out" || fail "$(cat "$T/5.out")"
