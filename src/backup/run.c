@@ -333,8 +333,10 @@ static char *uri_export(const char *uri)
 static int open_repos(struct run *rn)
 {
 	if (rn->o->all && mkdir(rn->o->repo, 0755) < 0 && errno != EEXIST) {
-		bk_error("repository directory %s: %s", rn->o->repo, strerror(errno));
-		return -errno;
+		int e = errno;
+
+		bk_error("repository directory %s: %s", rn->o->repo, strerror(e));
+		return -e;
 	}
 	for (size_t i = 0; i < rn->n; i++) {
 		struct target *t = &rn->t[i];
@@ -353,8 +355,12 @@ static int open_repos(struct run *rn)
 		last = &t->repo->b[t->repo->n - 1];
 		if (last->error || !last->from || !(exp = uri_export(last->from)))
 			continue;
-		want = bk_format("%s%s", t->name, IMAGE_SUFFIX);
-		r = want && strcmp(exp, want) != 0 && strcmp(exp, t->name) != 0;
+		if (!(want = bk_format("%s%s", t->name, IMAGE_SUFFIX))) {
+			free(exp);
+			bk_error("out of memory");
+			return -ENOMEM;
+		}
+		r = strcmp(exp, want) != 0 && strcmp(exp, t->name) != 0;
 		if (r)
 			bk_error("run: %s holds backups of export '%s' (backup %u), not of device %s: "
 				 "give each device a repository of its own",
@@ -376,8 +382,10 @@ static int absolute(const char *path, char **out)
 	char cwd[PATH_MAX];
 
 	if (path[0] != '/' && !getcwd(cwd, sizeof(cwd))) {
-		bk_error("run: --storage %s: cannot make it absolute: %s", path, strerror(errno));
-		return -errno;
+		int e = errno;
+
+		bk_error("run: --storage %s: cannot make it absolute: %s", path, strerror(e));
+		return -e;
 	}
 	*out = path[0] == '/' ? strdup(path) : bk_format("%s/%s", cwd, path);
 	if (!*out) {
