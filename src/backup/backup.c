@@ -86,6 +86,7 @@ struct copy {
 	atomic_size_t next_item;
 	atomic_uint_fast64_t bytes_read, bytes_done, zero_blocks;
 	atomic_int err;
+	const atomic_bool *stop; /* asked to stop: -EINTR */
 	uint64_t data_end; /* the writer's */
 
 	pthread_mutex_t lock;
@@ -106,14 +107,18 @@ static bool all_zero(const char *p, size_t len)
 	return memcmp(p, zero, 16) == 0 && memcmp(p, p + 16, len - 16) == 0;
 }
 
-static void set_error(struct copy *c, int err)
+/* The first error stops the copy; true for the first, whose message is the
+ * one worth printing (the requests in flight fail after it too). */
+static bool set_error(struct copy *c, int err)
 {
 	int zero = 0;
+	bool first;
 
 	pthread_mutex_lock(&c->lock);
-	atomic_compare_exchange_strong(&c->err, &zero, err);
+	first = atomic_compare_exchange_strong(&c->err, &zero, err);
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
+	return first;
 }
 
 static size_t item_bytes(const struct copy *c, const struct item *it)
@@ -231,10 +236,10 @@ static void *reader_run(void *opaque)
 			*s = (struct slot){ .buf = buf, .item = &c->items[i], .busy = true };
 			if (nbd_aio_pread(rd->h, buf, item_bytes(c, s->item), s->item->first * c->block_size,
 					  (nbd_completion_callback){ .callback = on_read, .user_data = s }, 0) < 0) {
-				bk_error("%s: %s", c->uri, nbd_get_error());
 				s->busy = false;
 				put_buffer(c, buf);
-				set_error(c, -EIO);
+				if (set_error(c, -EIO))
+					bk_error("%s: %s", c->uri, nbd_get_error());
 				break;
 			}
 			busy++;
@@ -242,8 +247,8 @@ static void *reader_run(void *opaque)
 		if (busy == 0)
 			break;
 		if (nbd_poll(rd->h, -1) < 0) {
-			bk_error("%s: %s", c->uri, nbd_get_error());
-			set_error(c, -EIO);
+			if (set_error(c, -EIO))
+				bk_error("%s: %s", c->uri, nbd_get_error());
 			break; /* dead: copy_blocks takes back what is still busy */
 		}
 		for (unsigned k = 0; k < READER_DEPTH; k++) {
@@ -254,11 +259,10 @@ static void *reader_run(void *opaque)
 			s->busy = false;
 			busy--;
 			if (s->err || atomic_load(&c->err)) {
-				if (s->err)
+				put_buffer(c, s->buf);
+				if (set_error(c, -EIO) && s->err)
 					bk_error("%s: reading %zu bytes at %" PRIu64 ": %s", c->uri,
 						 item_bytes(c, s->item), s->item->first * c->block_size, strerror(s->err));
-				put_buffer(c, s->buf);
-				set_error(c, -EIO);
 				continue;
 			}
 			struct filled f = { .buf = s->buf, .item = s->item };
@@ -511,6 +515,10 @@ static int copy_blocks(struct copy *c, const struct block_list *l, struct nbd_ha
 		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
 		pthread_mutex_unlock(&c->lock);
 		progress_update(pg, atomic_load(&c->bytes_done));
+		/* No reader issues another request; the writer still takes
+		 * what was read, into a backup that is then not committed. */
+		if (c->stop && atomic_load(c->stop))
+			set_error(c, -EINTR);
 		pthread_mutex_lock(&c->lock);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -593,12 +601,56 @@ static char *incremental_context(const struct backup_opts *o, const struct chain
 struct incremental {
 	const struct backup_opts *o;
 	struct chain_tip last;
+	bool have_last; /* with CHOOSE: the device has a backup */
+	char *reason;   /* with CHOOSE: why full, or why incremental */
 };
+
+/* CHOOSE: the context of an incremental where the export goes on from the
+ * device's last backup, else NULL for a full; either way ic->reason says why
+ * (checked in the order a person would ask). */
+static char *chosen_context(struct incremental *ic, const struct source_info *si, int *err)
+{
+	const struct chain_tip *last = &ic->last;
+	char *ctx = NULL;
+
+	if (!ic->have_last)
+		ic->reason = strdup("first backup of the device");
+	else if (ic->o->full_reason)
+		ic->reason = strdup(ic->o->full_reason);
+	else if (!last->generation || last->changes_number < 0)
+		ic->reason = bk_format("backup %u has no CBT generation", last->num);
+	else if (!si->generation)
+		ic->reason = strdup("the image publishes no changes (its CBT map could not be reset)");
+	else if (strcmp(si->generation, last->generation) != 0)
+		ic->reason = bk_format("generation changed: %s -> %s", last->generation, si->generation);
+	else if (si->size != last->size)
+		ic->reason = bk_format("size changed: %" PRIu64 " -> %" PRIu64, last->size, si->size);
+	else if (si->changes_number <= last->changes_number)
+		ic->reason = bk_format("snapshot %" PRId64 " is not after backup %u's (%" PRId64 ")", si->changes_number,
+				       last->num, last->changes_number);
+	else if (!(ctx = bk_format("qemu:dirty-bitmap:%s/%" PRId64, last->generation, last->changes_number)))
+		ic->reason = NULL;
+	else
+		ic->reason = bk_format("generation unchanged: changes since backup %u (snapshot %" PRId64 ")",
+				       last->num, last->changes_number);
+	if (!ic->reason) {
+		free(ctx);
+		bk_error("out of memory");
+		*err = -ENOMEM;
+		return NULL;
+	}
+	*err = 0;
+	return ctx;
+}
 
 static char *choose_context(void *opaque, const struct source_info *si, int *err)
 {
 	struct incremental *ic = opaque;
-	char *ctx = incremental_context(ic->o, &ic->last, si);
+	char *ctx;
+
+	if (ic->o->choose)
+		return chosen_context(ic, si, err);
+	ctx = incremental_context(ic->o, &ic->last, si);
 
 	*err = ctx ? 0 : -EINVAL;
 	return ctx;
@@ -759,7 +811,8 @@ static int backup2_run(const struct backup_opts *o, struct json_object **result)
 	struct pack_writer pw = { 0 };
 	struct copy c = { 0 };
 	struct progress *pg = NULL;
-	struct incremental ic;
+	struct incremental ic = { .o = o };
+	bool incremental = o->incremental;
 	char *ctx = NULL, *device = NULL, *index = NULL;
 	const char *reason = NULL;
 	double t0 = bk_seconds();
@@ -767,8 +820,9 @@ static int backup2_run(const struct backup_opts *o, struct json_object **result)
 	unsigned num;
 	int err;
 
-	err = repo2_open(o->repo, STORE_LOCK_APPEND, o->incremental ? NULL : &cr, o->key_file, &r);
-	if (err < 0)
+	if (o->opened)
+		r = o->opened;
+	else if ((err = repo2_open(o->repo, STORE_LOCK_APPEND, o->incremental ? NULL : &cr, o->key_file, &r)) < 0)
 		return err;
 	if ((err = seal_ctx_new(r->seal, &sc)) < 0 || (err = repo2_load_chunks(r, sc, true)) < 0)
 		goto out;
@@ -805,23 +859,45 @@ static int backup2_run(const struct backup_opts *o, struct json_object **result)
 		ic = (struct incremental){ .o = o };
 		ic.last = (struct chain_tip){ last->num, last->size, last->generation, last->changes_number };
 	}
-	h = source_open(o->uri, o->tls, &si, o->incremental ? choose_context : NULL, &ic, &ctx, &err);
+	if (o->choose) {
+		/* The kind is chosen once the export has said what it is. */
+		if (!device && !(device = device_name(o->uri))) {
+			err = -ENOMEM;
+			goto out;
+		}
+		if ((last = repo2_last(r, device))) {
+			ic.have_last = true;
+			ic.last = (struct chain_tip){ last->num, last->size, last->generation, last->changes_number };
+		}
+	}
+	h = source_open(o->uri, o->tls, &si, o->incremental || o->choose ? choose_context : NULL, &ic, &ctx, &err);
 	if (!h)
 		goto out;
+	if (o->choose) {
+		incremental = ctx != NULL;
+		if (!incremental)
+			last = NULL;
+	}
 	if (!device && !(device = device_name(o->uri))) {
 		err = -ENOMEM;
 		goto out;
 	}
-	if (!si.generation && nbd_is_read_only(h) == 0)
+	if (!o->choose && !si.generation && nbd_is_read_only(h) == 0)
 		fprintf(stderr, "bdfilter-backup: warning: %s is writable and not a snapshot image: "
 				"what is written to it meanwhile may be in the backup in part\n",
 			o->uri);
-	if (!o->incremental) {
+	if (ic.reason) {
+		reason = ic.reason;
+	} else if (!o->incremental) {
 		const struct repo2_backup *prev = repo2_last(r, device);
 
 		reason = !prev ? "first backup of the device" : "full backup asked for";
 	} else {
-		reason = "changes since the chain's last backup";
+		reason = "changes since the device's last backup";
+	}
+	if (o->stop && atomic_load(o->stop)) {
+		err = -EINTR;
+		goto out;
 	}
 	blocks = block_count(si.size, r->block_size);
 	if (blocks > SIZE_MAX / CHUNK_ID_LEN || !(map = calloc(blocks ? blocks : 1, CHUNK_ID_LEN))) {
@@ -843,13 +919,14 @@ static int backup2_run(const struct backup_opts *o, struct json_object **result)
 	if ((err = pack_writer_init(&pw, r)) < 0)
 		goto out;
 	c = (struct copy){ .uri = o->uri, .tls = o->tls, .size = si.size, .block_size = r->block_size,
-			   .datafd = -1, .fmt = &format_v2, .r2 = r, .seal = r->seal, .pw = &pw };
+			   .datafd = -1, .fmt = &format_v2, .r2 = r, .seal = r->seal, .pw = &pw, .stop = o->stop };
 	c.extra_bytes = ITEM_BYTES_ROUNDED(&c) + (ITEM_BYTES_ROUNDED(&c) / r->block_size + 1) * SEAL_OVERHEAD;
-	pg = progress_new(o->show_progress, o->incremental ? "incremental" : "full",
-			  l.blocks * (uint64_t)r->block_size);
+	pg = progress_new(o->show_progress, incremental ? "incremental" : "full", l.blocks * (uint64_t)r->block_size);
 	err = copy_blocks(&c, &l, h, o->connections, pg);
 	h = NULL;
 	progress_done(pg);
+	if (err == 0 && o->stop && atomic_load(o->stop))
+		err = -EINTR; /* read, but not committed */
 	if (err < 0)
 		goto out;
 	for (size_t i = 0; i < c.n_items; i++)
@@ -868,7 +945,7 @@ static int backup2_run(const struct backup_opts *o, struct json_object **result)
 
 	nb.device = device;
 	device = NULL;
-	nb.full = !o->incremental;
+	nb.full = !incremental;
 	nb.parent = last ? (int)last->num : -1;
 	nb.from = strdup(o->uri);
 	nb.size = si.size;
@@ -930,18 +1007,22 @@ out:
 	if (h)
 		nbd_close(h);
 	seal_ctx_free(sc);
-	repo2_close(r);
+	free(ic.reason);
+	if (r != o->opened)
+		repo2_close(r);
 	return err;
 }
 
 int backup_run(const struct backup_opts *o, struct json_object **result)
 {
-	int v = repo_version(o->repo);
+	int v;
 
-	if (v < 0)
+	if (o->opened)
+		return backup2_run(o, result);
+	if ((v = repo_version(o->repo)) < 0)
 		return v;
 	if (v == 1 || (v == 0 && o->repo_version == 1)) {
-		if (o->device || o->key_file || o->level >= 0) {
+		if (o->choose || o->device || o->key_file || o->level >= 0) {
 			bk_error("%s: a version 1 repository has no --device, --key-file or --compress-level",
 				 o->repo);
 			return -EINVAL;

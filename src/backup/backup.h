@@ -3,11 +3,13 @@
 #ifndef BDF_BACKUP_BACKUP_H
 #define BDF_BACKUP_BACKUP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include <json-c/json.h>
 
+struct repo2;
 struct source_tls;
 
 struct backup_opts {
@@ -23,7 +25,16 @@ struct backup_opts {
 	const char *key_file; /* an encrypted repository's key (a new one is made encrypted) */
 	int level;            /* zstd level for a new repository; 0 none, -1 the default */
 	int repo_version;     /* for a new repository: 1 or 2; 0: 2 */
+	/* For bdfilter-backup run (all may be left zero): */
+	struct repo2 *opened;    /* REPO, opened and locked (APPEND) by the caller, who closes it */
+	bool choose;             /* incremental where the chain goes on, else full; "reason" says why */
+	const char *full_reason; /* with CHOOSE: full for this reason, unless the repository is empty */
+	const atomic_bool *stop; /* once true, the copy stops: -EINTR, nothing stored, no message */
 };
+/* A full or incremental backup of O->uri into O->repo. With CHOOSE the kind
+ * is picked once the export has said what it is: an incremental where its
+ * generation is the repository's last backup's and its snapshot number
+ * later, else a full; the summary's "reason" says why. */
 int backup_run(const struct backup_opts *o, struct json_object **result);
 
 struct restore_opts {

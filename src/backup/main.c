@@ -17,7 +17,9 @@
 #include "backup/backup.h"
 #include "backup/prune.h"
 #include "backup/repo.h"
+#include "backup/run.h"
 #include "backup/source.h"
+#include "control/client.h"
 
 #define MAX_CONNECTIONS 64
 
@@ -40,6 +42,10 @@ static const struct command commands[] = {
 	{ "prune", "--repo REPO [--keep-last N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N]\n"
 		   "       [--device NAME] [--dry-run] [--key-file FILE]",
 	  "remove the backups the policy does not keep, and what only they used" },
+	{ "run", "--device NAME|--all --repo REPO [--control PATH] [--storage DIR|FILE] [--limit SIZE]\n"
+		 "       [--connections N] [--key-file FILE] [--keep-last N] [--keep-daily N] ...",
+	  "snapshot a bdfilterd device (--all: every tracked one, at one instant), back it\n"
+	  "               up (incremental where it can be, and why), destroy the snapshot, prune" },
 };
 
 static void usage(FILE *f)
@@ -49,8 +55,17 @@ static void usage(FILE *f)
 		   "Full and incremental backups of NBD exports that offer a dirty bitmap\n"
 		   "(bdfilterd snapshot images, qemu-nbd -B, qemu-storage-daemon), restore and\n"
 		   "verify. See bdfilter-backup(1).\n\nCommands:\n");
-	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		const char *h = commands[i].help, *nl;
+
+		/* A help of several lines: the others under the first. */
+		fprintf(f, "  %-12s ", commands[i].name);
+		while ((nl = strchr(h, '\n'))) {
+			fprintf(f, "%.*s\n  %-12s ", (int)(nl - h), h, "");
+			h = nl + 1;
+		}
+		fprintf(f, "%s\n", h);
+	}
 	fprintf(f, "\nOptions:\n"
 		   "  --from URI          the NBD export to back up (nbd://, nbd+unix:///NAME?socket=PATH,\n"
 		   "                      and over TLS nbds://, nbds+unix://)\n"
@@ -62,7 +77,9 @@ static void usage(FILE *f)
 		   "  --repo REPO         the repository: a directory, or s3://BUCKET/PREFIX (made by\n"
 		   "                      the first full backup)\n"
 		   "  --device NAME       the name a device's backups go under (default: the export's\n"
-		   "                      name, without bdfilterd's -image)\n"
+		   "                      name, without bdfilterd's -image); run: the bdfilterd\n"
+		   "                      device to back up (the tracker is attached if it has none;\n"
+		   "                      that backup is then full)\n"
 		   "  --key-file FILE     the key of an encrypted repository; a new repository made\n"
 		   "                      with one is encrypted (AES-256-GCM)\n"
 		   "  --compress-level N  zstd level of a new repository (0: none; default 3)\n"
@@ -74,6 +91,13 @@ static void usage(FILE *f)
 		   "  --keep-weekly N     prune: ... of the N latest ISO weeks\n"
 		   "  --keep-monthly N    prune: ... of the N latest months\n"
 		   "  --dry-run           prune: say what would be removed, remove nothing\n"
+		   "  --all               run: every device with the tracker, one snapshot for all\n"
+		   "  --control PATH      run: bdfilterd's control socket (default: $BDFILTER_CONTROL,\n"
+		   "                      else " WIRE_DEFAULT_SOCKET ")\n"
+		   "  --storage DIR|FILE  run: the snapshot's difference storage, grown as needed: a\n"
+		   "                      file, or an unlinked file in DIR (default " RUN_STORAGE_DEFAULT ")\n"
+		   "  --limit SIZE        run: how far the storage may grow (K, M, G, T; default:\n"
+		   "                      the devices' sizes added up)\n"
 		   "  --bitmap CONTEXT    the dirty bitmap to read (NAME or qemu:dirty-bitmap:NAME);\n"
 		   "                      from bdfilterd it is found from the chain's last backup\n"
 		   "  --connections N     NBD connections that read at once (1-%d; default: the\n"
@@ -118,6 +142,12 @@ static bool parse_u64(const char *s, uint64_t *out, bool suffixes)
 		end++;
 	} else if (suffixes && (*end == 'M' || *end == 'm') && !end[1] && v <= UINT64_MAX >> 20) {
 		v <<= 20;
+		end++;
+	} else if (suffixes && (*end == 'G' || *end == 'g') && !end[1] && v <= UINT64_MAX >> 30) {
+		v <<= 30;
+		end++;
+	} else if (suffixes && (*end == 'T' || *end == 't') && !end[1] && v <= UINT64_MAX >> 40) {
+		v <<= 40;
 		end++;
 	}
 	if (*end)
@@ -171,11 +201,39 @@ static void print_kv(struct json_object *o)
 	}
 }
 
+/* One line of space-separated key=value: a value with a space, a quote, a
+ * backslash or an equals sign, or an empty one, in double quotes (logfmt). */
+static void print_line(struct json_object *o)
+{
+	const char *sep = "";
+
+	json_object_object_foreach(o, key, val) {
+		const char *v = json_object_is_type(val, json_type_string)
+					? json_object_get_string(val)
+					: json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN);
+
+		printf("%s%s=", sep, key);
+		if (*v && !strpbrk(v, " \t\"\\=")) {
+			fputs(v, stdout);
+		} else {
+			putchar('"');
+			for (; *v; v++) {
+				if (*v == '"' || *v == '\\')
+					putchar('\\');
+				putchar(*v);
+			}
+			putchar('"');
+		}
+		sep = " ";
+	}
+	putchar('\n');
+}
+
 int main(int argc, char **argv)
 {
 	enum { O_FROM = 256, O_REPO, O_BITMAP, O_CONN, O_BS, O_AT, O_TO, O_JSON, O_QUIET, O_TLS_CREDS, O_TLS_PSK,
 	       O_TLS_USER, O_DEVICE, O_KEY, O_LEVEL, O_RVERSION, O_DEEP, O_WRITERS, O_KEEP_LAST, O_KEEP_DAILY,
-	       O_KEEP_WEEKLY, O_KEEP_MONTHLY, O_DRY_RUN };
+	       O_KEEP_WEEKLY, O_KEEP_MONTHLY, O_DRY_RUN, O_ALL, O_CONTROL, O_STORAGE, O_LIMIT };
 	static const struct option opts[] = {
 		{ "from", required_argument, NULL, O_FROM },
 		{ "repo", required_argument, NULL, O_REPO },
@@ -200,15 +258,22 @@ int main(int argc, char **argv)
 		{ "keep-weekly", required_argument, NULL, O_KEEP_WEEKLY },
 		{ "keep-monthly", required_argument, NULL, O_KEEP_MONTHLY },
 		{ "dry-run", no_argument, NULL, O_DRY_RUN },
+		{ "all", no_argument, NULL, O_ALL },
+		{ "control", required_argument, NULL, O_CONTROL },
+		{ "storage", required_argument, NULL, O_STORAGE },
+		{ "limit", required_argument, NULL, O_LIMIT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	const char *cmd, *from = NULL, *repo = NULL, *bitmap = NULL, *to = NULL;
+	const char *device = NULL, *control = NULL, *storage = NULL;
+	bool all = false, have_limit = false;
+	uint64_t limit = 0;
 	const struct command *c = NULL;
 	uint64_t connections = 0, block_size = REPO_BLOCK_SIZE_DEFAULT, at = 0;
 	bool json = false, quiet = false, have_at = false, have_bs = false, deep = false;
-	const char *device = NULL, *key_file = NULL;
+	const char *key_file = NULL;
 	uint64_t level = 0, repo_version = 0, writers = 0;
 	bool have_level = false, dry_run = false, have_keep = false;
 	struct prune_rules keep = { 0 };
@@ -279,6 +344,14 @@ int main(int argc, char **argv)
 			if (!parse_u64(optarg, &writers, false) || writers < 1 || writers > 16)
 				return usage_error("--writers '%s': a number from 1 to 16 is needed", optarg);
 			break;
+		case O_ALL: all = true; break;
+		case O_CONTROL: control = optarg; break;
+		case O_STORAGE: storage = optarg; break;
+		case O_LIMIT:
+			if (!parse_u64(optarg, &limit, true) || limit == 0)
+				return usage_error("--limit '%s': a size in bytes is needed (K, M, G, T suffixes)", optarg);
+			have_limit = true;
+			break;
 		case O_CONN:
 			if (!parse_u64(optarg, &connections, false) || connections < 1 || connections > MAX_CONNECTIONS)
 				return usage_error("--connections '%s': a number from 1 to 64 is needed", optarg);
@@ -295,6 +368,14 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			printf("Usage: bdfilter-backup %s %s [--json] [--quiet]\n%s.\n", c->name, c->args, c->help);
+			if (!strcmp(c->name, "run"))
+				printf("\nWith --device, REPO is the device's repository; with --all, a directory that\n"
+				       "holds one repository per device, REPO/NAME (a repository holds one device's\n"
+				       "chain). The storage is an unlinked file in DIR (default " RUN_STORAGE_DEFAULT "), or\n"
+				       "FILE, grown up to --limit (default: the devices' sizes added up). Prints one\n"
+				       "line per device: device, kind, reason, backup, bytes_read, bytes_stored, repo,\n"
+				       "seconds; with --all a total line. SIGINT or SIGTERM stops the copy: nothing\n"
+				       "is stored and the snapshot is destroyed (a second one exits at once).\n");
 			return 0;
 		case 'V':
 			printf("bdfilter-backup %s\n", BDF_VERSION);
@@ -309,24 +390,39 @@ int main(int argc, char **argv)
 		return usage_error("unexpected argument '%s'", argv[optind]);
 	if (!repo)
 		return usage_error("%s needs --repo REPO", c->name);
-	if ((have_level || repo_version) && strcmp(cmd, "full"))
+	if ((have_level || repo_version) && strcmp(cmd, "full") && strcmp(cmd, "run"))
 		return usage_error("%s: --compress-level and --repo-version are for the full backup that makes a "
 				   "repository", c->name);
-	if (device && strcmp(cmd, "full") && strcmp(cmd, "incremental") && strcmp(cmd, "prune"))
+	if (device && strcmp(cmd, "full") && strcmp(cmd, "incremental") && strcmp(cmd, "prune") && strcmp(cmd, "run"))
 		return usage_error("%s takes no --device", c->name);
-	if ((have_keep || dry_run) && strcmp(cmd, "prune"))
-		return usage_error("%s takes no --keep-* or --dry-run", c->name);
+	if (have_keep && strcmp(cmd, "prune") && strcmp(cmd, "run"))
+		return usage_error("%s takes no --keep-*", c->name);
+	if (dry_run && strcmp(cmd, "prune"))
+		return usage_error("%s takes no --dry-run", c->name);
 	if (deep && strcmp(cmd, "verify"))
 		return usage_error("%s takes no --deep", c->name);
 	if (writers && strcmp(cmd, "restore"))
 		return usage_error("%s takes no --writers", c->name);
 	bool backup = !strcmp(cmd, "full") || !strcmp(cmd, "incremental");
+	bool run = !strcmp(cmd, "run");
 	if (backup && !from)
 		return usage_error("%s needs --from URI", c->name);
-	if (!backup && (from || bitmap || connections || have_bs))
+	if (run && from)
+		return usage_error("run takes no --from: it asks bdfilterd where its images are");
+	if (!backup && !run && (from || bitmap || connections || have_bs))
 		return usage_error("%s takes no --from, --bitmap, --connections or --block-size", c->name);
-	if (have_bs && strcmp(cmd, "full"))
+	if (have_bs && strcmp(cmd, "full") && !run)
 		return usage_error("%s: the block size is the repository's, set by its first full backup", c->name);
+	if (run && !device && !all)
+		return usage_error("run needs --device NAME or --all");
+	if (run && device && all)
+		return usage_error("run: --device and --all: give one of them");
+	if (run && device && !*device)
+		return usage_error("run: --device needs a device name");
+	if (!run && (all || control || storage || have_limit))
+		return usage_error("%s takes no --all, --control, --storage or --limit", c->name);
+	if (run && repo_version == 1)
+		return usage_error("run keeps every device in one repository of version 2");
 	if (bitmap && strcmp(cmd, "incremental"))
 		return usage_error("%s takes no --bitmap", c->name);
 	if (!strcmp(cmd, "restore") && !to)
@@ -338,9 +434,9 @@ int main(int argc, char **argv)
 		return usage_error("--tls-creds and --tls-psk: give one of them");
 	if (tls.username && !tls.psk_file)
 		return usage_error("--tls-username goes with --tls-psk");
-	if ((tls.creds_dir || tls.psk_file) && !backup && strcmp(cmd, "restore"))
+	if ((tls.creds_dir || tls.psk_file) && !backup && !run && strcmp(cmd, "restore"))
 		return usage_error("%s makes no NBD connection: no --tls-creds or --tls-psk", c->name);
-	if (backup && !connections) {
+	if ((backup || run) && !connections) {
 		/* More readers than CPUs only make them queue for the CPUs. */
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -354,6 +450,14 @@ int main(int argc, char **argv)
 			.level = have_level ? (int)level : -1, .repo_version = (int)repo_version,
 		};
 		r = backup_run(&o, &result);
+	} else if (run) {
+		struct run_opts o = {
+			.control = control ? control : control_default_path(), .device = device, .all = all, .repo = repo,
+			.storage = storage, .limit = limit, .tls = &tls, .connections = (unsigned)connections,
+			.block_size = (uint32_t)block_size, .show_progress = !quiet && !json, .key_file = key_file,
+			.level = have_level ? (int)level : -1, .keep = keep, .prune = have_keep,
+		};
+		r = run_backup(&o, &result);
 	} else if (!strcmp(cmd, "restore")) {
 		struct restore_opts o = {
 			.repo = repo, .to = to, .tls = &tls, .at = have_at ? (int64_t)at : -1, .show_progress = !quiet && !json,
@@ -372,7 +476,19 @@ int main(int argc, char **argv)
 	} else {
 		r = list_run(repo, key_file, &result);
 	}
-	if (result) {
+	if (result && run) {
+		/* One line per device (and a total), for a log. */
+		for (size_t i = 0; i < json_object_array_length(result); i++) {
+			struct json_object *line = json_object_array_get_idx(result, i);
+
+			if (json)
+				puts(json_object_to_json_string_ext(line, JSON_C_TO_STRING_PLAIN |
+										  JSON_C_TO_STRING_NOSLASHESCAPE));
+			else
+				print_line(line);
+		}
+		json_object_put(result);
+	} else if (result) {
 		if (json)
 			puts(json_object_to_json_string_ext(result, JSON_C_TO_STRING_PRETTY |
 									    JSON_C_TO_STRING_NOSLASHESCAPE));

@@ -15,7 +15,7 @@
 #include <json-c/json.h>
 
 #include "common/base64.h"
-#include "common/unix_socket.h"
+#include "control/client.h"
 #include "control/commands.h"
 #include "control/wire.h"
 
@@ -241,36 +241,13 @@ static int build_args(const struct command_def *def, int argc, char **argv, json
 }
 
 /* Send one request, read one response. The response, or NULL after printing why. */
-static json_object *call(int fd, struct line_reader *lr, const char *cmd, json_object *args)
+static json_object *call(struct control_client *cc, const char *cmd, json_object *args)
 {
-	json_object *req = json_object_new_object(), *resp, *ok;
-	char *line;
-	size_t len;
-	int r, rr;
+	json_object *resp;
+	char err[256];
 
-	json_object_object_add(req, "command", json_object_new_string(cmd));
-	json_object_object_add(req, "args", json_object_get(args));
-	r = wire_send(fd, req);
-	json_object_put(req);
-	if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
-		fprintf(stderr, "%s: %s: sending the request: %s\n", prog, cmd, strerror(-r));
-		return NULL;
-	}
-	/* Read even if the send failed: a daemon that refuses us says why in
-	 * one line and closes, maybe before our request is out. */
-	rr = line_reader_next(lr, &line, &len);
-	if (rr <= 0) {
-		if (r < 0)
-			fprintf(stderr, "%s: %s: sending the request: %s\n", prog, cmd, strerror(-r));
-		else
-			fprintf(stderr, "%s: %s: %s\n", prog, cmd,
-				rr == 0 ? "the daemon closed the connection" : strerror(-rr));
-		return NULL;
-	}
-	resp = json_tokener_parse(line);
-	if (!resp || !json_object_object_get_ex(resp, "ok", &ok)) {
-		fprintf(stderr, "%s: %s: malformed response from the daemon\n", prog, cmd);
-		json_object_put(resp);
+	if (control_call(cc, cmd, args, &resp, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: %s: %s\n", prog, cmd, err);
 		return NULL;
 	}
 	return resp;
@@ -312,7 +289,7 @@ static void print_kv(json_object *o)
 }
 
 /* readcbtmap: fetch the map in pieces and write it to FILE. */
-static int readcbtmap(int fd, struct line_reader *lr, json_object *args, const char *file, bool json)
+static int readcbtmap(struct control_client *cc, json_object *args, const char *file, bool json)
 {
 	int out = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	uint64_t offset = 0, total = 0, limit = UINT64_MAX;
@@ -340,7 +317,7 @@ static int readcbtmap(int fd, struct line_reader *lr, json_object *args, const c
 			break;
 		json_object_object_add(args, "offset", json_object_new_uint64(offset));
 		json_object_object_add(args, "length", json_object_new_uint64(want));
-		resp = call(fd, lr, "readcbtmap", args);
+		resp = call(cc, "readcbtmap", args);
 		if (!resp)
 			goto out;
 		json_object_object_get_ex(resp, "ok", &ok);
@@ -386,11 +363,11 @@ out:
 }
 
 /* snapshot_watcher: snapshot_waitevent in a loop, until the snapshot is gone. */
-static int watcher(int fd, struct line_reader *lr, json_object *args, bool json)
+static int watcher(struct control_client *cc, json_object *args, bool json)
 {
 	json_object_object_add(args, "timeout", json_object_new_uint64(1000));
 	for (;;) {
-		json_object *resp = call(fd, lr, "snapshot_waitevent", args), *ok, *res, *e;
+		json_object *resp = call(cc, "snapshot_waitevent", args), *ok, *res, *e;
 
 		if (!resp)
 			return 1;
@@ -422,15 +399,14 @@ static int watcher(int fd, struct line_reader *lr, json_object *args, bool json)
 
 int main(int argc, char **argv)
 {
-	const char *control = getenv("BDFILTER_CONTROL"), *file = NULL;
+	const char *control = control_default_path(), *file = NULL;
 	const struct command_def *def;
 	json_object *args, *resp, *ok;
-	struct line_reader lr;
+	struct control_client cc;
+	char err[512];
 	bool json = false;
-	int i, fd, rc = 1;
+	int i, rc = 1;
 
-	if (!control || !*control)
-		control = WIRE_DEFAULT_SOCKET;
 	/* Global options come before the command. */
 	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "--json") == 0) {
@@ -469,24 +445,20 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	fd = unix_socket_connect(control);
-	if (fd < 0) {
-		fprintf(stderr, "%s: cannot connect to %s: %s (%s)\n", prog, control, strerror(-fd),
-			fd == -EACCES || fd == -EPERM ? "root may use it, and bdfilterd's --control-group"
-						      : "is bdfilterd running?");
+	if (control_open(&cc, control, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: %s\n", prog, err);
 		json_object_put(args);
 		return 1;
 	}
-	line_reader_init(&lr, fd);
 	if (def->id == CMD_READCBTMAP) {
-		rc = readcbtmap(fd, &lr, args, file, json);
+		rc = readcbtmap(&cc, args, file, json);
 		goto out;
 	}
 	if (def->cli_loop) {
-		rc = watcher(fd, &lr, args, json);
+		rc = watcher(&cc, args, json);
 		goto out;
 	}
-	resp = call(fd, &lr, def->name, args);
+	resp = call(&cc, def->name, args);
 	if (!resp)
 		goto out;
 	json_object_object_get_ex(resp, "ok", &ok);
@@ -511,8 +483,7 @@ int main(int argc, char **argv)
 	}
 	json_object_put(resp);
 out:
-	line_reader_free(&lr);
-	close(fd);
+	control_close(&cc);
 	json_object_put(args);
 	return rc;
 }

@@ -423,6 +423,13 @@ static int h_status(void *opaque, json_object *args, json_object *res, char *msg
 	add_u64(res, "uptime_s", (uint64_t)(time(NULL) - ctx->started));
 	add_u64(res, "devices", n);
 	add_str(res, "state_dir", ctx->state_dir ? ctx->state_dir : "");
+	/* Where NBD clients reach the exports: a URI per listener, for
+	 * bdfilter-backup run and for people. */
+	json_object *uris = json_object_new_array();
+
+	for (size_t i = 0; i < ctx->n_nbd_uris; i++)
+		json_object_array_add(uris, json_object_new_string(ctx->nbd_uris[i]));
+	json_object_object_add(res, "nbd_uri", uris);
 	return 0;
 }
 

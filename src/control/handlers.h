@@ -19,6 +19,8 @@ struct control_ctx {
 	const char *fuse_dir; /* the FUSE export's mount point, or NULL */
 	const char *state_dir; /* --state-dir, or NULL */
 	struct ulog_server *ulog; /* the dm userspace-log server, or NULL */
+	char **nbd_uris; /* how to reach each NBD listener (listener_uri) */
+	size_t n_nbd_uris;
 	time_t started;
 	atomic_bool stopping; /* set at shutdown: waits end early */
 };

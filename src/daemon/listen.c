@@ -5,10 +5,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +179,93 @@ bool listener_is_local(const struct listener *l)
 	default:
 		return false;
 	}
+}
+
+/* Percent-encode S into OUT (RFC 3986: unreserved characters and '/' kept). */
+static bool uri_encode(const char *s, char *out, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		    strchr("-._~/", ch)) {
+			if (o + 1 >= len)
+				return false;
+			out[o++] = (char)ch;
+		} else {
+			if (o + 3 >= len)
+				return false;
+			out[o++] = '%';
+			out[o++] = hex[ch >> 4];
+			out[o++] = hex[ch & 15];
+		}
+	}
+	if (o >= len)
+		return false;
+	out[o] = '\0';
+	return true;
+}
+
+int listener_uri(const struct listener *l, char *buf, size_t len)
+{
+	const char *scheme = l->tls == NBD_TLS_REQUIRE ? "nbds" : "nbd";
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[INET6_ADDRSTRLEN], path[3 * PATH_MAX + 1];
+	int n;
+
+	if (getsockname(l->fd, (struct sockaddr *)&ss, &sl) < 0)
+		return -1;
+	switch (ss.ss_family) {
+	case AF_UNIX: {
+		const struct sockaddr_un *un = (const struct sockaddr_un *)&ss;
+		size_t plen = sl - offsetof(struct sockaddr_un, sun_path);
+		char raw[sizeof(un->sun_path) + 1];
+
+		/* Unnamed, or abstract (a leading NUL): no path to name. */
+		if (sl <= offsetof(struct sockaddr_un, sun_path) || un->sun_path[0] == '\0')
+			return -1;
+		char cwd[PATH_MAX], *abs = NULL;
+		bool ok;
+
+		memcpy(raw, un->sun_path, plen < sizeof(un->sun_path) ? plen : sizeof(un->sun_path));
+		raw[plen < sizeof(un->sun_path) ? plen : sizeof(un->sun_path)] = '\0';
+		/* A relative path is relative to where we started: made absolute
+		 * while we are still there (before the daemon changes to /). */
+		if (raw[0] != '/' && (!getcwd(cwd, sizeof(cwd)) || asprintf(&abs, "%s/%s", cwd, raw) < 0))
+			return -1;
+		ok = uri_encode(abs ? abs : raw, path, sizeof(path));
+		free(abs);
+		if (!ok)
+			return -1;
+		n = snprintf(buf, len, "%s+unix:///?socket=%s", scheme, path);
+		break;
+	}
+	case AF_INET: {
+		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+
+		if (in->sin_addr.s_addr == htonl(INADDR_ANY))
+			in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		n = snprintf(buf, len, "%s://%s:%u/", scheme, host, ntohs(in->sin_port));
+		break;
+	}
+	case AF_INET6: {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+
+		if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
+			in6->sin6_addr = in6addr_loopback;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		n = snprintf(buf, len, "%s://[%s]:%u/", scheme, host, ntohs(in6->sin6_port));
+		break;
+	}
+	default:
+		return -1;
+	}
+	return n > 0 && (size_t)n < len ? 0 : -1;
 }
 
 int listeners_from_systemd(struct listener **out)

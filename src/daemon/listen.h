@@ -33,6 +33,15 @@ void listener_close(struct listener *l);
  * address (asked of the socket, so that systemd's sockets count too). */
 bool listener_is_local(const struct listener *l);
 
+/* The NBD URI that reaches L from this machine, with an empty export name
+ * (clients put theirs after the authority's '/'): nbd+unix:///?socket=PATH
+ * or nbd://HOST:PORT/, nbds for a listener that requires TLS; an address
+ * bound to every interface is given as the loopback one. Asked of the socket,
+ * so that systemd's count too; a relative Unix path is made absolute from
+ * the working directory, so call it before the daemon leaves it. 0, or -1 for a socket no URI names (an
+ * abstract or unnamed Unix socket, another family) or when LEN is short. */
+int listener_uri(const struct listener *l, char *buf, size_t len);
+
 /* Sockets passed with systemd's LISTEN_PID/LISTEN_FDS. Returns how many (0 if
  * none were passed), and unsets the variables so children do not inherit them. */
 int listeners_from_systemd(struct listener **out);

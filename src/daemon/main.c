@@ -59,6 +59,8 @@ struct daemon {
 	int state_lock_fd; /* holds the flock on --state-dir */
 	struct ulog_server *ulog; /* the dm userspace-log server, if asked for */
 	struct ulog_transport *ulog_cn, *ulog_sp;
+	char **nbd_uris; /* for the control socket's status */
+	size_t n_nbd_uris;
 	bool wrote_pidfile;
 };
 
@@ -214,6 +216,30 @@ static int set_listener_tls(struct daemon *d)
 			used |= d->listeners[i].tls != NBD_TLS_OFF;
 		if (!used)
 			log_warn("TLS credentials given but no listener offers TLS (--tls on or require)");
+	}
+	return 0;
+}
+
+/* The URI of each listener that has one, for status. */
+static int listener_uris(struct daemon *d)
+{
+	char uri[512];
+
+	d->nbd_uris = calloc(d->n_listeners ? d->n_listeners : 1, sizeof(*d->nbd_uris));
+	if (!d->nbd_uris) {
+		log_error("out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < d->n_listeners; i++) {
+		if (listener_uri(&d->listeners[i], uri, sizeof(uri)) < 0) {
+			log_info("%s: no NBD URI names it; status leaves it out", d->listeners[i].desc);
+			continue;
+		}
+		if (!(d->nbd_uris[d->n_nbd_uris] = strdup(uri))) {
+			log_error("out of memory");
+			return -1;
+		}
+		d->n_nbd_uris++;
 	}
 	return 0;
 }
@@ -386,6 +412,9 @@ static void teardown(struct daemon *d)
 	for (size_t i = 0; i < d->n_listeners; i++)
 		listener_close(&d->listeners[i]);
 	free(d->listeners);
+	for (size_t i = 0; i < d->n_nbd_uris; i++)
+		free(d->nbd_uris[i]);
+	free(d->nbd_uris);
 	/* The dirty logs are written as they are freed; the state file keeps
 	 * them live for the kernel's CTR + RESUME after a restart. */
 	ulog_transport_stop(d->ulog_cn);
@@ -504,7 +533,7 @@ int main(int argc, char **argv)
 	/* The dirty logs' socket before the NBD listeners: a client that waits
 	 * for the NBD socket finds the others there. */
 	if (open_devices(&d) < 0 || open_dirty_logs(&d) < 0 || open_listeners(&d) < 0 ||
-	    set_listener_tls(&d) < 0)
+	    set_listener_tls(&d) < 0 || listener_uris(&d) < 0)
 		goto out;
 	if (d.opt.control) {
 		d.control_fd = control_socket_bind(d.opt.control, &access, err, sizeof(err));
@@ -558,6 +587,8 @@ int main(int argc, char **argv)
 		d.control_ctx.bs = &d.bs;
 		d.control_ctx.state_dir = d.opt.state_dir;
 		d.control_ctx.ulog = d.ulog;
+		d.control_ctx.nbd_uris = d.nbd_uris;
+		d.control_ctx.n_nbd_uris = d.n_nbd_uris;
 		d.control_ctx.started = time(NULL);
 		atomic_init(&d.control_ctx.stopping, false);
 		r = control_server_start(d.control_fd, d.opt.control, &access, control_handlers, &d.control_ctx,
