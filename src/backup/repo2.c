@@ -27,6 +27,9 @@
 #define INDEX_ENTRY 80
 #define MAX_BLOCK_SIZE (64u << 20)
 #define MANIFEST_MAX (1u << 20)
+/* An index object lists at most this many bytes of entries (50 million
+ * chunks: 3 TiB of new data at 64 KiB blocks in one backup). */
+#define INDEX_MAX ((size_t)4 << 30)
 
 void repo2_crash_point(const char *name)
 {
@@ -384,7 +387,7 @@ static void load_manifest(struct repo2 *r, struct seal_ctx *sc, struct repo2_bac
 		void *plain;
 		size_t plen;
 
-		e = seal_open_meta(sc, key, buf, len, &plain, &plen, &why);
+		e = seal_open_meta(sc, key, buf, len, MANIFEST_MAX, &plain, &plen, &why);
 		free(buf);
 		if (e < 0) {
 			set_error(b, "backup %u: %s %s", b->num, key, why ? why : strerror(-e));
@@ -674,8 +677,8 @@ static int put_addressed(struct repo2 *r, struct seal_ctx *sc, const char *dir, 
 	return e;
 }
 
-static int get_addressed(struct repo2 *r, struct seal_ctx *sc, const char *key, const char *dir, void **out,
-			 size_t *out_len, char **why)
+static int get_addressed(struct repo2 *r, struct seal_ctx *sc, const char *key, const char *dir, size_t max_len,
+			 void **out, size_t *out_len, char **why)
 {
 	uint8_t h[32], want[32];
 	const char *w = NULL;
@@ -693,7 +696,7 @@ static int get_addressed(struct repo2 *r, struct seal_ctx *sc, const char *key, 
 		report(why, "%s: damaged (its bytes do not match its name)", key);
 		return -EBADMSG;
 	}
-	e = seal_open_meta(sc, dir, sealed, slen, out, out_len, &w);
+	e = seal_open_meta(sc, dir, sealed, slen, max_len, out, out_len, &w);
 	free(sealed);
 	if (e < 0)
 		report(why, "%s: %s", key, w ? w : strerror(-e));
@@ -734,7 +737,8 @@ int repo2_read_map(struct repo2 *r, const struct repo2_backup *b, struct seal_ct
 	size_t len;
 	int e;
 
-	if ((e = get_addressed(r, sc, b->map, "maps/", (void **)&buf, &len, why)) < 0)
+	if ((e = get_addressed(r, sc, b->map, "maps/", MAP_HEADER + b->blocks * CHUNK_ID_LEN, (void **)&buf, &len,
+				why)) < 0)
 		return e;
 	if (len < MAP_HEADER || memcmp(buf, MAP_MAGIC, 8) || get_le64(buf + 8) != b->size ||
 	    get_le32(buf + 16) != b->block_size || get_le64(buf + 24) != b->blocks ||
@@ -858,7 +862,7 @@ int repo2_load_chunks(struct repo2 *r, struct seal_ctx *sc, bool strict)
 		void *buf;
 		size_t len;
 
-		e = get_addressed(r, sc, r->index_keys[i], "index/", &buf, &len, NULL);
+		e = get_addressed(r, sc, r->index_keys[i], "index/", INDEX_MAX, &buf, &len, NULL);
 		if (e == 0) {
 			e = repo2_parse_index(buf, len, load_entry, &l);
 			free(buf);
@@ -900,7 +904,7 @@ int repo2_each_index_entry(struct repo2 *r, struct seal_ctx *sc,
 		struct each ea = { r, fn, opaque, 0 };
 		void *buf;
 		size_t len;
-		int e = get_addressed(r, sc, r->index_keys[i], "index/", &buf, &len, NULL);
+		int e = get_addressed(r, sc, r->index_keys[i], "index/", INDEX_MAX, &buf, &len, NULL);
 
 		if (e < 0)
 			return e;

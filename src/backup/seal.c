@@ -509,12 +509,51 @@ int seal_meta(struct seal_ctx *c, const char *name, const void *data, size_t len
 	return 0;
 }
 
-/* The largest metadata object this reads (a block map of a 64 TiB image of
- * 64 KiB blocks is 32 GiB; anything near that is damage, not a map). */
-#define META_MAX (8ull << 30)
+/* A zstd frame of RAW_LEN bytes into a buffer grown as the output comes: a
+ * damaged (or hostile) length costs memory only for what really comes out. */
+static int inflate_meta(struct seal_ctx *c, const uint8_t *in, size_t in_len, size_t raw_len, uint8_t **out)
+{
+	ZSTD_inBuffer ib = { in, in_len, 0 };
+	size_t cap = raw_len < (1u << 20) ? raw_len : (1u << 20), r;
+	uint8_t *buf = malloc(cap ? cap : 1);
+	ZSTD_outBuffer ob = { buf, cap, 0 };
 
-int seal_open_meta(struct seal_ctx *c, const char *name, const void *in, size_t in_len, void **out,
-		   size_t *out_len, const char **why)
+	if (!buf)
+		return -ENOMEM;
+	ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_only);
+	for (;;) {
+		r = ZSTD_decompressStream(c->dctx, &ob, &ib);
+		if (ZSTD_isError(r) || ob.pos > raw_len)
+			break;
+		if (r == 0) {
+			if (ob.pos != raw_len || ib.pos != ib.size)
+				break;
+			*out = buf;
+			return 0;
+		}
+		if (ob.pos == ob.size) {
+			uint8_t *nb;
+
+			if (cap >= raw_len)
+				break; /* more than it said */
+			cap = cap * 2 < raw_len ? cap * 2 : raw_len;
+			if (!(nb = realloc(buf, cap))) {
+				free(buf);
+				return -ENOMEM;
+			}
+			buf = nb;
+			ob.dst = buf;
+			ob.size = cap;
+		} else if (ib.pos == ib.size) {
+			break; /* truncated */
+		}
+	}
+	free(buf);
+	return -EBADMSG;
+}
+
+int seal_open_meta(struct seal_ctx *c, const char *name, const void *in, size_t in_len, size_t max_len,
+		   void **out, size_t *out_len, const char **why)
 {
 	const uint8_t *p = in;
 	uint8_t *plain = NULL, *buf;
@@ -539,34 +578,30 @@ int seal_open_meta(struct seal_ctx *c, const char *name, const void *in, size_t 
 		p += 4;
 		len -= 4;
 	}
-	if (len < 9 || (raw_len = get_le64(p + 1)) > META_MAX) {
+	if (len < 9) {
 		free(plain);
 		*why = "truncated";
 		return -EBADMSG;
 	}
-	if (!(buf = malloc(raw_len ? raw_len : 1))) {
+	if ((raw_len = get_le64(p + 1)) > max_len) {
 		free(plain);
-		return -ENOMEM;
+		*why = "larger than it can be";
+		return -EBADMSG;
 	}
-	/* unpack() wants [type][payload]: the type, then what follows the length. */
 	if (p[0] == TYPE_RAW && len - 9 == raw_len) {
-		memcpy(buf, p + 9, raw_len);
-		e = 0;
+		if ((buf = malloc(raw_len ? raw_len : 1)))
+			memcpy(buf, p + 9, raw_len);
+		e = buf ? 0 : -ENOMEM;
 	} else if (p[0] == TYPE_ZSTD) {
-		size_t n = ZSTD_decompressDCtx(c->dctx, buf, raw_len, p + 9, len - 9);
-
-		e = ZSTD_isError(n) || n != raw_len ? -EBADMSG : 0;
-		if (e)
+		if ((e = inflate_meta(c, p + 9, len - 9, raw_len, &buf)) == -EBADMSG)
 			*why = "does not decompress";
 	} else {
 		*why = "wrong length or type";
 		e = -EBADMSG;
 	}
 	free(plain);
-	if (e < 0) {
-		free(buf);
+	if (e < 0)
 		return e;
-	}
 	*out = buf;
 	*out_len = raw_len;
 	return 0;

@@ -64,9 +64,10 @@ int seal_open_chunk(struct seal_ctx *c, const uint8_t id[CHUNK_ID_LEN], const vo
  * data, so that an object moved to another name fails to open. A new buffer
  * (malloc'd) into *OUT. */
 int seal_meta(struct seal_ctx *c, const char *name, const void *data, size_t len, void **out, size_t *out_len);
-/* -EBADMSG (with *WHY) if damaged or not sealed under NAME. */
-int seal_open_meta(struct seal_ctx *c, const char *name, const void *in, size_t in_len, void **out,
-		   size_t *out_len, const char **why);
+/* -EBADMSG (with *WHY) if damaged, not sealed under NAME, or more than
+ * MAX_LEN bytes (what the caller knows the object can hold). */
+int seal_open_meta(struct seal_ctx *c, const char *name, const void *in, size_t in_len, size_t max_len,
+		   void **out, size_t *out_len, const char **why);
 
 /* SHA-256 of DATA (object names of content-addressed objects). */
 void seal_sha256(const void *data, size_t len, uint8_t out[32]);

@@ -180,17 +180,17 @@ static void seal_round_trip(struct seal *s, bool keyed)
 	assert_memory_equal(out, rnd, sizeof(rnd));
 	/* metadata: bound to its name when keyed */
 	assert_int_equal(seal_meta(c, "maps/", text, sizeof(text), &meta, &meta_len), 0);
-	assert_int_equal(seal_open_meta(c, "maps/", meta, meta_len, &back, &back_len, &why), 0);
+	assert_int_equal(seal_open_meta(c, "maps/", meta, meta_len, 1 << 20, &back, &back_len, &why), 0);
 	assert_int_equal(back_len, sizeof(text));
 	assert_memory_equal(back, text, sizeof(text));
 	free(back);
 	if (keyed)
-		assert_int_equal(seal_open_meta(c, "index/", meta, meta_len, &back, &back_len, &why), -EBADMSG);
+		assert_int_equal(seal_open_meta(c, "index/", meta, meta_len, 1 << 20, &back, &back_len, &why), -EBADMSG);
 	/* (without a key a metadata object is checked by its name, its
 	 * SHA-256, before it is opened: repo2.c's get_addressed) */
 	((uint8_t *)meta)[meta_len / 2] ^= 0x80;
 	if (keyed)
-		assert_int_equal(seal_open_meta(c, "maps/", meta, meta_len, &back, &back_len, &why), -EBADMSG);
+		assert_int_equal(seal_open_meta(c, "maps/", meta, meta_len, 1 << 20, &back, &back_len, &why), -EBADMSG);
 	free(meta);
 	seal_ctx_free(c);
 }
