@@ -34,11 +34,14 @@
  * The lock (store.h's semantics): an object PREFIX/locks/<random id> holding
  * {"mode", "host", "pid", "time"}. To take it: list locks/, refuse if a live
  * lock conflicts, put ours, list again, and if a conflicting lock appeared
- * meanwhile withdraw ours and refuse. Both of two racing lockers may
- * withdraw; never may both keep theirs (S3 lists what was written before the
- * list began, so of two puts at least one is seen by the other's second
- * list). "The lower id wins" was not chosen: a locker whose second list saw
- * nothing keeps its lock, and a later one with a lower id would win too.
+ * meanwhile withdraw ours. Both of two racing lockers may withdraw; never
+ * may both keep theirs (S3 lists what was written before the list began, so
+ * of two puts at least one is seen by the other's second list). One that
+ * withdrew pauses a random 0.1 to 0.5 s (times its attempt) and starts
+ * again, three attempts in all, so that one of two racers mostly gets it;
+ * a live lock seen in the first list is a refusal at once. "The lower id
+ * wins" was not chosen: a locker whose second list saw nothing keeps its
+ * lock, and a later one with a lower id would think it won too.
  * A background thread rewrites ours every 5 minutes; one whose time is older
  * than 30 minutes (by the writer's clock: hosts are assumed to agree within
  * minutes) is stale, ignored, and reported once. */
@@ -65,6 +68,7 @@
 #define S3_DEFAULT_REGION "us-east-1"
 #define S3_ERROR_BODY_MAX (64u << 10) /* of an error answer, kept for its XML */
 #define S3_LOCKS "locks/"
+#define S3_LOCK_ATTEMPTS 3 /* of a locker that raced another */
 
 struct s3_store {
 	struct store base;
@@ -1229,8 +1233,10 @@ static bool stale_reported(struct s3_store *s, const char *key)
 
 /* 0 if no live lock but MINE conflicts with MODE; -EBUSY (message printed)
  * if one does; another negative errno if the locks could not be read.
- * AFTER_PUT: this is the check after ours was written. */
-static int lock_check(struct s3_store *s, enum store_lock_mode mode, const char *mine, bool after_put)
+ * AFTER_PUT: this is the check after ours was written; QUIET: a conflict is
+ * -EAGAIN, not printed (there will be another attempt). */
+static int lock_check(struct s3_store *s, enum store_lock_mode mode, const char *mine, bool after_put,
+		      bool quiet)
 {
 	struct key_list l = {0};
 	int ret = s3_list(&s->base, S3_LOCKS, collect_key, &l);
@@ -1280,6 +1286,8 @@ static int lock_check(struct s3_store *s, enum store_lock_mode mode, const char 
 				bk_error("%s: ignoring a stale lock: %s by pid %" PRId64 " on %s, last renewed %.0f min ago (%s)",
 					 s->base.url, ms, json_object_get_int64(jp), json_object_get_string(jh),
 					 age / 60, key);
+		} else if (modes_conflict(mode, m) && quiet) {
+			ret = -EAGAIN;
 		} else if (modes_conflict(mode, m)) {
 			bk_error("%s: locked for %s by pid %" PRId64 " on %s%s", s->base.url, ms,
 				 json_object_get_int64(jp), json_object_get_string(jh),
@@ -1358,29 +1366,44 @@ static int s3_lock(struct store *st, enum store_lock_mode mode)
 		bk_error("%s: the lock is already held", s->base.url);
 		return -EINVAL;
 	}
-	ret = lock_check(s, mode, NULL, false);
-	if (ret)
-		return ret;
-	if (gnutls_rnd(GNUTLS_RND_NONCE, id, sizeof(id)) < 0) {
-		bk_error("%s: no random numbers for a lock id", s->base.url);
-		return -EIO;
-	}
-	hex(id, sizeof(id), idhex);
-	key = bk_format(S3_LOCKS "%s", idhex);
-	json = lock_json(mode);
-	if (!key || !json) {
-		free(key);
+	for (int attempt = 1;; attempt++) {
+		uint32_t r = 0;
+		struct timespec ts;
+
+		ret = lock_check(s, mode, NULL, false, false);
+		if (ret)
+			return ret;
+		if (gnutls_rnd(GNUTLS_RND_NONCE, id, sizeof(id)) < 0) {
+			bk_error("%s: no random numbers for a lock id", s->base.url);
+			return -EIO;
+		}
+		hex(id, sizeof(id), idhex);
+		key = bk_format(S3_LOCKS "%s", idhex);
+		json = lock_json(mode);
+		if (!key || !json) {
+			free(key);
+			free(json);
+			return -ENOMEM;
+		}
+		ret = s3_put(st, key, json, strlen(json));
 		free(json);
-		return -ENOMEM;
-	}
-	ret = s3_put(st, key, json, strlen(json));
-	free(json);
-	if (!ret)
-		ret = lock_check(s, mode, key, true);
-	if (ret) {
+		if (!ret)
+			ret = lock_check(s, mode, key, true, attempt < S3_LOCK_ATTEMPTS);
+		if (!ret)
+			break;
 		s3_del(st, key);
 		free(key);
-		return ret;
+		if (ret != -EAGAIN)
+			return ret;
+		/* Raced: apart by a random pause, and again. */
+		gnutls_rnd(GNUTLS_RND_NONCE, &r, sizeof(r));
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)((100 + r % 400) * 1000000L) * attempt;
+		while (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		nanosleep(&ts, NULL);
 	}
 	s->lock_key = key;
 	s->lock_mode = mode;

@@ -85,7 +85,7 @@ s3_start() {
 		# DES only in its legacy provider (without it a truncated listing
 		# is a 500, ERR_OSSL_EVP_UNSUPPORTED).
 		node --openssl-legacy-provider "$BDF_S3_CACHE/node_modules/s3rver/bin/s3rver.js" -d "$T/s3rver" -a 127.0.0.1 -p "$_port" \
-			--no-vhost-buckets --configure-bucket "$S3_BUCKET" >"$T/s3rver.log" 2>&1 &
+			--silent --no-vhost-buckets --configure-bucket "$S3_BUCKET" >"$T/s3rver.log" 2>&1 &
 		S3_PID=$!
 		S3_PIDS="$S3_PIDS $S3_PID"
 		_n=600
