@@ -357,7 +357,7 @@ struct s3_io {
 	 * S3_ERROR_BODY_MAX of it). */
 	char *fixed;
 	size_t fixed_len, fixed_got;
-	uint64_t skip; /* of a 200 answer to a Range request: the offset */
+	uint64_t skip0, skip; /* of a 200 answer to a Range request: the offset */
 	char *buf;
 	size_t len, cap;
 	bool oom;
@@ -445,6 +445,7 @@ static void io_reset(struct s3_io *io)
 	if (io->buf)
 		io->buf[0] = '\0';
 	io->fixed_got = 0;
+	io->skip = io->skip0;
 	io->up_off = 0;
 	io->oom = false;
 }
@@ -947,7 +948,7 @@ out:
 static int s3_get_range(struct store *st, const char *key, uint64_t offset, size_t len, void *buf)
 {
 	struct s3_store *s = (struct s3_store *)st;
-	struct s3_io io = {.fixed = buf, .fixed_len = len, .skip = offset};
+	struct s3_io io = {.fixed = buf, .fixed_len = len, .skip0 = offset};
 	char *url = NULL, *what = NULL, *range = NULL;
 	long status = 0;
 	int ret;

@@ -103,6 +103,8 @@ s3_start() {
 	S3_PROXY_LOG=$S3P_LOG
 	export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
 	export AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PROXY_PORT"
+	# libcurl takes proxies from the environment: never for these.
+	export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 	unset AWS_SESSION_TOKEN AWS_PROFILE AWS_DEFAULT_REGION AWS_ENDPOINT_URL_S3 || true
 	# Nothing of the user's: no ~/.aws files.
 	export AWS_SHARED_CREDENTIALS_FILE="$T/no-aws-credentials" AWS_CONFIG_FILE="$T/no-aws-config"

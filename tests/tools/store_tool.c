@@ -214,7 +214,8 @@ int main(int argc, char **argv)
 
 		ret = store_list(s, argv[3], collect, &l);
 		if (!ret) {
-			qsort(l.e, l.n, sizeof(*l.e), cmp_entry);
+			if (l.n)
+				qsort(l.e, l.n, sizeof(*l.e), cmp_entry);
 			for (size_t i = 0; i < l.n; i++)
 				printf("%s %" PRIu64 "\n", l.e[i].key, l.e[i].size);
 		}
