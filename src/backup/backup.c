@@ -18,6 +18,8 @@
 #include "backup/block_list.h"
 #include "backup/progress.h"
 #include "backup/repo.h"
+#include "backup/repo2.h"
+#include "backup/seal.h"
 #include "backup/util.h"
 #include "backup/source.h"
 #include "common/io.h"
@@ -29,18 +31,37 @@
 #define READER_DEPTH 4
 /* Buffers per reader: its requests', and one the writer empties. */
 #define BUFFERS_PER_READER (READER_DEPTH + 1)
+/* The bytes of one item, the most a buffer's first part holds. */
+#define ITEM_BYTES_ROUNDED(c) (ITEM_BYTES > (c)->block_size ? ITEM_BYTES : (size_t)(c)->block_size)
 
 struct item {
 	uint64_t first, count; /* blocks */
 	uint64_t entry;        /* index of its first entry */
 };
 
-/* A buffer on its way from a reader to the writer: the blocks of ITEM that
- * are not all zeros, packed, KEPT bytes. */
+/* A buffer on its way from a reader to the writer: what ITEM's blocks are
+ * stored as (version 1: those that are not all zeros, packed; version 2: the
+ * new chunks, sealed), KEPT bytes at DATA. */
 struct filled {
-	char *buf;
+	char *buf, *data;
 	size_t kept;
 	const struct item *item;
+};
+
+/* A block of a version 2 backup, as a reader leaves it for the writer. */
+struct entry2 {
+	uint8_t id[CHUNK_ID_LEN];
+	uint32_t sealed_off, sealed_len; /* in the filled data, if NEW */
+	bool zero, new;
+};
+
+struct copy;
+struct reader;
+/* What a format does with an item: PACK in the reader's thread, after the
+ * read, turns BUF's bytes into what STORE, in the writer's, stores. */
+struct copy_format {
+	void (*pack)(struct copy *c, struct reader *rd, const struct item *it, char *buf, struct filled *f);
+	int (*store)(struct copy *c, const struct filled *f);
 };
 
 /* Readers (one per NBD connection) fill buffers; one writer appends them to
@@ -55,7 +76,13 @@ struct copy {
 	int directfd; /* the data file again, O_DIRECT; < 0 where that is not possible */
 	struct item *items;
 	size_t n_items;
-	struct repo_entry *entries;
+	const struct copy_format *fmt;
+	size_t extra_bytes; /* each buffer's room beyond the item's bytes */
+	struct repo_entry *entries; /* version 1 */
+	struct entry2 *entries2;    /* version 2 */
+	struct repo2 *r2;
+	const struct seal *seal;
+	struct pack_writer *pw;
 	atomic_size_t next_item;
 	atomic_uint_fast64_t bytes_read, bytes_done, zero_blocks;
 	atomic_int err;
@@ -97,11 +124,15 @@ static size_t item_bytes(const struct copy *c, const struct item *it)
 	return (size_t)((end > c->size ? c->size : end) - start);
 }
 
-/* ITEM has been read into BUF: hash its blocks, and pack the ones that are
- * not all zeros at its start; their entries get offsets relative to BUF. */
-static void pack_item(struct copy *c, const struct item *it, char *buf, size_t *kept)
+/* Version 1: ITEM has been read into BUF: hash its blocks, and pack the
+ * ones that are not all zeros at its start; their entries get offsets
+ * relative to BUF. */
+static void pack_item(struct copy *c, struct reader *rd, const struct item *it, char *buf, struct filled *f)
 {
-	atomic_fetch_add(&c->bytes_read, item_bytes(c, it));
+	size_t *kept = &f->kept;
+
+	(void)rd;
+	f->data = buf;
 	*kept = 0;
 	for (uint64_t i = 0; i < it->count; i++) {
 		struct repo_entry *e = &c->entries[it->entry + i];
@@ -136,6 +167,7 @@ struct reader {
 	struct nbd_handle *h;
 	pthread_t thread;
 	struct slot slots[READER_DEPTH];
+	struct seal_ctx *sc; /* version 2 */
 };
 
 static int on_read(void *opaque, int *error)
@@ -216,7 +248,6 @@ static void *reader_run(void *opaque)
 		}
 		for (unsigned k = 0; k < READER_DEPTH; k++) {
 			struct slot *s = &slots[k];
-			size_t kept;
 
 			if (!s->busy || !s->done)
 				continue;
@@ -230,9 +261,12 @@ static void *reader_run(void *opaque)
 				set_error(c, -EIO);
 				continue;
 			}
-			pack_item(c, s->item, s->buf, &kept);
+			struct filled f = { .buf = s->buf, .item = s->item };
+
+			atomic_fetch_add(&c->bytes_read, item_bytes(c, s->item));
+			c->fmt->pack(c, rd, s->item, s->buf, &f);
 			pthread_mutex_lock(&c->lock);
-			c->queue[(c->q_head + c->q_len++) % c->q_cap] = (struct filled){ s->buf, kept, s->item };
+			c->queue[(c->q_head + c->q_len++) % c->q_cap] = f;
 			pthread_cond_broadcast(&c->cond);
 			pthread_mutex_unlock(&c->lock);
 		}
@@ -243,6 +277,84 @@ static void *reader_run(void *opaque)
 	pthread_mutex_unlock(&c->lock);
 	return NULL;
 }
+
+/* Version 1: append the packed blocks to the data file, and make their
+ * entries' offsets absolute. */
+static int store_item(struct copy *c, const struct filled *f)
+{
+	int r = 0;
+
+	/* O_DIRECT where the piece allows it: the backup does not pass
+	 * through (and push the machine's working set out of) the page
+	 * cache, and the copy into it, the writer's largest cost, is gone.
+	 * An incremental's scattered small pieces go through the cache. */
+	if (f->kept)
+		r = io_pwrite_direct(c->datafd, c->directfd, f->data, f->kept, c->data_end);
+	if (r < 0) {
+		bk_error("writing the backup's data: %s", strerror(-r));
+		return r;
+	}
+	for (uint64_t i = 0; i < f->item->count; i++)
+		if (c->entries[f->item->entry + i].offset != REPO_ZERO_BLOCK)
+			c->entries[f->item->entry + i].offset += c->data_end;
+	c->data_end += f->kept;
+	return 0;
+}
+
+static const struct copy_format format_v1 = { pack_item, store_item };
+
+/* Version 2: each block's chunk id; a block that is not all zeros and whose
+ * chunk the repository does not hold (nor another reader is storing) is
+ * sealed into the buffer's second part. */
+static void pack_item2(struct copy *c, struct reader *rd, const struct item *it, char *buf, struct filled *f)
+{
+	char *out = buf + ITEM_BYTES_ROUNDED(c);
+
+	f->data = out;
+	f->kept = 0;
+	for (uint64_t i = 0; i < it->count; i++) {
+		struct entry2 *e = &c->entries2[it->entry + i];
+		uint32_t blen = block_length(it->first + i, c->size, c->block_size);
+		char *p = buf + i * c->block_size;
+		long n;
+
+		*e = (struct entry2){ .zero = all_zero(p, blen) };
+		if (e->zero) {
+			atomic_fetch_add(&c->zero_blocks, 1);
+			continue;
+		}
+		seal_chunk_id(rd->sc, p, blen, e->id);
+		if (!repo2_claim_chunk(c->r2, e->id))
+			continue;
+		if ((n = seal_chunk(rd->sc, e->id, p, blen, out + f->kept)) < 0) {
+			bk_error("sealing a chunk: %s", strerror((int)-n));
+			set_error(c, (int)n);
+			return;
+		}
+		e->new = true;
+		e->sealed_off = (uint32_t)f->kept;
+		e->sealed_len = (uint32_t)n;
+		f->kept += (size_t)n;
+	}
+}
+
+static int store_item2(struct copy *c, const struct filled *f)
+{
+	for (uint64_t i = 0; i < f->item->count; i++) {
+		const struct entry2 *e = &c->entries2[f->item->entry + i];
+		int r;
+
+		if (!e->new)
+			continue;
+		r = pack_writer_add(c->pw, e->id, f->data + e->sealed_off, e->sealed_len,
+				    block_length(f->item->first + i, c->size, c->block_size));
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static const struct copy_format format_v2 = { pack_item2, store_item2 };
 
 /* The writer: append each filled buffer to the data file and make its
  * entries' offsets absolute. Runs until the readers are done and the queue
@@ -267,22 +379,8 @@ static void *writer_run(void *opaque)
 		c->q_len--;
 		pthread_mutex_unlock(&c->lock);
 
-		/* O_DIRECT where the piece allows it: the backup does not pass
-		 * through (and push the machine's working set out of) the page
-		 * cache, and the copy into it, the writer's largest cost, is gone.
-		 * An incremental's scattered small pieces go through the cache. */
-		if (atomic_load(&c->err) || f.kept == 0)
-			r = 0;
-		else
-			r = io_pwrite_direct(c->datafd, c->directfd, f.buf, f.kept, c->data_end);
-		if (r < 0) {
-			bk_error("writing the backup's data: %s", strerror(-r));
+		if (atomic_load(&c->err) == 0 && (r = c->fmt->store(c, &f)) < 0)
 			set_error(c, r);
-		}
-		for (uint64_t i = 0; i < f.item->count; i++)
-			if (c->entries[f.item->entry + i].offset != REPO_ZERO_BLOCK)
-				c->entries[f.item->entry + i].offset += c->data_end;
-		c->data_end += f.kept;
 		atomic_fetch_add(&c->bytes_done, (f.item->count) * (uint64_t)c->block_size);
 
 		pthread_mutex_lock(&c->lock);
@@ -328,11 +426,13 @@ static int copy_blocks(struct copy *c, const struct block_list *l, struct nbd_ha
 {
 	struct reader *rd;
 	pthread_t writer;
-	size_t bufs, buf_bytes = ITEM_BYTES > c->block_size ? ITEM_BYTES : c->block_size;
+	size_t bufs, buf_bytes = ITEM_BYTES_ROUNDED(c) + c->extra_bytes;
 	unsigned n, started = 0;
 	int r;
 
-	if ((r = make_items(c, l)) < 0 || !(c->entries = calloc(l->blocks ? l->blocks : 1, sizeof(*c->entries)))) {
+	if ((r = make_items(c, l)) < 0 ||
+	    (c->fmt == &format_v1 && !(c->entries = calloc(l->blocks ? l->blocks : 1, sizeof(*c->entries)))) ||
+	    (c->fmt == &format_v2 && !(c->entries2 = calloc(l->blocks ? l->blocks : 1, sizeof(*c->entries2))))) {
 		bk_error("out of memory");
 		return -ENOMEM;
 	}
@@ -377,6 +477,10 @@ static int copy_blocks(struct copy *c, const struct block_list *l, struct nbd_ha
 	}
 	for (unsigned i = 0; i < n; i++) {
 		rd[i].c = c;
+		if (c->seal && seal_ctx_new(c->seal, &rd[i].sc) < 0) {
+			set_error(c, -ENOMEM);
+			break;
+		}
 		if (i > 0)
 			rd[i].h = source_connect(c->uri, c->tls);
 		if (!rd[i].h || pthread_create(&rd[i].thread, NULL, reader_run, &rd[i]) != 0) {
@@ -419,6 +523,7 @@ out:
 	for (unsigned i = 0; i < n; i++) {
 		if (rd[i].h)
 			nbd_close(rd[i].h);
+		seal_ctx_free(rd[i].sc);
 		for (unsigned k = 0; k < READER_DEPTH; k++)
 			if (rd[i].slots[k].busy)
 				c->free_bufs[c->n_free++] = rd[i].slots[k].buf;
@@ -432,9 +537,17 @@ out:
 	return r;
 }
 
+/* What an incremental continues: the chain's last backup. */
+struct chain_tip {
+	unsigned num;
+	uint64_t size;
+	const char *generation; /* NULL if none */
+	int64_t changes_number; /* -1 if none */
+};
+
 /* Which context an incremental reads, after checking that the image
  * continues the chain whose last backup is LAST. */
-static char *incremental_context(const struct backup_opts *o, const struct backup_info *last,
+static char *incremental_context(const struct backup_opts *o, const struct chain_tip *last,
 				 const struct source_info *si)
 {
 	char *ctx = NULL;
@@ -479,19 +592,19 @@ static char *incremental_context(const struct backup_opts *o, const struct backu
 
 struct incremental {
 	const struct backup_opts *o;
-	const struct backup_info *last;
+	struct chain_tip last;
 };
 
 static char *choose_context(void *opaque, const struct source_info *si, int *err)
 {
 	struct incremental *ic = opaque;
-	char *ctx = incremental_context(ic->o, ic->last, si);
+	char *ctx = incremental_context(ic->o, &ic->last, si);
 
 	*err = ctx ? 0 : -EINVAL;
 	return ctx;
 }
 
-int backup_run(const struct backup_opts *o, struct json_object **result)
+static int backup1_run(const struct backup_opts *o, struct json_object **result)
 {
 	struct repo *r = NULL;
 	struct nbd_handle *h = NULL;
@@ -523,7 +636,9 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 	}
 	/* The context an incremental reads depends on what the export says of
 	 * itself, and is asked for in the same handshake. */
-	ic = (struct incremental){ .o = o, .last = last };
+	ic = (struct incremental){ .o = o };
+	if (last)
+		ic.last = (struct chain_tip){ last->num, last->size, last->generation, last->changes_number };
 	h = source_open(o->uri, o->tls, &si, o->incremental ? choose_context : NULL, &ic, &ctx, &err);
 	if (!h)
 		goto out;
@@ -538,7 +653,8 @@ int backup_run(const struct backup_opts *o, struct json_object **result)
 		goto out;
 	if ((err = repo_backup_begin(r, &w)) < 0)
 		goto out;
-	c = (struct copy){ .uri = o->uri, .tls = o->tls, .size = si.size, .block_size = r->block_size, .datafd = w.datafd };
+	c = (struct copy){ .uri = o->uri, .tls = o->tls, .size = si.size, .block_size = r->block_size, .datafd = w.datafd,
+			   .fmt = &format_v1 };
 	pg = progress_new(o->show_progress, o->incremental ? "incremental" : "full",
 			  l.blocks * (uint64_t)r->block_size);
 	err = copy_blocks(&c, &l, h, o->connections, pg);
@@ -596,4 +712,241 @@ out:
 		nbd_close(h);
 	repo_close(r);
 	return err;
+}
+
+/* The name backups of the export URI names go under: the export's name,
+ * without the "-image" bdfilterd gives a snapshot image of a device. */
+static char *device_name(const char *uri)
+{
+	char *name = source_uri_export(uri);
+	size_t len;
+
+	if (!name || !*name) {
+		free(name);
+		return strdup("default");
+	}
+	len = strlen(name);
+	if (len > 6 && !strcmp(name + len - 6, "-image"))
+		name[len - 6] = 0;
+	return name;
+}
+
+static bool valid_device_name(const char *s)
+{
+	if (!*s || strlen(s) > 255)
+		return false;
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return false;
+	return true;
+}
+
+static int backup2_run(const struct backup_opts *o, struct json_object **result)
+{
+	struct repo2_create cr = {
+		.block_size = o->block_size,
+		.level = o->level < 0 ? REPO2_LEVEL_DEFAULT : o->level,
+		.key_file = o->key_file,
+	};
+	struct repo2 *r = NULL;
+	struct seal_ctx *sc = NULL;
+	struct nbd_handle *h = NULL;
+	struct source_info si = { .changes_number = -1 };
+	const struct repo2_backup *last = NULL;
+	struct repo2_backup nb = { .parent = -1, .changes_number = -1 };
+	uint8_t(*map)[CHUNK_ID_LEN] = NULL;
+	struct block_list l = { 0 };
+	struct pack_writer pw = { 0 };
+	struct copy c = { 0 };
+	struct progress *pg = NULL;
+	struct incremental ic;
+	char *ctx = NULL, *device = NULL, *index = NULL;
+	const char *reason = NULL;
+	double t0 = bk_seconds();
+	uint64_t blocks, data_blocks = 0;
+	unsigned num;
+	int err;
+
+	err = repo2_open(o->repo, STORE_LOCK_APPEND, o->incremental ? NULL : &cr, o->key_file, &r);
+	if (err < 0)
+		return err;
+	if ((err = seal_ctx_new(r->seal, &sc)) < 0 || (err = repo2_load_chunks(r, sc, true)) < 0)
+		goto out;
+	if (o->device && !(device = strdup(o->device))) {
+		err = -ENOMEM;
+		goto out;
+	}
+	if (device && !valid_device_name(device)) {
+		bk_error("--device '%s': a name of 1 to 255 printable characters is needed", device);
+		err = -EINVAL;
+		goto out;
+	}
+	if (o->incremental && device) {
+		if (!(last = repo2_last(r, device))) {
+			bk_error("%s holds no backup of %s yet: run full first", o->repo, device);
+			err = -ENOENT;
+			goto out;
+		}
+		ic = (struct incremental){ .o = o };
+		ic.last = (struct chain_tip){ last->num, last->size, last->generation, last->changes_number };
+	}
+	if (o->incremental && !device) {
+		/* From the URI, not a connection: qemu-nbd, say, serves one
+		 * client and is gone after it. */
+		if (!(device = device_name(o->uri))) {
+			err = -ENOMEM;
+			goto out;
+		}
+		if (!(last = repo2_last(r, device))) {
+			bk_error("%s holds no backup of %s yet: run full first", o->repo, device);
+			err = -ENOENT;
+			goto out;
+		}
+		ic = (struct incremental){ .o = o };
+		ic.last = (struct chain_tip){ last->num, last->size, last->generation, last->changes_number };
+	}
+	h = source_open(o->uri, o->tls, &si, o->incremental ? choose_context : NULL, &ic, &ctx, &err);
+	if (!h)
+		goto out;
+	if (!device && !(device = device_name(o->uri))) {
+		err = -ENOMEM;
+		goto out;
+	}
+	if (!si.generation && nbd_is_read_only(h) == 0)
+		fprintf(stderr, "bdfilter-backup: warning: %s is writable and not a snapshot image: "
+				"what is written to it meanwhile may be in the backup in part\n",
+			o->uri);
+	if (!o->incremental) {
+		const struct repo2_backup *prev = repo2_last(r, device);
+
+		reason = !prev ? "first backup of the device" : "full backup asked for";
+	} else {
+		reason = "changes since the chain's last backup";
+	}
+	blocks = block_count(si.size, r->block_size);
+	if (blocks > SIZE_MAX / CHUNK_ID_LEN || !(map = calloc(blocks ? blocks : 1, CHUNK_ID_LEN))) {
+		bk_error("out of memory");
+		err = -ENOMEM;
+		goto out;
+	}
+	if (last) {
+		uint8_t(*parent)[CHUNK_ID_LEN];
+
+		if ((err = repo2_read_map(r, last, sc, NULL, &parent)) < 0)
+			goto out;
+		memcpy(map, parent, blocks * CHUNK_ID_LEN);
+		free(parent);
+	}
+	err = source_blocks(h, o->uri, ctx ? ctx : LIBNBD_CONTEXT_BASE_ALLOCATION, si.size, r->block_size, &l);
+	if (err < 0)
+		goto out;
+	if ((err = pack_writer_init(&pw, r)) < 0)
+		goto out;
+	c = (struct copy){ .uri = o->uri, .tls = o->tls, .size = si.size, .block_size = r->block_size,
+			   .datafd = -1, .fmt = &format_v2, .r2 = r, .seal = r->seal, .pw = &pw };
+	c.extra_bytes = ITEM_BYTES_ROUNDED(&c) + (ITEM_BYTES_ROUNDED(&c) / r->block_size + 1) * SEAL_OVERHEAD;
+	pg = progress_new(o->show_progress, o->incremental ? "incremental" : "full",
+			  l.blocks * (uint64_t)r->block_size);
+	err = copy_blocks(&c, &l, h, o->connections, pg);
+	h = NULL;
+	progress_done(pg);
+	if (err < 0)
+		goto out;
+	for (size_t i = 0; i < c.n_items; i++)
+		for (uint64_t k = 0; k < c.items[i].count; k++) {
+			const struct entry2 *e = &c.entries2[c.items[i].entry + k];
+
+			if (e->zero)
+				memset(map[c.items[i].first + k], 0, CHUNK_ID_LEN);
+			else
+				memcpy(map[c.items[i].first + k], e->id, CHUNK_ID_LEN);
+		}
+	for (uint64_t b = 0; b < blocks; b++)
+		data_blocks += !repo2_zero_id(map[b]);
+	if ((err = pack_writer_finish(&pw, sc, &index)) < 0)
+		goto out;
+
+	nb.device = device;
+	device = NULL;
+	nb.full = !o->incremental;
+	nb.parent = last ? (int)last->num : -1;
+	nb.from = strdup(o->uri);
+	nb.size = si.size;
+	nb.block_size = r->block_size;
+	nb.generation = si.generation ? strdup(si.generation) : NULL;
+	nb.changes_number = si.changes_number;
+	nb.bitmap = ctx ? strdup(ctx) : NULL;
+	nb.blocks = blocks;
+	nb.data_blocks = data_blocks;
+	nb.read_blocks = l.blocks;
+	nb.new_chunks = pw.n_added;
+	nb.new_bytes = pw.raw_bytes;
+	nb.stored_bytes = pw.stored_bytes;
+	nb.index = index;
+	index = NULL;
+	if (!nb.from || (si.generation && !nb.generation) || (ctx && !nb.bitmap)) {
+		err = -ENOMEM;
+		goto out;
+	}
+	if ((err = repo2_commit(r, sc, &nb, (const uint8_t(*)[CHUNK_ID_LEN])map)) < 0)
+		goto out;
+	num = nb.num;
+	{
+		const struct repo2_backup *b = &r->b[r->n - 1];
+
+		*result = json_object_new_object();
+		json_object_object_add(*result, "backup", json_object_new_int64(num));
+		json_object_object_add(*result, "device", json_object_new_string(b->device));
+		json_object_object_add(*result, "kind", json_object_new_string(b->full ? "full" : "incremental"));
+		json_object_object_add(*result, "reason", json_object_new_string(reason));
+		json_object_object_add(*result, "parent", b->parent >= 0 ? json_object_new_int64(b->parent) : NULL);
+		json_object_object_add(*result, "from", json_object_new_string(o->uri));
+		json_object_object_add(*result, "size", json_object_new_int64((int64_t)b->size));
+		json_object_object_add(*result, "block_size", json_object_new_int64(b->block_size));
+		json_object_object_add(*result, "generation",
+				       b->generation ? json_object_new_string(b->generation) : NULL);
+		json_object_object_add(*result, "changes_number",
+				       b->changes_number >= 0 ? json_object_new_int64(b->changes_number) : NULL);
+		json_object_object_add(*result, "bitmap", b->bitmap ? json_object_new_string(b->bitmap) : NULL);
+		json_object_object_add(*result, "blocks", json_object_new_int64((int64_t)b->read_blocks));
+		json_object_object_add(*result, "zero_blocks", json_object_new_int64((int64_t)atomic_load(&c.zero_blocks)));
+		json_object_object_add(*result, "bytes_read", json_object_new_int64((int64_t)atomic_load(&c.bytes_read)));
+		json_object_object_add(*result, "new_chunks", json_object_new_int64((int64_t)b->new_chunks));
+		json_object_object_add(*result, "new_bytes", json_object_new_int64((int64_t)b->new_bytes));
+		json_object_object_add(*result, "bytes_stored", json_object_new_int64((int64_t)b->stored_bytes));
+		json_object_object_add(*result, "seconds", json_object_new_double(bk_seconds() - t0));
+	}
+out:
+	pack_writer_free(&pw);
+	repo2_backup_clear(&nb);
+	free(c.items);
+	free(c.entries2);
+	free(map);
+	free(ctx);
+	free(device);
+	free(index);
+	block_list_free(&l);
+	source_info_free(&si);
+	if (h)
+		nbd_close(h);
+	seal_ctx_free(sc);
+	repo2_close(r);
+	return err;
+}
+
+int backup_run(const struct backup_opts *o, struct json_object **result)
+{
+	int v = repo_version(o->repo);
+
+	if (v < 0)
+		return v;
+	if (v == 1 || (v == 0 && o->repo_version == 1)) {
+		if (o->device || o->key_file || o->level >= 0) {
+			bk_error("%s: a version 1 repository has no --device, --key-file or --compress-level",
+				 o->repo);
+			return -EINVAL;
+		}
+		return backup1_run(o, result);
+	}
+	return backup2_run(o, result);
 }

@@ -18,19 +18,35 @@ struct backup_opts {
 	uint32_t block_size; /* for a new repository */
 	bool incremental;
 	bool show_progress;
+	/* Version 2 repositories. */
+	const char *device;   /* the name the backups go under; NULL: from the URI */
+	const char *key_file; /* an encrypted repository's key (a new one is made encrypted) */
+	int level;            /* zstd level for a new repository; 0 none, -1 the default */
+	int repo_version;     /* for a new repository: 1 or 2; 0: 2 */
 };
 int backup_run(const struct backup_opts *o, struct json_object **result);
 
 struct restore_opts {
 	const char *repo, *to;
+	const char *key_file;
+	unsigned writers; /* 0: the default */
 	const struct source_tls *tls; /* for a --to URI */
 	int64_t at; /* -1: the last backup */
 	bool show_progress;
 };
 int restore_run(const struct restore_opts *o, struct json_object **result);
 
-/* verify: *RESULT is set also when it finds damage (then 1 is returned). */
-int verify_run(const char *repo, struct json_object **result);
-int list_run(const char *repo, struct json_object **result);
+/* verify: *RESULT is set also when it finds damage (then 1 is returned).
+ * DEEP: every chunk fetched and checked (version 1 always reads every
+ * block). KEY_FILE: an encrypted repository's key, else NULL. */
+int verify_run(const char *repo, const char *key_file, bool deep, struct json_object **result);
+int list_run(const char *repo, const char *key_file, struct json_object **result);
+/* Sizes before and after dedup and compression (version 2). */
+int info_run(const char *repo, const char *key_file, struct json_object **result);
+
+/* The version 2 readers behind them (inspect2.c). */
+int verify2_run(const char *repo, const char *key_file, bool deep, struct json_object **result);
+int list2_run(const char *repo, const char *key_file, struct json_object **result);
+int info2_run(const char *repo, const char *key_file, struct json_object **result);
 
 #endif

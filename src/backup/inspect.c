@@ -11,6 +11,7 @@
 #include "backup/backup.h"
 #include "backup/block_list.h"
 #include "backup/repo.h"
+#include "backup/repo2.h"
 #include "backup/util.h"
 #include "common/io.h"
 
@@ -72,7 +73,7 @@ static uint64_t verify_backup(struct repo *r, unsigned num, char *buf, const cha
 	return n;
 }
 
-int verify_run(const char *repo, struct json_object **result)
+static int verify1_run(const char *repo, struct json_object **result)
 {
 	struct repo *r;
 	struct json_object *errors;
@@ -121,7 +122,7 @@ out:
 	return err;
 }
 
-int list_run(const char *repo, struct json_object **result)
+static int list1_run(const char *repo, struct json_object **result)
 {
 	struct repo *r;
 	struct json_object *list;
@@ -162,4 +163,52 @@ int list_run(const char *repo, struct json_object **result)
 	json_object_object_add(*result, "backups", list);
 	repo_close(r);
 	return err;
+}
+
+/* Which version's reader: 1 or 2, or a negative errno (printed). */
+static int version_of(const char *repo, const char *key_file)
+{
+	int v = repo_version(repo);
+
+	if (v == 0) {
+		bk_error("%s: not a bdfilter-backup repository", repo);
+		return -ENOENT;
+	}
+	if (v == 1 && key_file) {
+		bk_error("%s: a version 1 repository is not encrypted: no --key-file", repo);
+		return -EINVAL;
+	}
+	return v;
+}
+
+int verify_run(const char *repo, const char *key_file, bool deep, struct json_object **result)
+{
+	int v = version_of(repo, key_file);
+
+	if (v < 0)
+		return v;
+	/* Version 1 keeps no chunk ids: its verify always reads every block. */
+	return v == 1 ? verify1_run(repo, result) : verify2_run(repo, key_file, deep, result);
+}
+
+int list_run(const char *repo, const char *key_file, struct json_object **result)
+{
+	int v = version_of(repo, key_file);
+
+	if (v < 0)
+		return v;
+	return v == 1 ? list1_run(repo, result) : list2_run(repo, key_file, result);
+}
+
+int info_run(const char *repo, const char *key_file, struct json_object **result)
+{
+	int v = version_of(repo, key_file);
+
+	if (v < 0)
+		return v;
+	if (v == 1) {
+		bk_error("%s: info is for version 2 repositories (list shows a version 1 one)", repo);
+		return -EINVAL;
+	}
+	return info2_run(repo, key_file, result);
 }

@@ -15,6 +15,7 @@
 #include <json-c/json.h>
 
 #include "backup/backup.h"
+#include "backup/prune.h"
 #include "backup/repo.h"
 #include "backup/source.h"
 
@@ -25,14 +26,20 @@ struct command {
 };
 
 static const struct command commands[] = {
-	{ "full", "--from URI --repo DIR [--connections N] [--block-size BYTES]",
+	{ "full", "--from URI --repo REPO [--device NAME] [--connections N] [--block-size BYTES]\n"
+		  "       [--compress-level N] [--key-file FILE] [--repo-version 1|2]",
 	  "back up every allocated block of the export into a new backup" },
-	{ "incremental", "--from URI --repo DIR [--bitmap CONTEXT] [--connections N]",
-	  "back up the blocks changed since the repository's last backup" },
-	{ "restore", "--repo DIR [--at N] --to FILE|DEVICE|URI",
+	{ "incremental", "--from URI --repo REPO [--device NAME] [--bitmap CONTEXT] [--connections N] [--key-file FILE]",
+	  "back up the blocks changed since the device's last backup" },
+	{ "restore", "--repo REPO [--at N] --to FILE|DEVICE|URI [--writers N] [--key-file FILE]",
 	  "write the image as it was at backup N (default: the last)" },
-	{ "verify", "--repo DIR", "check every block of every backup against its checksum" },
-	{ "list", "--repo DIR", "list the backups" },
+	{ "verify", "--repo REPO [--deep] [--key-file FILE]",
+	  "check that every backup can be restored (--deep: read and check every chunk)" },
+	{ "list", "--repo REPO [--key-file FILE]", "list the backups" },
+	{ "info", "--repo REPO [--key-file FILE]", "sizes before and after dedup and compression" },
+	{ "prune", "--repo REPO [--keep-last N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N]\n"
+		   "       [--device NAME] [--dry-run] [--key-file FILE]",
+	  "remove the backups the policy does not keep, and what only they used" },
 };
 
 static void usage(FILE *f)
@@ -52,7 +59,21 @@ static void usage(FILE *f)
 		   "  --tls-psk FILE      a pre-shared key for nbds:// URIs (psktool's format)\n"
 		   "  --tls-username NAME the PSK identity (default: the URI's user, else the\n"
 		   "                      file's first identity)\n"
-		   "  --repo DIR          the repository (made by the first full backup)\n"
+		   "  --repo REPO         the repository: a directory, or s3://BUCKET/PREFIX (made by\n"
+		   "                      the first full backup)\n"
+		   "  --device NAME       the name a device's backups go under (default: the export's\n"
+		   "                      name, without bdfilterd's -image)\n"
+		   "  --key-file FILE     the key of an encrypted repository; a new repository made\n"
+		   "                      with one is encrypted (AES-256-GCM)\n"
+		   "  --compress-level N  zstd level of a new repository (0: none; default 3)\n"
+		   "  --repo-version V    the format of a new repository: 2 (default) or 1\n"
+		   "  --deep              verify: fetch, decrypt and check every chunk\n"
+		   "  --writers N         restore: threads that fetch and write at once (1-16; default 4)\n"
+		   "  --keep-last N       prune: keep each device's N newest backups\n"
+		   "  --keep-daily N      prune: and the newest of each of the N latest days (UTC)\n"
+		   "  --keep-weekly N     prune: ... of the N latest ISO weeks\n"
+		   "  --keep-monthly N    prune: ... of the N latest months\n"
+		   "  --dry-run           prune: say what would be removed, remove nothing\n"
 		   "  --bitmap CONTEXT    the dirty bitmap to read (NAME or qemu:dirty-bitmap:NAME);\n"
 		   "                      from bdfilterd it is found from the chain's last backup\n"
 		   "  --connections N     NBD connections that read at once (1-%d; default: the\n"
@@ -153,7 +174,8 @@ static void print_kv(struct json_object *o)
 int main(int argc, char **argv)
 {
 	enum { O_FROM = 256, O_REPO, O_BITMAP, O_CONN, O_BS, O_AT, O_TO, O_JSON, O_QUIET, O_TLS_CREDS, O_TLS_PSK,
-	       O_TLS_USER };
+	       O_TLS_USER, O_DEVICE, O_KEY, O_LEVEL, O_RVERSION, O_DEEP, O_WRITERS, O_KEEP_LAST, O_KEEP_DAILY,
+	       O_KEEP_WEEKLY, O_KEEP_MONTHLY, O_DRY_RUN };
 	static const struct option opts[] = {
 		{ "from", required_argument, NULL, O_FROM },
 		{ "repo", required_argument, NULL, O_REPO },
@@ -167,6 +189,17 @@ int main(int argc, char **argv)
 		{ "tls-creds", required_argument, NULL, O_TLS_CREDS },
 		{ "tls-psk", required_argument, NULL, O_TLS_PSK },
 		{ "tls-username", required_argument, NULL, O_TLS_USER },
+		{ "device", required_argument, NULL, O_DEVICE },
+		{ "key-file", required_argument, NULL, O_KEY },
+		{ "compress-level", required_argument, NULL, O_LEVEL },
+		{ "repo-version", required_argument, NULL, O_RVERSION },
+		{ "deep", no_argument, NULL, O_DEEP },
+		{ "writers", required_argument, NULL, O_WRITERS },
+		{ "keep-last", required_argument, NULL, O_KEEP_LAST },
+		{ "keep-daily", required_argument, NULL, O_KEEP_DAILY },
+		{ "keep-weekly", required_argument, NULL, O_KEEP_WEEKLY },
+		{ "keep-monthly", required_argument, NULL, O_KEEP_MONTHLY },
+		{ "dry-run", no_argument, NULL, O_DRY_RUN },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -174,7 +207,11 @@ int main(int argc, char **argv)
 	const char *cmd, *from = NULL, *repo = NULL, *bitmap = NULL, *to = NULL;
 	const struct command *c = NULL;
 	uint64_t connections = 0, block_size = REPO_BLOCK_SIZE_DEFAULT, at = 0;
-	bool json = false, quiet = false, have_at = false, have_bs = false;
+	bool json = false, quiet = false, have_at = false, have_bs = false, deep = false;
+	const char *device = NULL, *key_file = NULL;
+	uint64_t level = 0, repo_version = 0, writers = 0;
+	bool have_level = false, dry_run = false, have_keep = false;
+	struct prune_rules keep = { 0 };
 	struct json_object *result = NULL;
 	struct source_tls tls = { 0 };
 	int opt, r;
@@ -210,6 +247,38 @@ int main(int argc, char **argv)
 		case O_TLS_CREDS: tls.creds_dir = optarg; break;
 		case O_TLS_PSK: tls.psk_file = optarg; break;
 		case O_TLS_USER: tls.username = optarg; break;
+		case O_DEVICE: device = optarg; break;
+		case O_KEY: key_file = optarg; break;
+		case O_DEEP: deep = true; break;
+		case O_DRY_RUN: dry_run = true; break;
+		case O_KEEP_LAST:
+		case O_KEEP_DAILY:
+		case O_KEEP_WEEKLY:
+		case O_KEEP_MONTHLY: {
+			uint64_t v;
+
+			if (!parse_u64(optarg, &v, false) || v > 1000000)
+				return usage_error("--keep-%s '%s': a number from 0 to 1000000 is needed",
+						   opt == O_KEEP_LAST ? "last" : opt == O_KEEP_DAILY ? "daily" :
+						   opt == O_KEEP_WEEKLY ? "weekly" : "monthly", optarg);
+			*(opt == O_KEEP_LAST ? &keep.last : opt == O_KEEP_DAILY ? &keep.daily :
+			  opt == O_KEEP_WEEKLY ? &keep.weekly : &keep.monthly) = (unsigned)v;
+			have_keep = true;
+			break;
+		}
+		case O_LEVEL:
+			if (!parse_u64(optarg, &level, false) || level > 19)
+				return usage_error("--compress-level '%s': a number from 0 to 19 is needed", optarg);
+			have_level = true;
+			break;
+		case O_RVERSION:
+			if (!parse_u64(optarg, &repo_version, false) || repo_version < 1 || repo_version > 2)
+				return usage_error("--repo-version '%s': 1 or 2", optarg);
+			break;
+		case O_WRITERS:
+			if (!parse_u64(optarg, &writers, false) || writers < 1 || writers > 16)
+				return usage_error("--writers '%s': a number from 1 to 16 is needed", optarg);
+			break;
 		case O_CONN:
 			if (!parse_u64(optarg, &connections, false) || connections < 1 || connections > MAX_CONNECTIONS)
 				return usage_error("--connections '%s': a number from 1 to 64 is needed", optarg);
@@ -239,7 +308,18 @@ int main(int argc, char **argv)
 	if (optind < argc)
 		return usage_error("unexpected argument '%s'", argv[optind]);
 	if (!repo)
-		return usage_error("%s needs --repo DIR", c->name);
+		return usage_error("%s needs --repo REPO", c->name);
+	if ((have_level || repo_version) && strcmp(cmd, "full"))
+		return usage_error("%s: --compress-level and --repo-version are for the full backup that makes a "
+				   "repository", c->name);
+	if (device && strcmp(cmd, "full") && strcmp(cmd, "incremental") && strcmp(cmd, "prune"))
+		return usage_error("%s takes no --device", c->name);
+	if ((have_keep || dry_run) && strcmp(cmd, "prune"))
+		return usage_error("%s takes no --keep-* or --dry-run", c->name);
+	if (deep && strcmp(cmd, "verify"))
+		return usage_error("%s takes no --deep", c->name);
+	if (writers && strcmp(cmd, "restore"))
+		return usage_error("%s takes no --writers", c->name);
 	bool backup = !strcmp(cmd, "full") || !strcmp(cmd, "incremental");
 	if (backup && !from)
 		return usage_error("%s needs --from URI", c->name);
@@ -270,18 +350,27 @@ int main(int argc, char **argv)
 		struct backup_opts o = {
 			.uri = from, .repo = repo, .tls = &tls, .bitmap = bitmap, .connections = (unsigned)connections,
 			.block_size = (uint32_t)block_size, .incremental = !strcmp(cmd, "incremental"),
-			.show_progress = !quiet && !json,
+			.show_progress = !quiet && !json, .device = device, .key_file = key_file,
+			.level = have_level ? (int)level : -1, .repo_version = (int)repo_version,
 		};
 		r = backup_run(&o, &result);
 	} else if (!strcmp(cmd, "restore")) {
 		struct restore_opts o = {
 			.repo = repo, .to = to, .tls = &tls, .at = have_at ? (int64_t)at : -1, .show_progress = !quiet && !json,
+			.key_file = key_file, .writers = (unsigned)writers,
 		};
 		r = restore_run(&o, &result);
 	} else if (!strcmp(cmd, "verify")) {
-		r = verify_run(repo, &result);
+		r = verify_run(repo, key_file, deep, &result);
+	} else if (!strcmp(cmd, "prune")) {
+		struct prune_opts po = {
+			.repo = repo, .key_file = key_file, .device = device, .keep = keep, .dry_run = dry_run,
+		};
+		r = prune_run(&po, &result);
+	} else if (!strcmp(cmd, "info")) {
+		r = info_run(repo, key_file, &result);
 	} else {
-		r = list_run(repo, &result);
+		r = list_run(repo, key_file, &result);
 	}
 	if (result) {
 		if (json)

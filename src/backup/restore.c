@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@
 #include "backup/block_list.h"
 #include "backup/progress.h"
 #include "backup/repo.h"
+#include "backup/repo2.h"
 #include "backup/source.h"
 #include "backup/util.h"
 #include "common/io.h"
@@ -229,7 +232,7 @@ static void chain_free(struct chain *ch)
 	free(ch);
 }
 
-int restore_run(const struct restore_opts *o, struct json_object **result)
+static int restore1_run(const struct restore_opts *o, struct json_object **result)
 {
 	struct repo *r = NULL;
 	struct chain *ch = NULL;
@@ -362,4 +365,176 @@ out:
 	free(zeros);
 	repo_close(r);
 	return err;
+}
+
+/* Version 2: every backup's map is complete, so a restore reads one map and
+ * no chain. WRITERS threads each take the next run of blocks, fetch and
+ * check its chunks and write them. */
+#define RUN2_BLOCKS_BYTES (8u << 20)
+
+struct restore2 {
+	struct repo2 *r;
+	const struct repo2_backup *b;
+	const uint8_t (*map)[CHUNK_ID_LEN];
+	struct target *t;
+	const char *to;
+	char *zeros;
+	uint64_t nblocks, per_run;
+	atomic_uint_fast64_t next, done, written;
+	atomic_int err;
+};
+
+static void *restore2_writer(void *opaque)
+{
+	struct restore2 *rs = opaque;
+	uint32_t bs = rs->r->block_size;
+	struct seal_ctx *sc = NULL;
+	char *buf = io_alloc_aligned(rs->per_run * bs);
+	int e = 0;
+
+	if (!buf || seal_ctx_new(rs->r->seal, &sc) < 0) {
+		e = -ENOMEM;
+		goto out;
+	}
+	while (atomic_load(&rs->err) == 0) {
+		uint64_t first = atomic_fetch_add(&rs->next, rs->per_run), end;
+
+		if (first >= rs->nblocks)
+			break;
+		end = first + rs->per_run < rs->nblocks ? first + rs->per_run : rs->nblocks;
+		for (uint64_t b = first; b < end && e == 0;) {
+			uint64_t g = b + 1, off = b * bs, len;
+			bool zero = repo2_zero_id(rs->map[b]);
+
+			while (g < end && repo2_zero_id(rs->map[g]) == zero)
+				g++;
+			len = (g < rs->nblocks ? g * bs : rs->b->size) - off;
+			if (zero) {
+				e = target_zero(rs->t, off, len, rs->zeros);
+			} else {
+				char *why = NULL;
+
+				e = repo2_read_blocks(rs->r, sc, rs->map, rs->b->size, b, g - b, buf, &why);
+				if (e < 0) {
+					bk_error("backup %u: %s; nothing more is written to %s", rs->b->num,
+						 why ? why : strerror(-e), rs->to);
+					free(why);
+				} else {
+					e = target_write(rs->t, buf, len, off);
+					atomic_fetch_add(&rs->written, len);
+				}
+			}
+			b = g;
+		}
+		atomic_fetch_add(&rs->done, end - first);
+		if (e < 0)
+			break;
+	}
+out:
+	if (e < 0) {
+		int zero = 0;
+
+		if (e == -ENOMEM)
+			bk_error("out of memory");
+		atomic_compare_exchange_strong(&rs->err, &zero, e);
+	}
+	seal_ctx_free(sc);
+	free(buf);
+	return NULL;
+}
+
+static int restore2_run(const struct restore_opts *o, struct json_object **result)
+{
+	struct restore2 rs = { 0 };
+	struct repo2 *r = NULL;
+	struct seal_ctx *sc = NULL;
+	uint8_t(*map)[CHUNK_ID_LEN] = NULL;
+	struct target t = { .fd = -1 };
+	struct progress *pg = NULL;
+	pthread_t th[16];
+	unsigned writers = o->writers ? o->writers : 4, started = 0;
+	double t0 = bk_seconds();
+	const struct repo2_backup *b;
+	int err;
+
+	if ((err = repo2_open(o->repo, STORE_LOCK_READ, NULL, o->key_file, &r)) < 0)
+		return err;
+	if (o->at < 0) {
+		if (!(b = repo2_last(r, NULL))) {
+			bk_error("repository %s holds no usable backup", o->repo);
+			err = -ENOENT;
+			goto out;
+		}
+	} else if (!(b = repo2_backup(r, (unsigned)o->at))) {
+		err = -ENOENT;
+		goto out;
+	}
+	if ((err = seal_ctx_new(r->seal, &sc)) < 0 || (err = repo2_load_chunks(r, sc, false)) < 0 ||
+	    (err = repo2_read_map(r, b, sc, NULL, &map)) < 0)
+		goto out;
+	if ((err = target_open(&t, o->to, o->tls, b->size)) < 0)
+		goto out;
+	rs = (struct restore2){ .r = r, .b = b, .map = (const uint8_t(*)[CHUNK_ID_LEN])map, .t = &t, .to = o->to,
+				.nblocks = b->blocks };
+	rs.per_run = RUN2_BLOCKS_BYTES / r->block_size ? RUN2_BLOCKS_BYTES / r->block_size : 1;
+	if (!(rs.zeros = calloc(1, RUN_BYTES))) {
+		err = -ENOMEM;
+		bk_error("out of memory");
+		goto out;
+	}
+	if (writers > sizeof(th) / sizeof(th[0]))
+		writers = sizeof(th) / sizeof(th[0]);
+	pg = progress_new(o->show_progress, "restore", b->size);
+	for (; started < writers; started++)
+		if (pthread_create(&th[started], NULL, restore2_writer, &rs) != 0)
+			break;
+	if (started == 0) {
+		bk_error("cannot start a thread");
+		err = -EAGAIN;
+		goto out;
+	}
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	if ((err = atomic_load(&rs.err)) < 0)
+		goto out;
+	if ((err = target_close(&t, true)) < 0)
+		goto out;
+	progress_done(pg);
+	pg = NULL;
+	*result = json_object_new_object();
+	json_object_object_add(*result, "at", json_object_new_int64(b->num));
+	json_object_object_add(*result, "device", json_object_new_string(b->device));
+	json_object_object_add(*result, "to", json_object_new_string(o->to));
+	json_object_object_add(*result, "size", json_object_new_int64((int64_t)b->size));
+	json_object_object_add(*result, "bytes_written", json_object_new_int64((int64_t)atomic_load(&rs.written)));
+	json_object_object_add(*result, "writers", json_object_new_int64(started));
+	json_object_object_add(*result, "seconds", json_object_new_double(bk_seconds() - t0));
+out:
+	progress_done(pg);
+	target_close(&t, false);
+	free(rs.zeros);
+	free(map);
+	seal_ctx_free(sc);
+	repo2_close(r);
+	return err;
+}
+
+int restore_run(const struct restore_opts *o, struct json_object **result)
+{
+	int v = repo_version(o->repo);
+
+	if (v < 0)
+		return v;
+	if (v == 0) {
+		bk_error("%s: not a bdfilter-backup repository", o->repo);
+		return -ENOENT;
+	}
+	if (v == 1) {
+		if (o->key_file) {
+			bk_error("%s: a version 1 repository is not encrypted: no --key-file", o->repo);
+			return -EINVAL;
+		}
+		return restore1_run(o, result);
+	}
+	return restore2_run(o, result);
 }

@@ -279,3 +279,41 @@ int source_blocks(struct nbd_handle *h, const char *uri, const char *context, ui
 	}
 	return 0;
 }
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+char *source_uri_export(const char *uri)
+{
+	const char *p = strstr(uri, "://"), *end;
+	char *name, *q;
+
+	if (!p)
+		return strdup("");
+	p += 3;
+	p += strcspn(p, "/?#"); /* the authority */
+	if (*p != '/')
+		return strdup("");
+	p++;
+	end = p + strcspn(p, "?#");
+	if (!(name = malloc((size_t)(end - p) + 1)))
+		return NULL;
+	for (q = name; p < end; p++) {
+		if (*p == '%' && p + 2 < end && hex_digit(p[1]) >= 0 && hex_digit(p[2]) >= 0) {
+			*q++ = (char)(hex_digit(p[1]) << 4 | hex_digit(p[2]));
+			p += 2;
+		} else {
+			*q++ = *p;
+		}
+	}
+	*q = 0;
+	return name;
+}

@@ -53,6 +53,11 @@ void source_info_free(struct source_info *info);
 int source_blocks(struct nbd_handle *h, const char *uri, const char *context, uint64_t size,
 		  uint32_t block_size, struct block_list *l);
 
+/* The export name an NBD URI names (its path without the first '/',
+ * percent-decoded, up to '?' or '#'): a new string, "" for the default
+ * export; NULL when out of memory. */
+char *source_uri_export(const char *uri);
+
 /* "NAME" -> "qemu:dirty-bitmap:NAME"; a full context name is kept. */
 char *source_bitmap_context(const char *name);
 

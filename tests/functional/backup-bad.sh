@@ -33,7 +33,9 @@ bad() {
 }
 
 id=$(snap d "$T/diff.img")
-"$BACKUP" full --from "$IMG" --repo "$R" --quiet >/dev/null || fail "the first full backup"
+# A version 1 repository: its damage cases are below (backup2-bad.sh has
+# version 2's).
+"$BACKUP" full --from "$IMG" --repo "$R" --repo-version 1 --quiet >/dev/null || fail "the first full backup"
 nbdcopy "$IMG" "$T/ref0.img"
 
 # the command line
@@ -146,7 +148,7 @@ _before=$(repo_sum "$R")
 nbdkit --exit-with-parent --unix "$T/slow.sock" --filter=delay file "$T/d.img" rdelay=100ms 2>"$T/nbdkit.log" &
 slow=$!
 wait_for_socket "$T/slow.sock"
-"$BACKUP" full --from "nbd+unix:///?socket=$T/slow.sock" --repo "$T/bigrepo" --connections 1 --quiet >/dev/null 2>&1 &
+"$BACKUP" full --from "nbd+unix:///?socket=$T/slow.sock" --repo "$T/bigrepo" --repo-version 1 --connections 1 --quiet >/dev/null 2>&1 &
 bk=$!
 for _ in $(seq 100); do [ -s "$T/bigrepo/.tmp-000000/data" ] && break; sleep 0.02; done
 [ -s "$T/bigrepo/.tmp-000000/data" ] || fail "the slowed backup wrote no data in 2 s"

@@ -21,7 +21,9 @@ IMG=$(uri d-image)
 # take N KIND: a snapshot, backup N of KIND from it, its image in $T/refN.img
 take() {
 	_id=$(snap d "$T/diff.img")
-	"$BACKUP" "$2" --from "$IMG" --repo "$R" --quiet >/dev/null 2>"$T/err" || fail "$2 backup $1: $(cat "$T/err")"
+	# the chain rules are version 1's (version 2's maps are complete)
+	_v=; [ "$2" = full ] && _v="--repo-version 1"
+	"$BACKUP" "$2" --from "$IMG" --repo "$R" $_v --quiet >/dev/null 2>"$T/err" || fail "$2 backup $1: $(cat "$T/err")"
 	nbdcopy "$IMG" "$T/ref$1.img"
 	B snapshot_destroy -i "$_id"
 }

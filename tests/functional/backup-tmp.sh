@@ -16,7 +16,8 @@ bdf_start --device "d=$T/d.img,filter=tracker"
 R="$T/repo"
 IMG=$(uri d-image)
 id=$(snap d "$T/diff.img")
-"$BACKUP" full --from "$IMG" --repo "$R" --quiet >/dev/null 2>"$T/err" || fail "the first full backup: $(cat "$T/err")"
+# .tmp-NNNNNN directories are version 1's way of building a backup
+"$BACKUP" full --from "$IMG" --repo "$R" --repo-version 1 --quiet >/dev/null 2>"$T/err" || fail "the first full backup: $(cat "$T/err")"
 nbdcopy "$IMG" "$T/ref.img"
 
 # What the repository's .tmp-* must not reach: a directory of files (one in a

@@ -102,7 +102,7 @@ assert kinds == ["full", "incremental", "incremental"], kinds
 assert [b["changes_number"] for b in l["backups"]] == [1, 2, 3]
 assert l["block_size"] == 65536
 PYEOF
-"$BACKUP" list --repo "$R" | grep -q "^backup=2 kind=incremental" || fail "list's key=value lines"
+"$BACKUP" list --repo "$R" | grep -q "^backup=2 device=d kind=incremental" || fail "list's key=value lines"
 
 # a live device does not hold still: the backup says so, and is made all the same
 "$BACKUP" full --from "$(uri d)" --repo "$T/live" --quiet >/dev/null 2>"$T/err" || fail "full from the origin"

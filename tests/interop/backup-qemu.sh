@@ -39,7 +39,7 @@ restored() {
 
 # qemu-nbd: full, then an incremental from b0
 serve_qemu_nbd
-"$BACKUP" full --from "nbd+unix:///?socket=$S" --repo "$R" --json >"$T/b0.json" 2>"$T/err" || fail "full from qemu-nbd: $(cat "$T/err")"
+"$BACKUP" full --from "nbd+unix:///?socket=$S" --repo "$R" --device disk --json >"$T/b0.json" 2>"$T/err" || fail "full from qemu-nbd: $(cat "$T/err")"
 [ "$(jfield "$T/b0.json" generation)" = None ] || fail "qemu-nbd has no generation, got $(jfield "$T/b0.json" generation)"
 [ "$(jfield "$T/b0.json" bytes_read)" -le $((10 << 20)) ] || fail "full read $(jfield "$T/b0.json" bytes_read) bytes of a 9 MiB image"
 stop_server
@@ -47,9 +47,9 @@ restored 0
 
 qemu-io -f qcow2 "$Q" -c "write -P 0x21 1M 64k" -c "write -P 0x22 30M 100k" -c "write -z 40M 64k" >/dev/null
 serve_qemu_nbd
-rc=0; "$BACKUP" incremental --from "nbd+unix:///?socket=$S" --repo "$R" >/dev/null 2>"$T/err" || rc=$?
+rc=0; "$BACKUP" incremental --from "nbd+unix:///?socket=$S" --repo "$R" --device disk >/dev/null 2>"$T/err" || rc=$?
 [ $rc = 1 ] && grep -q -- "--bitmap" "$T/err" || fail "incremental from qemu-nbd without --bitmap: $rc $(cat "$T/err")"
-"$BACKUP" incremental --from "nbd+unix:///?socket=$S" --repo "$R" --bitmap b0 --json >"$T/b1.json" 2>"$T/err" ||
+"$BACKUP" incremental --from "nbd+unix:///?socket=$S" --repo "$R" --device disk --bitmap b0 --json >"$T/b1.json" 2>"$T/err" ||
 	fail "incremental from qemu-nbd: $(cat "$T/err")"
 [ "$(jfield "$T/b1.json" bitmap)" = "qemu:dirty-bitmap:b0" ] || fail "incremental read $(jfield "$T/b1.json" bitmap)"
 # 64k + 100k (two or three 64 KiB blocks) + 64k: at most 5 blocks, 1 of them zero
@@ -68,11 +68,11 @@ if command -v qemu-storage-daemon >/dev/null; then
 		--export type=nbd,id=e,node-name=fmt,name=disk,writable=on,bitmaps.0=b0 2>"$T/qsd.log" &
 	QPID=$!
 	wait_for_socket "$S"
-	"$BACKUP" incremental --from "nbd+unix:///disk?socket=$S" --repo "$R" --bitmap qemu:dirty-bitmap:b0 \
+	"$BACKUP" incremental --from "nbd+unix:///disk?socket=$S" --repo "$R" --device disk --bitmap qemu:dirty-bitmap:b0 \
 		--json >"$T/b2.json" 2>"$T/err" || fail "incremental from qemu-storage-daemon: $(cat "$T/err")"
 	# b0 still holds the first writes too: 2 MiB more is 32 blocks more
 	[ "$(jfield "$T/b2.json" blocks)" -ge 36 ] || fail "incremental from qemu-storage-daemon holds $(jfield "$T/b2.json" blocks) blocks"
-	rc=0; "$BACKUP" incremental --from "nbd+unix:///disk?socket=$S" --repo "$R" --bitmap nope >/dev/null 2>"$T/err" || rc=$?
+	rc=0; "$BACKUP" incremental --from "nbd+unix:///disk?socket=$S" --repo "$R" --device disk --bitmap nope >/dev/null 2>"$T/err" || rc=$?
 	[ $rc = 1 ] && grep -q "does not offer qemu:dirty-bitmap:nope" "$T/err" || fail "a missing bitmap: $rc $(cat "$T/err")"
 	stop_server
 	restored 2
