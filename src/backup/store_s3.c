@@ -46,6 +46,7 @@
  * than 30 minutes (by the writer's clock: hosts are assumed to agree within
  * minutes) is stale, ignored, and reported once. */
 #include <errno.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -1216,6 +1217,17 @@ static void key_list_free(struct key_list *l)
 	free(l->keys);
 }
 
+/* Was the lock taken on this host by a process that no longer runs? (A pid
+ * may be reused; then the lock is only honoured until it goes stale.) */
+static bool holder_gone(const char *host, int64_t pid)
+{
+	char me[256] = "";
+
+	gethostname(me, sizeof(me) - 1);
+	return host && !strcmp(host, me) && pid > 0 && pid <= INT32_MAX && pid != getpid() &&
+	       kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
 static bool stale_reported(struct s3_store *s, const char *key)
 {
 	char **n;
@@ -1287,6 +1299,12 @@ static int lock_check(struct s3_store *s, enum store_lock_mode mode, const char 
 				bk_error("%s: ignoring a stale lock: %s by pid %" PRId64 " on %s, last renewed %.0f min ago (%s)",
 					 s->base.url, ms, json_object_get_int64(jp), json_object_get_string(jh),
 					 age / 60, key);
+		} else if (holder_gone(json_object_get_string(jh), json_object_get_int64(jp))) {
+			/* Its process is gone from this machine (killed, or it
+			 * could not delete the lock through a dead server). */
+			if (!stale_reported(s, key))
+				bk_error("%s: ignoring the lock of pid %" PRId64 ", which is gone from this host (%s)",
+					 s->base.url, json_object_get_int64(jp), key);
 		} else if (modes_conflict(mode, m) && quiet) {
 			ret = -EAGAIN;
 		} else if (modes_conflict(mode, m)) {
