@@ -243,13 +243,19 @@ printf 'not json' >"$T/junk"
 run "$ST" "$L" put locks/junk "$T/junk"; expect 0
 run "$ST" "$L" lock read </dev/null; expect 1 "locks/junk is not a lock"
 run "$ST" "$L" del locks/junk; expect 0
-# kill -9: the lock stays until it goes stale.
+# kill -9: on this host the holder's pid is gone, so its lock is ignored at
+# once; a lock of another host's (a fresh one) holds until it goes stale.
 hold append
-kill -KILL $holder; wait $holder 2>/dev/null || true; exec 8>&-
 run "$ST" "$L" lock append </dev/null; expect 1 "locked for append by pid $holder on $HOST"
-run env BDFILTER_S3_LOCK_STALE=0.001 "$ST" "$L" lock append </dev/null; expect 0 "ignoring a stale lock: append by pid $holder"
+kill -KILL $holder; wait $holder 2>/dev/null || true; exec 8>&-
+run "$ST" "$L" lock append </dev/null; expect 0 "ignoring the lock of pid $holder, which is gone from this host"
 run "$ST" "$L" list locks/; expect 0
 "$ST" "$L" del "$(cut -d' ' -f1 "$T/out")" || fail "could not remove the dead holder's lock"
+printf '{"mode":"append","host":"elsewhere","pid":%d,"time":%d}\n' $$ "$(date +%s)" >"$T/other.json"
+run "$ST" "$L" put locks/00other "$T/other.json"; expect 0
+run "$ST" "$L" lock append </dev/null; expect 1 "locked for append by pid $$ on elsewhere"
+run env BDFILTER_S3_LOCK_STALE=0.001 "$ST" "$L" lock append </dev/null; expect 0 "ignoring a stale lock: append by pid $$ on elsewhere"
+run "$ST" "$L" del locks/00other; expect 0
 # A holder renewing each second: its lock's time moves on.
 hold read BDFILTER_S3_LOCK_REFRESH=1
 run "$ST" "$L" list locks/; expect 0
