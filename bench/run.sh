@@ -16,7 +16,7 @@
 # Every figure is min / median / max of the rounds (servers take turns within one).
 #
 # Usage: bench/run.sh [BUILD [SECTIONS]]; SECTIONS (or BENCH_ONLY) is a comma
-# separated list of servers, pairs, tls, cbw, wil, mirror, backup (default: all), e.g.
+# separated list of servers, pairs, tls, cbw, wil, mirror, backup, backup2 (default: all), e.g.
 # `BENCH_ONLY=cbw make bench` or `bash bench/run.sh build cbw`.
 #
 # Environment: BENCH_RUNTIME (seconds per job, default 5), BENCH_ROUNDS (default 3),
@@ -25,12 +25,12 @@
 set -euo pipefail
 
 build=$(cd "${1:-build}" && pwd)
-sections=${2:-${BENCH_ONLY:-servers,pairs,tls,cbw,wil,mirror,backup}}
-[ "$sections" = all ] && sections=servers,pairs,tls,cbw,wil,mirror,backup
+sections=${2:-${BENCH_ONLY:-servers,pairs,tls,cbw,wil,mirror,backup,backup2}}
+[ "$sections" = all ] && sections=servers,pairs,tls,cbw,wil,mirror,backup,backup2
 for s in ${sections//,/ }; do
 	case $s in
-	servers | pairs | tls | cbw | wil | mirror | backup) ;;
-	*) echo "bench: unknown section '$s' (servers, pairs, tls, cbw, wil, mirror, backup)" >&2; exit 2 ;;
+	servers | pairs | tls | cbw | wil | mirror | backup | backup2) ;;
+	*) echo "bench: unknown section '$s' (servers, pairs, tls, cbw, wil, mirror, backup, backup2)" >&2; exit 2 ;;
 	esac
 done
 want() { [[ ",${sections// /,}," == *",$1,"* ]]; }
@@ -262,5 +262,12 @@ echo "bench: $(( $(date +%s) - t_start )) s so far; load average $(cut -d' ' -f1
 if want backup; then
 	echo
 	bash "$bench_dir/backup.sh" "$build"
+	echo "bench: $(( $(date +%s) - t_start )) s so far"
+fi
+
+# Repository version 2 (issue 12): dedup, zstd, restore, serve, text, S3.
+if want backup2; then
+	echo
+	bash "$bench_dir/backup2.sh" "$build"
 	echo "bench: $(( $(date +%s) - t_start )) s in all"
 fi
