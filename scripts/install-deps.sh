@@ -7,7 +7,7 @@ set -eu
 
 pkgs_build="gcc meson ninja-build pkg-config libcmocka-dev libjson-c-dev uuid-dev libfuse3-dev zlib1g-dev libnbd-dev libxxhash-dev libgnutls28-dev libzstd-dev libcurl4-gnutls-dev"
 pkgs_test="qemu-utils libnbd-bin python3-libnbd nbdkit fio python3 fuse3 util-linux e2fsprogs xfsprogs qemu-system-common gnutls-bin"
-pkgs_bench="qemu-utils qemu-system-common nbdkit fio libnbd-bin python3 gnutls-bin"
+pkgs_bench="qemu-utils qemu-system-common nbdkit fio libnbd-bin python3 gnutls-bin e2fsprogs"
 pkgs_demo="qemu-utils libnbd-bin python3 fuse3 util-linux e2fsprogs"
 pkgs_fuzz="clang libclang-rt-14-dev"
 
