@@ -62,7 +62,8 @@ static void usage(FILE *f)
 		   "       bdfilter-backup COMMAND --help\n"
 		   "Full and incremental backups of NBD exports that offer a dirty bitmap\n"
 		   "(bdfilterd snapshot images, qemu-nbd -B, qemu-storage-daemon), restore and\n"
-		   "verify. See bdfilter-backup(1).\n\nCommands:\n");
+		   "verify; a backup served as a read-only NBD export or FUSE file in place\n"
+		   "(instant restore). See bdfilter-backup(1).\n\nCommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		const char *h = commands[i].help, *nl;
 
@@ -112,7 +113,7 @@ static void usage(FILE *f)
 		   "                      number of CPUs, at most 4)\n"
 		   "  --block-size BYTES  the repository's block, for a new one (default 65536;\n"
 		   "                      K and M suffixes)\n"
-		   "  --at N              the backup to restore (default: the last)\n"
+		   "  --at N              the backup to restore, serve or mount (default: the last)\n"
 		   "  --to TARGET         a file (made the image's size), a block device or an\n"
 		   "                      NBD URI, at least as large as the image\n"
 		   "  --listen ADDR       serve: unix:PATH, or tcp:HOST:PORT (tcp:PORT: 127.0.0.1);\n"
@@ -386,7 +387,9 @@ int main(int argc, char **argv)
 			have_at = true;
 			break;
 		case 'h':
-			printf("Usage: bdfilter-backup %s %s [--json] [--quiet]\n%s.\n", c->name, c->args, c->help);
+			printf("Usage: bdfilter-backup %s %s%s\n%s.\n", c->name, c->args,
+			       strcmp(c->name, "serve") && strcmp(c->name, "mount") ? " [--json] [--quiet]" : "",
+			       c->help);
 			if (!strcmp(c->name, "run"))
 				printf("\nWith --device, REPO is the device's repository; with --all, a directory that\n"
 				       "holds one repository per device, REPO/NAME (a repository holds one device's\n"
