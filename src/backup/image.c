@@ -4,14 +4,13 @@
  * it. What a version stores and how it is read is its reader's alone. */
 #include <errno.h>
 #include <stddef.h>
-#include <string.h>
 
 #include "backup/image_internal.h"
-#include "backup/repo.h"
+#include "backup/repo2.h"
 #include "backup/util.h"
 
-/* The readers, by the version repo.json declares. Version 2 (image_v2.c)
- * goes here, and S3 URLs, which only version 2 has, go to it. */
+/* The readers, by the version repo.json declares (repo_version). Version 2
+ * (image_v2.c) goes here. */
 static const struct {
 	int version;
 	int (*open)(const struct image_open_opts *o, struct image **out);
@@ -24,7 +23,7 @@ static int open_version(int version, const struct image_open_opts *o, struct ima
 	for (size_t i = 0; i < sizeof(readers) / sizeof(readers[0]); i++)
 		if (readers[i].version == version)
 			return readers[i].open(o, out);
-	bk_error("%s: a repository of version %d, which this bdfilter-backup cannot read", o->repo, version);
+	bk_error("%s: a version %d repository: serve and mount read version 1 only", o->repo, version);
 	return -EOPNOTSUPP;
 }
 
@@ -33,11 +32,13 @@ int image_open(const struct image_open_opts *o, struct image **out)
 	int version;
 
 	*out = NULL;
-	if (strncmp(o->repo, "s3://", 5) == 0)
-		return open_version(2, o, out);
-	version = repo_probe_version(o->repo);
+	version = repo_version(o->repo);
 	if (version < 0)
 		return version;
+	if (version == 0) {
+		bk_error("%s: not a bdfilter-backup repository", o->repo);
+		return -ENOENT;
+	}
 	return open_version(version, o, out);
 }
 

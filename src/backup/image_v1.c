@@ -363,7 +363,7 @@ int image_v1_open(const struct image_open_opts *o, struct image **out)
 	int err;
 
 	if (o->key_file) {
-		bk_error("%s: a version 1 repository is not encrypted: it takes no key file", o->repo);
+		bk_error("%s: a version 1 repository is not encrypted: no --key-file", o->repo);
 		return -EINVAL;
 	}
 	if ((err = repo_open(o->repo, REPO_READ, 0, &r)) < 0)

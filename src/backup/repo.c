@@ -469,40 +469,6 @@ static int read_repo_json(struct repo *r)
 	return e;
 }
 
-int repo_probe_version(const char *dir)
-{
-	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), e;
-	struct json_object *o = NULL;
-	const char *fmt;
-	char *text = NULL;
-	int64_t v;
-
-	if (dirfd < 0) {
-		e = -errno;
-		bk_error("repository %s: %s", dir, strerror(-e));
-		return e;
-	}
-	e = read_small(dirfd, "repo.json", 1 << 16, &text, NULL);
-	close(dirfd);
-	if (e < 0) {
-		bk_error("%s/repo.json: %s%s", dir, file_error(e),
-			 e == -ENOENT ? " (not a bdfilter-backup repository)" : "");
-		return e;
-	}
-	o = json_tokener_parse(text);
-	fmt = o ? jstr(o, "format") : NULL;
-	v = o ? jint(o, "version") : -1;
-	if (!fmt || strcmp(fmt, REPO_FORMAT) || v < 1 || v > INT32_MAX) {
-		bk_error("%s/repo.json: not a %s repository, or damaged", dir, REPO_FORMAT);
-		e = -EINVAL;
-	} else {
-		e = (int)v;
-	}
-	json_object_put(o);
-	free(text);
-	return e;
-}
-
 static int create_repo_json(struct repo *r, uint32_t block_size)
 {
 	char text[160];

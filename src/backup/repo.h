@@ -54,11 +54,6 @@ enum repo_mode {
 int repo_open(const char *dir, enum repo_mode mode, uint32_t block_size, struct repo **out);
 void repo_close(struct repo *r);
 
-/* The format version DIR/repo.json declares (1 is this file's; others are
- * read elsewhere), taking no lock; negative errno (printed) if DIR holds no
- * repository of ours. */
-int repo_probe_version(const char *dir);
-
 /* Backup NUM, or NULL (printed) if it does not exist or is unusable. */
 const struct backup_info *repo_backup(struct repo *r, unsigned num);
 

@@ -25,11 +25,11 @@ truncate -s 256M "$T/diff.img"
 fuse_start --device "d=$T/d.img,filter=tracker"
 backup() {
 	id=$(snap d "$T/diff.img")
-	"$BACKUP" "$1" --from "$(uri d-image)" --repo "$R" --quiet >/dev/null 2>"$T/err" ||
+	"$BACKUP" "$@" --from "$(uri d-image)" --repo "$R" --quiet >/dev/null 2>"$T/err" ||
 		fail "$1 backup: $(cat "$T/err")"
 	B snapshot_destroy -i "$id"
 }
-backup full
+backup full --repo-version 1 # (version 2 has no image reader yet)
 L=$(loop_attach "$FUSE/d")
 mnt "$L" "$T/m"
 generate_files "$T/m" b 4

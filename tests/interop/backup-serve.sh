@@ -7,7 +7,8 @@
 # qemu-io -r, two clients at once, a client over TLS (PSK). Writes are
 # refused. A damaged data block reads as EIO, said once on stderr, and the
 # rest is still served. Mistakes: --at a missing backup (exit 1, one line), a
-# bad --listen (exit 2), TCP reachable from elsewhere without TLS (exit 1).
+# bad --listen (exit 2), TCP reachable from elsewhere without TLS (exit 1), a
+# version 2 repository, which has no reader yet (exit 1).
 # SIGTERM and SIGINT end it with 0 and remove the socket; the repository's
 # read lock is held meanwhile. No fixed sleeps: each server is waited for by
 # its ready line.
@@ -29,10 +30,14 @@ bdf_start --device "d=$T/d.img,filter=tracker"
 IMG=$(uri d-image)
 backup() {
 	id=$(snap d "$T/diff.img")
-	"$BACKUP" "$1" --from "$IMG" --repo "$R" --quiet >/dev/null 2>"$T/err" || fail "$1 backup: $(cat "$T/err")"
+	"$BACKUP" "$@" --from "$IMG" --repo "$R" --quiet >/dev/null 2>"$T/err" || fail "$1 backup: $(cat "$T/err")"
 	B snapshot_destroy -i "$id"
 }
-backup full
+backup full --repo-version 1 # (version 2 has no image reader yet)
+id=$(snap d "$T/diff.img")
+"$BACKUP" full --from "$IMG" --repo "$T/repo2" --repo-version 2 --quiet >/dev/null 2>"$T/err" ||
+	fail "full backup into a version 2 repository: $(cat "$T/err")"
+B snapshot_destroy -i "$id"
 # 1: an unaligned write across blocks 2/3, zeros over data (blocks 16-17), a
 # discard of data (block 40), a write into a hole (block 800)
 io d "write -P 0x11 $((3 * BLK - 1000)) 3000"
@@ -204,6 +209,9 @@ rc=0; "$BACKUP" serve --repo "$R" >/dev/null 2>"$T/err" || rc=$?
 [ $rc = 2 ] || fail "serve without --listen: exit $rc"
 rc=0; "$BACKUP" serve --repo "$T/nothing" --listen "unix:$T/x.sock" >/dev/null 2>"$T/err" || rc=$?
 [ $rc = 1 ] && [ "$(wc -l <"$T/err")" = 1 ] || fail "serve of no repository: exit $rc: $(cat "$T/err")"
+rc=0; "$BACKUP" serve --repo "$T/repo2" --listen "unix:$T/x.sock" >/dev/null 2>"$T/err" || rc=$?
+[ $rc = 1 ] && [ "$(wc -l <"$T/err")" = 1 ] && grep -q "version 2" "$T/err" ||
+	fail "serve of a version 2 repository: exit $rc: $(cat "$T/err")"
 port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 rc=0; "$BACKUP" serve --repo "$R" --listen "tcp:0.0.0.0:$port" >"$T/out" 2>"$T/err" || rc=$?
 [ $rc = 1 ] && grep -q "needs TLS" "$T/err" && [ ! -s "$T/out" ] ||

