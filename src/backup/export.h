@@ -22,8 +22,4 @@ int export_device_new(struct image *im, const char *name, struct device **out);
  * is ignored: a client gone is an error on its socket. */
 int export_signals(void);
 
-/* Percent-encode S for a URI's path or query, into a new string (NULL when
- * out of memory). */
-char *export_uri_escape(const char *s);
-
 #endif

@@ -26,28 +26,6 @@
  * client such as nbdcopy keeps several in flight. */
 #define SERVE_THREADS 8
 
-/* The URI a client uses: nbd+unix:///NAME?socket=PATH or nbd://HOST:PORT/NAME
- * (nbds with TLS). */
-static char *export_uri(const struct listen_addr *a, const char *name, bool tls)
-{
-	char *ename = export_uri_escape(name), *uri = NULL;
-
-	if (!ename)
-		return NULL;
-	if (a->kind == LISTEN_UNIX) {
-		char *path = export_uri_escape(a->path);
-
-		if (path)
-			uri = bk_format("nbd%s+unix:///%s?socket=%s", tls ? "s" : "", ename, path);
-		free(path);
-	} else {
-		uri = bk_format(strchr(a->host, ':') ? "nbd%s://[%s]:%s/%s" : "nbd%s://%s:%s/%s", tls ? "s" : "",
-				a->host, a->port, ename);
-	}
-	free(ename);
-	return uri;
-}
-
 /* Accept and serve until a signal says stop. */
 static int serve_loop(int sigfd, struct listener *l, struct nbd_server *srv)
 {
@@ -82,7 +60,7 @@ int serve_run(const struct serve_opts *o)
 	struct nbd_tls *tls = NULL;
 	struct device *dev = NULL;
 	struct image *im = NULL;
-	char err[512], devname[32], *name = NULL, *desc = NULL, *uri = NULL;
+	char err[512], devname[32], uri[16384], *name = NULL, *desc = NULL;
 	unsigned at;
 	int sigfd, r = -EINVAL;
 
@@ -136,9 +114,9 @@ int serve_run(const struct serve_opts *o)
 		r = -EPERM;
 		goto out;
 	}
-	if (!(uri = export_uri(&a, name, tls != NULL))) {
-		bk_error("out of memory");
-		r = -ENOMEM;
+	if (listener_export_uri(&l, name, uri, sizeof(uri)) < 0) {
+		bk_error("%s: no URI names export '%s' there", l.desc, name);
+		r = -EINVAL;
 		goto out;
 	}
 	printf("serving backup %u of %s on %s\n", at, o->repo, uri);
@@ -154,7 +132,6 @@ out:
 	listen_addr_free(&a);
 	free(name);
 	free(desc);
-	free(uri);
 	close(sigfd);
 	return r;
 }

@@ -212,14 +212,16 @@ static bool uri_encode(const char *s, char *out, size_t len)
 	return true;
 }
 
-int listener_uri(const struct listener *l, char *buf, size_t len)
+int listener_export_uri(const struct listener *l, const char *name, char *buf, size_t len)
 {
 	const char *scheme = l->tls == NBD_TLS_REQUIRE ? "nbds" : "nbd";
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	char host[INET6_ADDRSTRLEN], path[3 * PATH_MAX + 1];
+	char host[INET6_ADDRSTRLEN], path[3 * PATH_MAX + 1], ename[3 * 4096 + 1];
 	int n;
 
+	if (!uri_encode(name, ename, sizeof(ename)))
+		return -1;
 	if (getsockname(l->fd, (struct sockaddr *)&ss, &sl) < 0)
 		return -1;
 	switch (ss.ss_family) {
@@ -244,7 +246,7 @@ int listener_uri(const struct listener *l, char *buf, size_t len)
 		free(abs);
 		if (!ok)
 			return -1;
-		n = snprintf(buf, len, "%s+unix:///?socket=%s", scheme, path);
+		n = snprintf(buf, len, "%s+unix:///%s?socket=%s", scheme, ename, path);
 		break;
 	}
 	case AF_INET: {
@@ -253,7 +255,7 @@ int listener_uri(const struct listener *l, char *buf, size_t len)
 		if (in->sin_addr.s_addr == htonl(INADDR_ANY))
 			in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		n = snprintf(buf, len, "%s://%s:%u/", scheme, host, ntohs(in->sin_port));
+		n = snprintf(buf, len, "%s://%s:%u/%s", scheme, host, ntohs(in->sin_port), ename);
 		break;
 	}
 	case AF_INET6: {
@@ -262,13 +264,18 @@ int listener_uri(const struct listener *l, char *buf, size_t len)
 		if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
 			in6->sin6_addr = in6addr_loopback;
 		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		n = snprintf(buf, len, "%s://[%s]:%u/", scheme, host, ntohs(in6->sin6_port));
+		n = snprintf(buf, len, "%s://[%s]:%u/%s", scheme, host, ntohs(in6->sin6_port), ename);
 		break;
 	}
 	default:
 		return -1;
 	}
 	return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+int listener_uri(const struct listener *l, char *buf, size_t len)
+{
+	return listener_export_uri(l, "", buf, len);
 }
 
 enum nbd_tls_mode listener_default_tls(const struct listener *l)

@@ -55,6 +55,9 @@ void listener_accept(struct listener *l, struct nbd_server *srv);
  * the working directory, so call it before the daemon leaves it. 0, or -1 for a socket no URI names (an
  * abstract or unnamed Unix socket, another family) or when LEN is short. */
 int listener_uri(const struct listener *l, char *buf, size_t len);
+/* The same with export NAME in it (percent-encoded): nbd+unix:///NAME?socket=
+ * PATH or nbd://HOST:PORT/NAME. */
+int listener_export_uri(const struct listener *l, const char *name, char *buf, size_t len);
 
 /* Sockets passed with systemd's LISTEN_PID/LISTEN_FDS. Returns how many (0 if
  * none were passed), and unsets the variables so children do not inherit them. */
