@@ -47,6 +47,27 @@ struct restore_opts {
 };
 int restore_run(const struct restore_opts *o, struct json_object **result);
 
+/* serve and mount: in the foreground until SIGINT or SIGTERM (mount: or an
+ * unmount from outside), then 0; one line on stdout once ready. */
+struct serve_opts {
+	const char *repo;
+	const char *key_file;    /* an encrypted repository's key, else NULL */
+	int64_t at;              /* -1: the last usable backup */
+	const char *listen;      /* unix:PATH or tcp:HOST:PORT */
+	const char *export_name; /* NULL: backup-N */
+	const char *tls_creds, *tls_psk; /* the server's credentials, or NULL */
+};
+int serve_run(const struct serve_opts *o);
+
+struct mount_opts {
+	const char *repo;
+	const char *key_file;
+	int64_t at;
+	const char *dir;  /* the mount point */
+	const char *name; /* the file's; NULL: disk.img */
+};
+int mount_run(const struct mount_opts *o);
+
 /* verify: *RESULT is set also when it finds damage (then 1 is returned).
  * DEEP: every chunk fetched and checked (version 1 always reads every
  * block). KEY_FILE: an encrypted repository's key, else NULL. */

@@ -1,7 +1,8 @@
 /* bdfilter-backup: the command line. Parses a command and its options, runs
  * it, and prints its summary as key=value lines or, with --json, as one JSON
- * object. Exit status: 0 done, 1 failed (one line on stderr says why; verify
- * and list also when they find damage), 2 a usage error. */
+ * object (serve and mount print one line once they are ready, and run until
+ * stopped). Exit status: 0 done, 1 failed (one line on stderr says why;
+ * verify and list also when they find damage), 2 a usage error. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -20,6 +21,8 @@
 #include "backup/run.h"
 #include "backup/source.h"
 #include "control/client.h"
+#include "core/device.h"
+#include "nbd/nbd_listen.h"
 
 #define MAX_CONNECTIONS 64
 
@@ -46,6 +49,11 @@ static const struct command commands[] = {
 		 "       [--connections N] [--key-file FILE] [--keep-last N] [--keep-daily N] ...",
 	  "snapshot a bdfilterd device (--all: every tracked one, at one instant), back it\n"
 	  "               up (incremental where it can be, and why), destroy the snapshot, prune" },
+	{ "serve", "--repo REPO [--at N] --listen unix:PATH|tcp:HOST:PORT [--export NAME]\n"
+		   "       [--tls-creds DIR|--tls-psk FILE] [--key-file FILE]",
+	  "serve the image at backup N as a read-only NBD export, until SIGTERM" },
+	{ "mount", "--repo REPO [--at N] [--export NAME] [--key-file FILE] MOUNTPOINT",
+	  "show the image at backup N as a read-only file MOUNTPOINT/disk.img (FUSE)" },
 };
 
 static void usage(FILE *f)
@@ -54,7 +62,8 @@ static void usage(FILE *f)
 		   "       bdfilter-backup COMMAND --help\n"
 		   "Full and incremental backups of NBD exports that offer a dirty bitmap\n"
 		   "(bdfilterd snapshot images, qemu-nbd -B, qemu-storage-daemon), restore and\n"
-		   "verify. See bdfilter-backup(1).\n\nCommands:\n");
+		   "verify; a backup served as a read-only NBD export or FUSE file in place\n"
+		   "(instant restore). See bdfilter-backup(1).\n\nCommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		const char *h = commands[i].help, *nl;
 
@@ -104,9 +113,14 @@ static void usage(FILE *f)
 		   "                      number of CPUs, at most 4)\n"
 		   "  --block-size BYTES  the repository's block, for a new one (default 65536;\n"
 		   "                      K and M suffixes)\n"
-		   "  --at N              the backup to restore (default: the last)\n"
+		   "  --at N              the backup to restore, serve or mount (default: the last)\n"
 		   "  --to TARGET         a file (made the image's size), a block device or an\n"
 		   "                      NBD URI, at least as large as the image\n"
+		   "  --listen ADDR       serve: unix:PATH, or tcp:HOST:PORT (tcp:PORT: 127.0.0.1);\n"
+		   "                      beyond this machine TLS is required: --tls-creds DIR\n"
+		   "                      (DIR/server-cert.pem, DIR/server-key.pem) or --tls-psk FILE\n"
+		   "  --export NAME       serve: the export's name (default backup-N; the default\n"
+		   "                      export \"\" works too); mount: the file's (default disk.img)\n"
 		   "  --json              print the summary as one JSON object\n"
 		   "  --quiet             no progress bar (there is none unless stderr is a terminal)\n"
 		   "  -h, --help          this help;  -V, --version  the version\n",
@@ -233,7 +247,8 @@ int main(int argc, char **argv)
 {
 	enum { O_FROM = 256, O_REPO, O_BITMAP, O_CONN, O_BS, O_AT, O_TO, O_JSON, O_QUIET, O_TLS_CREDS, O_TLS_PSK,
 	       O_TLS_USER, O_DEVICE, O_KEY, O_LEVEL, O_RVERSION, O_DEEP, O_WRITERS, O_KEEP_LAST, O_KEEP_DAILY,
-	       O_KEEP_WEEKLY, O_KEEP_MONTHLY, O_DRY_RUN, O_ALL, O_CONTROL, O_STORAGE, O_LIMIT };
+	       O_KEEP_WEEKLY, O_KEEP_MONTHLY, O_DRY_RUN, O_ALL, O_CONTROL, O_STORAGE, O_LIMIT, O_LISTEN,
+	       O_EXPORT };
 	static const struct option opts[] = {
 		{ "from", required_argument, NULL, O_FROM },
 		{ "repo", required_argument, NULL, O_REPO },
@@ -262,6 +277,8 @@ int main(int argc, char **argv)
 		{ "control", required_argument, NULL, O_CONTROL },
 		{ "storage", required_argument, NULL, O_STORAGE },
 		{ "limit", required_argument, NULL, O_LIMIT },
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "export", required_argument, NULL, O_EXPORT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -270,6 +287,7 @@ int main(int argc, char **argv)
 	const char *device = NULL, *control = NULL, *storage = NULL;
 	bool all = false, have_limit = false;
 	uint64_t limit = 0;
+	const char *listen = NULL, *export_name = NULL;
 	const struct command *c = NULL;
 	uint64_t connections = 0, block_size = REPO_BLOCK_SIZE_DEFAULT, at = 0;
 	bool json = false, quiet = false, have_at = false, have_bs = false, deep = false;
@@ -352,6 +370,8 @@ int main(int argc, char **argv)
 				return usage_error("--limit '%s': a size in bytes is needed (K, M, G, T suffixes)", optarg);
 			have_limit = true;
 			break;
+		case O_LISTEN: listen = optarg; break;
+		case O_EXPORT: export_name = optarg; break;
 		case O_CONN:
 			if (!parse_u64(optarg, &connections, false) || connections < 1 || connections > MAX_CONNECTIONS)
 				return usage_error("--connections '%s': a number from 1 to 64 is needed", optarg);
@@ -367,7 +387,9 @@ int main(int argc, char **argv)
 			have_at = true;
 			break;
 		case 'h':
-			printf("Usage: bdfilter-backup %s %s [--json] [--quiet]\n%s.\n", c->name, c->args, c->help);
+			printf("Usage: bdfilter-backup %s %s%s\n%s.\n", c->name, c->args,
+			       strcmp(c->name, "serve") && strcmp(c->name, "mount") ? " [--json] [--quiet]" : "",
+			       c->help);
 			if (!strcmp(c->name, "run"))
 				printf("\nWith --device, REPO is the device's repository; with --all, a directory that\n"
 				       "holds one repository per device, REPO/NAME (a repository holds one device's\n"
@@ -386,10 +408,15 @@ int main(int argc, char **argv)
 			return usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
+	bool serve = !strcmp(cmd, "serve"), mount = !strcmp(cmd, "mount");
+	const char *mountpoint = mount && optind < argc ? argv[optind++] : NULL;
+
 	if (optind < argc)
 		return usage_error("unexpected argument '%s'", argv[optind]);
 	if (!repo)
 		return usage_error("%s needs --repo REPO", c->name);
+	if (mount && !mountpoint)
+		return usage_error("mount needs a MOUNTPOINT (a directory)");
 	if ((have_level || repo_version) && strcmp(cmd, "full") && strcmp(cmd, "run"))
 		return usage_error("%s: --compress-level and --repo-version are for the full backup that makes a "
 				   "repository", c->name);
@@ -405,6 +432,7 @@ int main(int argc, char **argv)
 		return usage_error("%s takes no --writers", c->name);
 	bool backup = !strcmp(cmd, "full") || !strcmp(cmd, "incremental");
 	bool run = !strcmp(cmd, "run");
+	bool at_ok = !strcmp(cmd, "restore") || serve || mount;
 	if (backup && !from)
 		return usage_error("%s needs --from URI", c->name);
 	if (run && from)
@@ -427,14 +455,39 @@ int main(int argc, char **argv)
 		return usage_error("%s takes no --bitmap", c->name);
 	if (!strcmp(cmd, "restore") && !to)
 		return usage_error("%s needs --to TARGET", c->name);
-	if (strcmp(cmd, "restore") && (to || have_at))
-		return usage_error("%s takes no --to or --at", c->name);
+	if (strcmp(cmd, "restore") && to)
+		return usage_error("%s takes no --to", c->name);
+	if (!at_ok && have_at)
+		return usage_error("%s takes no --at", c->name);
+	if (serve && !listen)
+		return usage_error("serve needs --listen unix:PATH or tcp:HOST:PORT");
+	if (!serve && listen)
+		return usage_error("%s takes no --listen", c->name);
+	if (!serve && !mount && export_name)
+		return usage_error("%s takes no --export", c->name);
+	if (serve) {
+		struct listen_addr a;
+		char err[256];
+
+		if (listen_addr_parse(listen, &a, err, sizeof(err)) < 0)
+			return usage_error("--listen %s", err);
+		listen_addr_free(&a);
+		if (export_name && strlen(export_name) > 4096)
+			return usage_error("--export: a name of at most 4096 bytes is needed");
+	}
+	if (mount && export_name && !device_name_valid(export_name))
+		return usage_error("--export '%s': a file name of 1 to 255 printable bytes without ' ', ',', '=' "
+				   "or '/' is needed", export_name);
+	if ((serve || mount) && (json || quiet))
+		return usage_error("%s takes no --json or --quiet: it prints one line once it is ready", c->name);
 
 	if (tls.creds_dir && tls.psk_file)
 		return usage_error("--tls-creds and --tls-psk: give one of them");
 	if (tls.username && !tls.psk_file)
 		return usage_error("--tls-username goes with --tls-psk");
-	if ((tls.creds_dir || tls.psk_file) && !backup && !run && strcmp(cmd, "restore"))
+	if (tls.username && serve)
+		return usage_error("serve takes no --tls-username: the PSK file names its clients");
+	if ((tls.creds_dir || tls.psk_file) && !backup && !run && strcmp(cmd, "restore") && !serve)
 		return usage_error("%s makes no NBD connection: no --tls-creds or --tls-psk", c->name);
 	if ((backup || run) && !connections) {
 		/* More readers than CPUs only make them queue for the CPUs. */
@@ -464,6 +517,18 @@ int main(int argc, char **argv)
 			.key_file = key_file, .writers = (unsigned)writers,
 		};
 		r = restore_run(&o, &result);
+	} else if (serve) {
+		struct serve_opts o = {
+			.repo = repo, .key_file = key_file, .at = have_at ? (int64_t)at : -1, .listen = listen,
+			.export_name = export_name, .tls_creds = tls.creds_dir, .tls_psk = tls.psk_file,
+		};
+		r = serve_run(&o);
+	} else if (mount) {
+		struct mount_opts o = {
+			.repo = repo, .key_file = key_file, .at = have_at ? (int64_t)at : -1, .dir = mountpoint,
+			.name = export_name,
+		};
+		r = mount_run(&o);
 	} else if (!strcmp(cmd, "verify")) {
 		r = verify_run(repo, key_file, deep, &result);
 	} else if (!strcmp(cmd, "prune")) {

@@ -500,7 +500,8 @@ static int read_manifests(struct repo2 *r)
 		free(sc.nums);
 		return e;
 	}
-	qsort(sc.nums, sc.n, sizeof(*sc.nums), cmp_unsigned);
+	if (sc.n > 1) /* qsort(NULL, 0, ...) is undefined: a new repository has no manifest */
+		qsort(sc.nums, sc.n, sizeof(*sc.nums), cmp_unsigned);
 	if (!(r->b = calloc(sc.n ? sc.n : 1, sizeof(*r->b))) || seal_ctx_new(r->seal, &ctx) < 0) {
 		free(sc.nums);
 		return -ENOMEM;
@@ -856,7 +857,8 @@ int repo2_load_chunks(struct repo2 *r, struct seal_ctx *sc, bool strict)
 		return -ENOMEM;
 	if ((e = store_list(r->st, "index/", list_index, r)) < 0)
 		return e;
-	qsort(r->index_keys, r->n_index, sizeof(*r->index_keys), cmp_str);
+	if (r->n_index > 1)
+		qsort(r->index_keys, r->n_index, sizeof(*r->index_keys), cmp_str);
 	for (size_t i = 0; i < r->n_index; i++) {
 		struct load l = { r, 0 };
 		void *buf;

@@ -5,15 +5,17 @@
 
 #include "backup/util.h"
 
+/* One write for the whole line: the serve and mount commands report from
+ * several threads. */
 void bk_error(const char *fmt, ...)
 {
+	char line[2048];
 	va_list ap;
 
-	fputs("bdfilter-backup: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	fprintf(stderr, "bdfilter-backup: %s\n", line);
 }
 
 char *bk_vformat(const char *fmt, va_list ap)

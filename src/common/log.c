@@ -9,6 +9,7 @@
 
 static enum log_level cur_level = LOG_LEVEL_INFO;
 static bool to_syslog;
+static const char *ident = "bdfilterd";
 
 static const char *const level_names[] = {
 	[LOG_LEVEL_ERROR] = "error",
@@ -42,10 +43,15 @@ int log_parse_level(const char *s, enum log_level *out)
 	return -1;
 }
 
+void log_set_ident(const char *name)
+{
+	ident = name;
+}
+
 void log_use_syslog(bool on)
 {
 	if (on && !to_syslog)
-		openlog("bdfilterd", LOG_PID, LOG_DAEMON);
+		openlog(ident, LOG_PID, LOG_DAEMON);
 	to_syslog = on;
 }
 
@@ -69,5 +75,5 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		syslog(prio[level], "%s", buf);
 	else
 		/* One fprintf per line keeps lines from different threads whole. */
-		fprintf(stderr, "bdfilterd: %s: %s\n", level_names[level], buf);
+		fprintf(stderr, "%s: %s: %s\n", ident, level_names[level], buf);
 }

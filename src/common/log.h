@@ -16,6 +16,9 @@ void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 int log_parse_level(const char *s, enum log_level *out);
 void log_use_syslog(bool on);
+/* The program named on every line and in syslog (default "bdfilterd"):
+ * a static string, set before the first message. */
+void log_set_ident(const char *ident);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

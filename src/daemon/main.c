@@ -4,9 +4,6 @@
  * directory, then flush and close the devices. */
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,12 +21,12 @@
 #include "core/device.h"
 #include "core/registry.h"
 #include "core/store_id.h"
-#include "daemon/listen.h"
 #include "daemon/options.h"
 #include "daemon/storage_veto.h"
 #include "dirtylog/ulog_server.h"
 #include "dirtylog/ulog_transport.h"
 #include "fuse/fuse_export.h"
+#include "nbd/nbd_listen.h"
 #include "nbd/nbd_server.h"
 #include "blksnap/blksnap.h"
 #include "blksnap/cbt_store.h"
@@ -174,7 +171,7 @@ static int open_listeners(struct daemon *d)
 	}
 	for (size_t i = 0; i < d->opt.n_listen && r == 0; i++)
 		if (listen_addr_parse(d->opt.listen[i], &addrs[i], err, sizeof(err)) < 0) {
-			fprintf(stderr, "bdfilterd: %s\n", err);
+			fprintf(stderr, "bdfilterd: --nbd-listen %s\n", err);
 			r = -1;
 		}
 	for (size_t i = 0; i < d->opt.n_listen && r == 0; i++) {
@@ -201,7 +198,7 @@ static int set_listener_tls(struct daemon *d)
 		if (d->opt.tls_mode_set)
 			l->tls = d->opt.tls_mode;
 		else
-			l->tls = listener_is_local(l) ? NBD_TLS_OFF : NBD_TLS_REQUIRE;
+			l->tls = listener_default_tls(l);
 		if (l->tls != NBD_TLS_OFF && !d->tls) {
 			fprintf(stderr, "bdfilterd: %s can be reached from other machines: NBD there needs TLS "
 					"(--tls-creds DIR or --tls-psk FILE), or --tls off to serve it in the clear\n",
@@ -331,40 +328,6 @@ static int pidfile_write(int fd, const char *path)
 	return r;
 }
 
-static void peer_name(int fd, char *buf, size_t len)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char host[NI_MAXHOST], serv[NI_MAXSERV];
-
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0 || ss.ss_family == AF_UNIX ||
-	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv, sizeof(serv),
-			NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-		snprintf(buf, len, "unix");
-		return;
-	}
-	snprintf(buf, len, "%.64s:%.8s", host, serv);
-}
-
-static void accept_one(struct daemon *d, struct listener *l)
-{
-	char peer[96];
-	int fd, one = 1;
-
-	fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-	if (fd < 0) {
-		if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
-			log_warn("accept on %s: %s", l->desc, strerror(errno));
-			usleep(100 * 1000); /* do not spin while out of descriptors */
-		}
-		return;
-	}
-	peer_name(fd, peer, sizeof(peer));
-	if (strcmp(peer, "unix") != 0)
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	nbd_server_serve(d->nbd, fd, peer, l->tls);
-}
-
 static int serve(struct daemon *d)
 {
 	struct pollfd *pfd = calloc(d->n_listeners + 1, sizeof(*pfd));
@@ -393,7 +356,7 @@ static int serve(struct daemon *d)
 		}
 		for (size_t i = 0; i < d->n_listeners; i++)
 			if (pfd[i + 1].revents & POLLIN)
-				accept_one(d, &d->listeners[i]);
+				listener_accept(&d->listeners[i], d->nbd);
 	}
 	free(pfd);
 	return 0;

@@ -218,8 +218,12 @@ static void *worker(void *arg)
 		}
 	}
 	/* Unmounted from outside (umount DIR): say so once; NBD goes on. */
-	if (fuse_session_exited(fx->se) && !atomic_exchange(&fx->ended, true))
-		log_warn("fuse: %s was unmounted: its files are gone", fx->dir);
+	if (fuse_session_exited(fx->se) && !atomic_exchange(&fx->ended, true)) {
+		if (fx->unmounted)
+			fx->unmounted(fx->opaque);
+		else
+			log_warn("fuse: %s was unmounted: its files are gone", fx->dir);
+	}
 	if (ep >= 0)
 		close(ep);
 	free(buf.mem);
@@ -259,7 +263,7 @@ static int mount_fuse(const char *dir, int *fdp)
 		int r = -errno;
 
 		log_error("fuse: cannot mount %s: %s%s", dir, strerror(errno),
-			  errno == EPERM ? " (--fuse-dir needs root)" : "");
+			  errno == EPERM ? " (it needs root)" : "");
 		close(fd);
 		return r;
 	}
@@ -285,6 +289,8 @@ int fuse_export_new(const struct fuse_export_config *cfg, struct fuse_export **o
 	fx->next_ino = ROOT_INO + 1;
 	fx->threads = cfg->threads ? cfg->threads : 1;
 	fx->grace_ms = cfg->grace_ms;
+	fx->unmounted = cfg->unmounted;
+	fx->opaque = cfg->opaque;
 	fuse_set_log_func(fx_log);
 
 	clear_dead_mount(cfg->dir);

@@ -13,6 +13,11 @@ struct fuse_export_config {
 	const char *dir;   /* the mount point; made (mode 0755) if missing */
 	unsigned threads;  /* request workers */
 	unsigned grace_ms; /* shutdown: how long a busy mount is waited for */
+	/* Called once, on a worker, when the directory is unmounted from
+	 * outside (umount, fusermount3 -u); NULL: a warning is logged instead
+	 * (the daemon goes on serving NBD). */
+	void (*unmounted)(void *opaque);
+	void *opaque;
 };
 
 /* Mount CFG->dir. No request is served until fuse_export_start(), so a daemon

@@ -37,6 +37,8 @@ struct fx_file {
 struct fuse_export {
 	char *dir;
 	unsigned threads, grace_ms;
+	void (*unmounted)(void *opaque); /* fuse_export_config's */
+	void *opaque;
 	struct fuse_session *se;
 	int stop_fd;
 	pthread_t *workers;

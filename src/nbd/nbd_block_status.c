@@ -106,7 +106,7 @@ static int send_status_chunk(struct nbd_conn *c, const struct nbd_request *req, 
 	return r;
 }
 
-void nbd_block_status(struct nbd_conn *c, const struct nbd_request *req)
+void nbd_serve_block_status(struct nbd_conn *c, const struct nbd_request *req)
 {
 	struct extents **all;
 	uint64_t end = req->offset + req->length; /* range checked by the caller */

@@ -164,7 +164,9 @@ void nbd_transmission(struct nbd_conn *c);
 void nbd_meta_match(struct nbd_export *exp, const char *query, bool wildcards,
 		    void (*fn)(const struct nbd_meta_context *, void *), void *opaque);
 struct nbd_request;
-void nbd_block_status(struct nbd_conn *c, const struct nbd_request *req);
+/* Not nbd_block_status: libnbd's function of that name is called by
+ * bdfilter-backup, which links this server too. */
+void nbd_serve_block_status(struct nbd_conn *c, const struct nbd_request *req);
 
 /* A request as decoded from the wire. */
 struct nbd_request {

@@ -551,7 +551,7 @@ static void handle_request(struct nbd_conn *c, const struct nbd_request *req, vo
 		do_zero(c, req);
 		break;
 	case NBD_CMD_BLOCK_STATUS:
-		nbd_block_status(c, req);
+		nbd_serve_block_status(c, req);
 		break;
 	}
 }

@@ -14,7 +14,9 @@
  *    chain, index and data opened as restore and verify do; "@INDEX@" in a
  *    manifest becomes its index's checksum, else nothing gets past it. The
  *    repository must list exactly its six-digit names and nothing outside it
- *    may change;
+ *    may change. Then each usable backup is opened as serve and mount do
+ *    (image.h): its extents must tile the image, and reads at its start,
+ *    middle and end must succeed or say EIO;
  * 4: a block list, from the extents a server reports, checked against a
  *    bitmap of the blocks they touch;
  * else: a backup's index, with the manifest's checksum made to match (else
@@ -32,6 +34,7 @@
 #include <unistd.h>
 
 #include "backup/block_list.h"
+#include "backup/image.h"
 #include "backup/repo.h"
 
 #define MAX_BACKUPS 8
@@ -433,10 +436,50 @@ static bool outside_intact(void)
 	return ok;
 }
 
+/* The restore point of backup AT (-1: the last usable one), as serve reads it. */
+static int tile(void *opaque, uint64_t offset, uint64_t len, bool zero)
+{
+	uint64_t *next = opaque;
+
+	if (offset != *next || len == 0)
+		abort(); /* a gap, an overlap or an empty extent */
+	*next = offset + len;
+	return 0;
+}
+
+static void open_image(const char *dir, int64_t at)
+{
+	static char buf[3 << 16];
+	struct image_open_opts o = { .repo = dir, .at = at };
+	struct image *im;
+	uint64_t size, next = 0;
+
+	if (image_open(&o, &im) < 0)
+		return;
+	size = image_size(im);
+	if (image_extents(im, 0, size, tile, &next) != 0 || next != size)
+		abort();
+	/* Whole blocks and cut ones, at the start, in the middle and at the end. */
+	for (int i = 0; i < 3; i++) {
+		uint64_t len = size < sizeof(buf) ? size : sizeof(buf) - 1000;
+		uint64_t off = i == 0 ? 0 : i == 1 ? (size - len) / 2 + 7 : size - len;
+		int r;
+
+		if (off > size - len)
+			off = size - len;
+		r = image_read(im, buf, len, off);
+		if (r != 0 && r != -EIO)
+			abort();
+	}
+	if (image_read(im, buf, 1, size) != -EINVAL)
+		abort(); /* past the end */
+	image_close(im);
+}
+
 static void on_disk(const uint8_t *data, size_t size)
 {
 	char dir[80];
-	unsigned six = 0, out[64];
+	unsigned six = 0, out[64], usable[4], nusable = 0;
 	struct repo *r;
 	struct dirent *de;
 	DIR *d;
@@ -470,6 +513,8 @@ static void on_disk(const uint8_t *data, size_t size)
 
 			if (b->error)
 				continue;
+			if (nusable < 4)
+				usable[nusable++] = k;
 			len = repo_chain(r, k, out);
 			if (len < 1 || out[len - 1] != k || !r->b[out[0]].full)
 				abort();
@@ -487,6 +532,10 @@ static void on_disk(const uint8_t *data, size_t size)
 			free(why);
 		}
 		repo_close(r);
+		/* After the close: the image takes the shared lock. */
+		for (unsigned i = 0; i < nusable; i++)
+			open_image(dir, usable[i]);
+		open_image(dir, -1);
 	}
 	if (!outside_intact())
 		abort(); /* the repository reached out of its directory */

@@ -1,4 +1,4 @@
-/* Unit tests: bdfilterd's command-line values (daemon/options.c, daemon/listen.c),
+/* Unit tests: bdfilterd's command-line values (daemon/options.c, nbd/nbd_listen.c),
  * the NBD limits among them. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,7 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "daemon/listen.h"
+#include "nbd/nbd_listen.h"
 #include "daemon/options.h"
 
 static void device_specs(void **state)

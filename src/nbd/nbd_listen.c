@@ -1,7 +1,9 @@
-/* Listening sockets for NBD clients. */
-#include "daemon/listen.h"
+/* Listening sockets for NBD clients (see nbd_listen.h). */
+#include "nbd/nbd_listen.h"
 
+#include "common/log.h"
 #include "common/unix_socket.h"
+#include "nbd/nbd_server.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -9,6 +11,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -47,7 +50,7 @@ int listen_addr_parse(const char *addr, struct listen_addr *a, char *err, size_t
 		const char *path = addr + 5;
 
 		if (!*path || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-			snprintf(err, errlen, "--nbd-listen '%s': expected unix:PATH with a path of 1 to %zu bytes",
+			snprintf(err, errlen, "'%s': expected unix:PATH with a path of 1 to %zu bytes",
 				 addr, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 			return -1;
 		}
@@ -81,10 +84,10 @@ int listen_addr_parse(const char *addr, struct listen_addr *a, char *err, size_t
 		a->port = strdup(colon ? colon + 1 : s);
 		return a->host && a->port ? 0 : -1;
 	}
-	snprintf(err, errlen, "--nbd-listen '%s': expected unix:PATH or tcp:[HOST:]PORT", addr);
+	snprintf(err, errlen, "'%s': expected unix:PATH or tcp:[HOST:]PORT", addr);
 	return -1;
 bad_tcp:
-	snprintf(err, errlen, "--nbd-listen '%s': expected tcp:HOST:PORT, tcp:PORT or tcp:[IPV6]:PORT "
+	snprintf(err, errlen, "'%s': expected tcp:HOST:PORT, tcp:PORT or tcp:[IPV6]:PORT "
 		 "with a port from 1 to 65535", addr);
 	return -1;
 }
@@ -209,14 +212,16 @@ static bool uri_encode(const char *s, char *out, size_t len)
 	return true;
 }
 
-int listener_uri(const struct listener *l, char *buf, size_t len)
+int listener_export_uri(const struct listener *l, const char *name, char *buf, size_t len)
 {
 	const char *scheme = l->tls == NBD_TLS_REQUIRE ? "nbds" : "nbd";
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	char host[INET6_ADDRSTRLEN], path[3 * PATH_MAX + 1];
+	char host[INET6_ADDRSTRLEN], path[3 * PATH_MAX + 1], ename[3 * 4096 + 1];
 	int n;
 
+	if (!uri_encode(name, ename, sizeof(ename)))
+		return -1;
 	if (getsockname(l->fd, (struct sockaddr *)&ss, &sl) < 0)
 		return -1;
 	switch (ss.ss_family) {
@@ -241,7 +246,7 @@ int listener_uri(const struct listener *l, char *buf, size_t len)
 		free(abs);
 		if (!ok)
 			return -1;
-		n = snprintf(buf, len, "%s+unix:///?socket=%s", scheme, path);
+		n = snprintf(buf, len, "%s+unix:///%s?socket=%s", scheme, ename, path);
 		break;
 	}
 	case AF_INET: {
@@ -250,7 +255,7 @@ int listener_uri(const struct listener *l, char *buf, size_t len)
 		if (in->sin_addr.s_addr == htonl(INADDR_ANY))
 			in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		n = snprintf(buf, len, "%s://%s:%u/", scheme, host, ntohs(in->sin_port));
+		n = snprintf(buf, len, "%s://%s:%u/%s", scheme, host, ntohs(in->sin_port), ename);
 		break;
 	}
 	case AF_INET6: {
@@ -259,13 +264,57 @@ int listener_uri(const struct listener *l, char *buf, size_t len)
 		if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
 			in6->sin6_addr = in6addr_loopback;
 		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		n = snprintf(buf, len, "%s://[%s]:%u/", scheme, host, ntohs(in6->sin6_port));
+		n = snprintf(buf, len, "%s://[%s]:%u/%s", scheme, host, ntohs(in6->sin6_port), ename);
 		break;
 	}
 	default:
 		return -1;
 	}
 	return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+int listener_uri(const struct listener *l, char *buf, size_t len)
+{
+	return listener_export_uri(l, "", buf, len);
+}
+
+enum nbd_tls_mode listener_default_tls(const struct listener *l)
+{
+	return listener_is_local(l) ? NBD_TLS_OFF : NBD_TLS_REQUIRE;
+}
+
+static void peer_name(int fd, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[NI_MAXHOST], serv[NI_MAXSERV];
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0 || ss.ss_family == AF_UNIX ||
+	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv, sizeof(serv),
+			NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		snprintf(buf, len, "unix");
+		return;
+	}
+	snprintf(buf, len, "%.64s:%.8s", host, serv);
+}
+
+void listener_accept(struct listener *l, struct nbd_server *srv)
+{
+	char peer[96];
+	int fd, one = 1;
+
+	fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
+			log_warn("accept on %s: %s", l->desc, strerror(errno));
+			usleep(100 * 1000); /* do not spin while out of descriptors */
+		}
+		return;
+	}
+	peer_name(fd, peer, sizeof(peer));
+	if (strcmp(peer, "unix") != 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	nbd_server_serve(srv, fd, peer, l->tls);
 }
 
 int listeners_from_systemd(struct listener **out)
