@@ -1048,27 +1048,118 @@ int repo2_read_blocks(struct repo2 *r, struct seal_ctx *sc, const uint8_t (*map)
 
 /* ---- writing ---- */
 
+/* A stored pack's buffer goes back to the free list, or is freed. */
+static void put_free_buf(struct pack_writer *w, char *buf)
+{
+	if (w->n_free < PACK_BUFFERS)
+		w->free_bufs[w->n_free++] = buf;
+	else
+		free(buf);
+}
+
+/* An uploader: stores the packs flush_pack queues, while the writer goes on
+ * filling the next; several at once (each waits for its fsync, or for the
+ * server). */
+static void *uploader_run(void *opaque)
+{
+	struct pack_writer *w = opaque;
+
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		struct pack_upload u;
+		char key[80];
+		int e;
+
+		while (!w->q_len && !w->stopping)
+			pthread_cond_wait(&w->cond, &w->lock);
+		if (!w->q_len)
+			break;
+		u = w->queue[w->q_head];
+		w->q_head = (w->q_head + 1) % PACK_QUEUE;
+		w->q_len--;
+		w->busy++;
+		pthread_cond_broadcast(&w->cond);
+		pthread_mutex_unlock(&w->lock);
+
+		e = 0;
+		if (!w->err) {
+			repo2_pack_key(w->r, u.pack, key);
+			e = store_put(w->r->st, key, u.buf, u.len);
+			if (e == 0)
+				repo2_crash_point("pack");
+		}
+		pthread_mutex_lock(&w->lock);
+		if (e < 0 && !w->err)
+			w->err = e;
+		put_free_buf(w, u.buf);
+		w->busy--;
+		pthread_cond_broadcast(&w->cond);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
 int pack_writer_init(struct pack_writer *w, struct repo2 *r)
 {
-	*w = (struct pack_writer){ .r = r, .cap = REPO2_PACK_TARGET + MAX_BLOCK_SIZE + SEAL_OVERHEAD };
+	*w = (struct pack_writer){ .r = r, .cap = REPO2_PACK_TARGET + r->block_size + SEAL_OVERHEAD };
 	if (!(w->buf = malloc(w->cap)))
 		return -ENOMEM;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	w->started = true;
+	for (; w->n_up < PACK_UPLOADERS; w->n_up++)
+		if (pthread_create(&w->up[w->n_up], NULL, uploader_run, w) != 0)
+			break;
+	if (!w->n_up) {
+		bk_error("cannot start a thread");
+		return -EAGAIN;
+	}
 	return 0;
+}
+
+/* Wait until every queued pack is stored; the first error. */
+static int wait_uploads(struct pack_writer *w)
+{
+	int e;
+
+	pthread_mutex_lock(&w->lock);
+	while (w->q_len || w->busy)
+		pthread_cond_wait(&w->cond, &w->lock);
+	e = w->err;
+	pthread_mutex_unlock(&w->lock);
+	return e;
 }
 
 void pack_writer_free(struct pack_writer *w)
 {
+	if (w->started) {
+		pthread_mutex_lock(&w->lock);
+		w->stopping = true;
+		pthread_cond_broadcast(&w->cond);
+		pthread_mutex_unlock(&w->lock);
+		for (unsigned i = 0; i < w->n_up; i++)
+			pthread_join(w->up[i], NULL);
+		for (size_t i = 0; i < w->q_len; i++)
+			free(w->queue[(w->q_head + i) % PACK_QUEUE].buf);
+		for (unsigned i = 0; i < w->n_free; i++)
+			free(w->free_bufs[i]);
+		pthread_cond_destroy(&w->cond);
+		pthread_mutex_destroy(&w->lock);
+		w->started = false;
+	}
 	free(w->buf);
 	free(w->added);
 	w->buf = NULL;
 	w->added = NULL;
 }
 
+/* The pack in BUF is complete: name it, give its chunks their places, and
+ * queue it for an uploader; BUF is a fresh buffer after. */
 static int flush_pack(struct pack_writer *w)
 {
 	uint8_t id[32];
 	uint32_t n;
-	char key[80];
+	char *next = NULL;
 	int e;
 
 	if (w->len == 0)
@@ -1076,18 +1167,27 @@ static int flush_pack(struct pack_writer *w)
 	seal_sha256(w->buf, w->len, id);
 	if ((n = pack_number(w->r, id)) == UINT32_MAX)
 		return -ENOMEM;
-	repo2_pack_key(w->r, n, key);
-	if ((e = store_put(w->r->st, key, w->buf, w->len)) < 0)
-		return e;
 	for (size_t i = w->first_in_buf; i < w->n_added; i++) {
 		w->added[i].loc.pack = n;
 		if (chunk_table_put(w->r->chunks, w->added[i].id, &w->added[i].loc) < 0)
 			return -ENOMEM;
 	}
 	w->first_in_buf = w->n_added;
+	pthread_mutex_lock(&w->lock);
+	while (w->q_len == PACK_QUEUE && !w->err)
+		pthread_cond_wait(&w->cond, &w->lock);
+	if ((e = w->err) == 0) {
+		w->queue[(w->q_head + w->q_len) % PACK_QUEUE] = (struct pack_upload){ w->buf, w->len, n };
+		w->q_len++;
+		pthread_cond_broadcast(&w->cond);
+		next = w->n_free ? w->free_bufs[--w->n_free] : NULL;
+	}
+	pthread_mutex_unlock(&w->lock);
+	if (e < 0)
+		return e;
+	w->buf = next ? next : malloc(w->cap);
 	w->len = 0;
-	repo2_crash_point("pack");
-	return 0;
+	return w->buf ? 0 : -ENOMEM;
 }
 
 int pack_writer_add(struct pack_writer *w, const uint8_t id[CHUNK_ID_LEN], const void *sealed, size_t len,
@@ -1126,7 +1226,7 @@ int pack_writer_finish(struct pack_writer *w, struct seal_ctx *sc, char **index)
 	int e;
 
 	*index = NULL;
-	if ((e = flush_pack(w)) < 0)
+	if ((e = flush_pack(w)) < 0 || (e = wait_uploads(w)) < 0)
 		return e;
 	if (w->n_added == 0)
 		return 0;

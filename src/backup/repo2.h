@@ -123,11 +123,31 @@ int repo2_read_blocks(struct repo2 *r, struct seal_ctx *sc, const uint8_t (*map)
 		      uint64_t first, uint64_t count, char *out, char **why);
 
 /* Writing: packs, then the index object of the new chunks, then the map,
- * then the manifest. */
+ * then the manifest. Full packs are stored by PACK_UPLOADERS threads while
+ * the next one fills; at most PACK_QUEUE wait for them. */
+#define PACK_UPLOADERS 3
+#define PACK_QUEUE 2
+#define PACK_BUFFERS (PACK_UPLOADERS + PACK_QUEUE)
+struct pack_upload {
+	char *buf;
+	size_t len;
+	uint32_t pack;
+};
 struct pack_writer {
 	struct repo2 *r;
-	char *buf;
+	char *buf; /* the pack being filled */
 	size_t len, cap;
+	pthread_t up[PACK_UPLOADERS];
+	unsigned n_up;
+	bool started, stopping;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct pack_upload queue[PACK_QUEUE];
+	size_t q_head, q_len;
+	unsigned busy;
+	int err; /* the first upload that failed */
+	char *free_bufs[PACK_BUFFERS];
+	unsigned n_free;
 	/* The chunks in BUF, and every chunk stored by this writer. */
 	struct new_chunk {
 		uint8_t id[CHUNK_ID_LEN];
