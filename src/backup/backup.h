@@ -40,6 +40,7 @@ int backup_run(const struct backup_opts *o, struct json_object **result);
 struct restore_opts {
 	const char *repo, *to;
 	const char *key_file;
+	const char *device; /* version 2, without AT: the last backup of this device */
 	unsigned writers; /* 0: the default */
 	const struct source_tls *tls; /* for a --to URI */
 	int64_t at; /* -1: the last backup */
@@ -52,7 +53,8 @@ int restore_run(const struct restore_opts *o, struct json_object **result);
 struct serve_opts {
 	const char *repo;
 	const char *key_file;    /* an encrypted repository's key, else NULL */
-	int64_t at;              /* -1: the last usable backup */
+	int64_t at;              /* -1: the last usable backup (of DEVICE) */
+	const char *device;      /* version 2: whose last backup; NULL: any */
 	const char *listen;      /* unix:PATH or tcp:HOST:PORT */
 	const char *export_name; /* NULL: backup-N */
 	const char *tls_creds, *tls_psk; /* the server's credentials, or NULL */
@@ -63,6 +65,7 @@ struct mount_opts {
 	const char *repo;
 	const char *key_file;
 	int64_t at;
+	const char *device; /* as serve_opts' */
 	const char *dir;  /* the mount point */
 	const char *name; /* the file's; NULL: disk.img */
 };

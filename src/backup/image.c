@@ -39,6 +39,10 @@ int image_open(const struct image_open_opts *o, struct image **out)
 		bk_error("%s: not a bdfilter-backup repository", o->repo);
 		return -ENOENT;
 	}
+	if (version == 1 && o->device) {
+		bk_error("%s: a version 1 repository holds one device: no --device", o->repo);
+		return -EINVAL;
+	}
 	return open_version(version, o, out);
 }
 

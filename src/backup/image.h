@@ -15,7 +15,8 @@ struct image;
 
 struct image_open_opts {
 	const char *repo;     /* directory or s3:// URL */
-	int64_t at;           /* backup number; -1: the last usable one */
+	int64_t at;           /* backup number; -1: the last usable one (of DEVICE) */
+	const char *device;   /* version 2: whose last backup; NULL: any device's */
 	const char *key_file; /* for an encrypted repository, else NULL */
 };
 

@@ -167,8 +167,9 @@ int image_v2_open(const struct image_open_opts *o, struct image **out)
 	if ((e = repo2_open(o->repo, STORE_LOCK_READ, NULL, o->key_file, &m->r)) < 0)
 		goto fail;
 	if (o->at < 0) {
-		if (!(m->b = repo2_last(m->r, NULL))) {
-			bk_error("%s holds no usable backup", o->repo);
+		if (!(m->b = repo2_last(m->r, o->device))) {
+			bk_error("%s holds no usable backup%s%s", o->repo, o->device ? " of " : "",
+				 o->device ? o->device : "");
 			e = -ENOENT;
 			goto fail;
 		}

@@ -20,6 +20,7 @@
 #include "backup/repo.h"
 #include "backup/run.h"
 #include "backup/source.h"
+#include "backup/store.h"
 #include "control/client.h"
 #include "core/device.h"
 #include "nbd/nbd_listen.h"
@@ -36,8 +37,9 @@ static const struct command commands[] = {
 	  "back up every allocated block of the export into a new backup" },
 	{ "incremental", "--from URI --repo REPO [--device NAME] [--bitmap CONTEXT] [--connections N] [--key-file FILE]",
 	  "back up the blocks changed since the device's last backup" },
-	{ "restore", "--repo REPO [--at N] --to FILE|DEVICE|URI [--writers N] [--key-file FILE]",
-	  "write the image as it was at backup N (default: the last)" },
+	{ "restore", "--repo REPO [--at N|--device NAME] --to FILE|DEVICE|URI [--writers N] [--key-file FILE]\n"
+		     "       [--tls-creds DIR|--tls-psk FILE]",
+	  "write the image as it was at backup N (default: the last, or DEVICE's last)" },
 	{ "verify", "--repo REPO [--deep] [--key-file FILE]",
 	  "check that every backup can be restored (--deep: read and check every chunk)" },
 	{ "list", "--repo REPO [--key-file FILE]", "list the backups" },
@@ -46,13 +48,13 @@ static const struct command commands[] = {
 		   "       [--device NAME] [--dry-run] [--key-file FILE]",
 	  "remove the backups the policy does not keep, and what only they used" },
 	{ "run", "--device NAME|--all --repo REPO [--control PATH] [--storage DIR|FILE] [--limit SIZE]\n"
-		 "       [--connections N] [--key-file FILE] [--keep-last N] [--keep-daily N] ...",
-	  "snapshot a bdfilterd device (--all: every tracked one, at one instant), back it\n"
-	  "               up (incremental where it can be, and why), destroy the snapshot, prune" },
-	{ "serve", "--repo REPO [--at N] --listen unix:PATH|tcp:HOST:PORT [--export NAME]\n"
+		 "       [--connections N] [--key-file FILE] [--block-size BYTES] [--compress-level N]\n"
+		 "       [--tls-creds DIR|--tls-psk FILE] [--keep-last N] [--keep-daily N] ...",
+	  "snapshot bdfilterd devices, back them up, destroy the snapshot, prune" },
+	{ "serve", "--repo REPO [--at N|--device NAME] --listen unix:PATH|tcp:HOST:PORT [--export NAME]\n"
 		   "       [--tls-creds DIR|--tls-psk FILE] [--key-file FILE]",
 	  "serve the image at backup N as a read-only NBD export, until SIGTERM" },
-	{ "mount", "--repo REPO [--at N] [--export NAME] [--key-file FILE] MOUNTPOINT",
+	{ "mount", "--repo REPO [--at N|--device NAME] [--export NAME] [--key-file FILE] MOUNTPOINT",
 	  "show the image at backup N as a read-only file MOUNTPOINT/disk.img (FUSE)" },
 };
 
@@ -88,7 +90,8 @@ static void usage(FILE *f)
 		   "  --device NAME       the name a device's backups go under (default: the export's\n"
 		   "                      name, without bdfilterd's -image); run: the bdfilterd\n"
 		   "                      device to back up (the tracker is attached if it has none;\n"
-		   "                      that backup is then full)\n"
+		   "                      that backup is then full); restore, serve, mount: without\n"
+		   "                      --at, this device's last backup\n"
 		   "  --key-file FILE     the key of an encrypted repository; a new repository made\n"
 		   "                      with one is encrypted (AES-256-GCM)\n"
 		   "  --compress-level N  zstd level of a new repository (0: none; default 3)\n"
@@ -420,7 +423,8 @@ int main(int argc, char **argv)
 	if ((have_level || repo_version) && strcmp(cmd, "full") && strcmp(cmd, "run"))
 		return usage_error("%s: --compress-level and --repo-version are for the full backup that makes a "
 				   "repository", c->name);
-	if (device && strcmp(cmd, "full") && strcmp(cmd, "incremental") && strcmp(cmd, "prune") && strcmp(cmd, "run"))
+	if (device && strcmp(cmd, "full") && strcmp(cmd, "incremental") && strcmp(cmd, "prune") && strcmp(cmd, "run") &&
+	    strcmp(cmd, "restore") && strcmp(cmd, "serve") && strcmp(cmd, "mount"))
 		return usage_error("%s takes no --device", c->name);
 	if (have_keep && strcmp(cmd, "prune") && strcmp(cmd, "run"))
 		return usage_error("%s takes no --keep-*", c->name);
@@ -433,6 +437,10 @@ int main(int argc, char **argv)
 	bool backup = !strcmp(cmd, "full") || !strcmp(cmd, "incremental");
 	bool run = !strcmp(cmd, "run");
 	bool at_ok = !strcmp(cmd, "restore") || serve || mount;
+	if (at_ok && have_at && device)
+		return usage_error("%s: --at and --device: give one of them", c->name);
+	if (repo_version == 1 && store_is_s3(repo))
+		return usage_error("an S3 repository is version 2");
 	if (backup && !from)
 		return usage_error("%s needs --from URI", c->name);
 	if (run && from)
@@ -514,18 +522,18 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cmd, "restore")) {
 		struct restore_opts o = {
 			.repo = repo, .to = to, .tls = &tls, .at = have_at ? (int64_t)at : -1, .show_progress = !quiet && !json,
-			.key_file = key_file, .writers = (unsigned)writers,
+			.key_file = key_file, .writers = (unsigned)writers, .device = device,
 		};
 		r = restore_run(&o, &result);
 	} else if (serve) {
 		struct serve_opts o = {
-			.repo = repo, .key_file = key_file, .at = have_at ? (int64_t)at : -1, .listen = listen,
+			.repo = repo, .key_file = key_file, .at = have_at ? (int64_t)at : -1, .device = device, .listen = listen,
 			.export_name = export_name, .tls_creds = tls.creds_dir, .tls_psk = tls.psk_file,
 		};
 		r = serve_run(&o);
 	} else if (mount) {
 		struct mount_opts o = {
-			.repo = repo, .key_file = key_file, .at = have_at ? (int64_t)at : -1, .dir = mountpoint,
+			.repo = repo, .key_file = key_file, .at = have_at ? (int64_t)at : -1, .device = device, .dir = mountpoint,
 			.name = export_name,
 		};
 		r = mount_run(&o);

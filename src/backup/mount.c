@@ -62,7 +62,8 @@ static void mount_loop(int sigfd, int gonefd, const char *dir)
 
 int mount_run(const struct mount_opts *o)
 {
-	struct image_open_opts io = { .repo = o->repo, .at = o->at, .key_file = o->key_file };
+	struct image_open_opts io = { .repo = o->repo, .at = o->at, .key_file = o->key_file,
+				      .device = o->device };
 	struct fuse_export_config fcfg = {
 		.dir = o->dir, .threads = MOUNT_THREADS, .grace_ms = MOUNT_GRACE_MS, .unmounted = unmounted,
 	};

@@ -460,8 +460,9 @@ static int restore2_run(const struct restore_opts *o, struct json_object **resul
 	if ((err = repo2_open(o->repo, STORE_LOCK_READ, NULL, o->key_file, &r)) < 0)
 		return err;
 	if (o->at < 0) {
-		if (!(b = repo2_last(r, NULL))) {
-			bk_error("repository %s holds no usable backup", o->repo);
+		if (!(b = repo2_last(r, o->device))) {
+			bk_error("repository %s holds no usable backup%s%s", o->repo, o->device ? " of " : "",
+				 o->device ? o->device : "");
 			err = -ENOENT;
 			goto out;
 		}
@@ -532,6 +533,11 @@ int restore_run(const struct restore_opts *o, struct json_object **result)
 	if (v == 1) {
 		if (o->key_file) {
 			bk_error("%s: a version 1 repository is not encrypted: no --key-file", o->repo);
+			return -EINVAL;
+		}
+		if (o->device || o->writers) {
+			bk_error("%s: a version 1 repository holds one device, restored by one writer: "
+				 "no --device or --writers", o->repo);
 			return -EINVAL;
 		}
 		return restore1_run(o, result);

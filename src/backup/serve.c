@@ -52,7 +52,8 @@ static int serve_loop(int sigfd, struct listener *l, struct nbd_server *srv)
 
 int serve_run(const struct serve_opts *o)
 {
-	struct image_open_opts io = { .repo = o->repo, .at = o->at, .key_file = o->key_file };
+	struct image_open_opts io = { .repo = o->repo, .at = o->at, .key_file = o->key_file,
+				      .device = o->device };
 	struct nbd_server_config cfg = { .threads = SERVE_THREADS };
 	struct listener l = { .fd = -1 };
 	struct listen_addr a = { 0 };

@@ -1296,15 +1296,16 @@ static int lock_check(struct s3_store *s, enum store_lock_mode mode, const char 
 		age = now_real() - (double)t;
 		if (age > s->lock_stale) {
 			if (!stale_reported(s, key))
-				bk_error("%s: ignoring a stale lock: %s by pid %" PRId64 " on %s, last renewed %.0f min ago (%s)",
+				bk_error("%s: ignoring a stale lock: %s by pid %" PRId64 " on %s, last renewed %.0f min ago (%s%s)",
 					 s->base.url, ms, json_object_get_int64(jp), json_object_get_string(jh),
-					 age / 60, key);
+					 age / 60, key, s3_del(&s->base, key) == 0 ? ", removed" : "");
 		} else if (holder_gone(json_object_get_string(jh), json_object_get_int64(jp))) {
 			/* Its process is gone from this machine (killed, or it
 			 * could not delete the lock through a dead server). */
 			if (!stale_reported(s, key))
-				bk_error("%s: ignoring the lock of pid %" PRId64 ", which is gone from this host (%s)",
-					 s->base.url, json_object_get_int64(jp), key);
+				bk_error("%s: ignoring the lock of pid %" PRId64 ", which is gone from this host (%s%s)",
+					 s->base.url, json_object_get_int64(jp), key,
+					 s3_del(&s->base, key) == 0 ? ", removed" : "");
 		} else if (modes_conflict(mode, m) && quiet) {
 			ret = -EAGAIN;
 		} else if (modes_conflict(mode, m)) {
@@ -1596,6 +1597,10 @@ int store_s3_open(const char *url, bool create, struct store **out)
 	s->stall_timeout = v < 1 ? 1 : (long)v;
 	if ((v = env_number(url, "BDFILTER_S3_TRIES", 5)) < 0)
 		goto inval;
+	if (v != (double)(long)v) {
+		bk_error("%s: BDFILTER_S3_TRIES=%s is not a whole number of tries", url, getenv("BDFILTER_S3_TRIES"));
+		goto inval;
+	}
 	s->tries = v > 100 ? 100 : (int)v;
 	if ((v = env_number(url, "BDFILTER_S3_RETRY_DELAY", 0.2)) < 0)
 		goto inval;

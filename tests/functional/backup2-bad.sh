@@ -127,6 +127,10 @@ bad 1 "not encrypted" restore --repo "$T/v1" --to "$T/x.img" --key-file "$T/key"
 bad 2 "compress-level" full --from "$U" --repo "$T/n" --compress-level 20
 bad 2 "compress-level" full --from "$U" --repo "$T/n" --compress-level x
 bad 2 "repo-version" full --from "$U" --repo "$T/n" --repo-version 3
+bad 2 "--at and --device" restore --repo "$R" --to "$T/x.img" --at 0 --device d
+bad 1 "no usable backup of nosuch" restore --repo "$R" --to "$T/x.img" --device nosuch
+bad 1 "holds one device" restore --repo "$T/v1" --to "$T/x.img" --device d
+bad 2 "an S3 repository is version 2" full --from "$U" --repo s3://b/p --repo-version 1
 bad 2 "writers" restore --repo "$R" --to "$T/x.img" --writers 0
 bad 2 "writers" restore --repo "$R" --to "$T/x.img" --writers 17
 bad 2 "keep-last" prune --repo "$R" --keep-last -1

@@ -105,6 +105,11 @@ PYEOF
 	restore_cmp "$R" 2 "$T/ref1.img" $K
 	restore_cmp "$R" 3 "$T/e.img" $K
 	restore_cmp "$R" 4 "$T/txt.img" $K
+	# without --at: the last backup, or with --device that device's last
+	"$BACKUP" restore --repo "$R" --device e --to "$T/out.img" --quiet $K >/dev/null 2>"$T/err" || fail "restore --device e: $(cat "$T/err")"
+	cmp "$T/out.img" "$T/e.img" || fail "$mode: restore --device e is not e's last backup"
+	"$BACKUP" restore --repo "$R" --to "$T/out.img" --quiet $K >/dev/null 2>"$T/err" || fail "restore: $(cat "$T/err")"
+	cmp "$T/out.img" "$T/txt.img" || fail "$mode: restore without --at is not the last backup"
 
 	run v verify --repo "$R" --deep $K
 	[ "$(jfield "$T/v.json" ok)" = True ] && [ "$(jfield "$T/v.json" restorable)" = 5 ] || fail "$mode: verify: $(cat "$T/v.json")"
