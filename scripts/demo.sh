@@ -10,6 +10,13 @@
 # checked: byte for byte against copies of the images made with nbdcopy at the
 # time, and by mounting each restored filesystem and checking its md5 list.
 #
+# Then the one-command way: two rounds of `bdfilter-backup run --keep-last 2`
+# (snapshot, incremental, snapshot destroyed, prune), the repository's sizes
+# (`info`: what dedup and zstd saved), and an instant restore of the last
+# point: `serve` as a read-only NBD export (read by nbdcopy, compared with a
+# restore) and `mount` as a FUSE file that losetup and mount read (its md5
+# list checked) without copying the image out.
+#
 # Without /dev/fuse, a free loop device or mkfs.ext4, the same runs on raw
 # data written through NBD with qemu-io, and says so (DEMO_RAW=1 asks for it).
 set -euo pipefail
@@ -95,8 +102,8 @@ write_data() {
 			head -c $(((RANDOM % 1536 + 256) * 1024)) /dev/urandom >"$work/mnt/round$round/f$i"
 		done
 		if [ "$round" -gt 0 ]; then
-			head -c 1M /dev/urandom >"$work/mnt/round0/f7"
-			rm "$work/mnt/round0/f9"
+			head -c 1M /dev/urandom >"$work/mnt/round0/f$((round + 6))"
+			rm -f "$work/mnt/round0/f$((round + 8))"
 		fi
 		(cd "$work/mnt" && find . -type f ! -name hash.md5 -print0 | sort -z | xargs -0 md5sum >hash.md5)
 		sync -f "$work/mnt"
@@ -172,6 +179,49 @@ for n in 0 1; do
 		unset 'loops[-1]'
 	fi
 done
+
+step "bdfilter-backup run --keep-last 2, twice: one command per backup, then prune"
+for round in 2 3; do
+	write_data "$round"
+	[ "$mode" = ext4 ] && cp "$work/mnt/hash.md5" "$work/hash$round.md5"
+	"$backup" run --control "$work/control.sock" --device disk --repo "$repo" --storage "$work" \
+		--keep-last 2 | sed 's/^/  /'
+done
+[ -z "$(B snapshot_collect | kv id)" ] || die "run left a snapshot"
+"$backup" list --repo "$repo" | sed 's/^/  /'
+"$backup" info --repo "$repo" | grep -E "^(backups|logical_bytes|unique_bytes|stored_bytes|dedup_ratio)=" | sed 's/^/  /'
+
+step "instant restore of the last point: serve (NBD) and mount (FUSE), nothing copied first"
+"$backup" restore --repo "$repo" --to "$work/last.img" --quiet >/dev/null
+mkfifo "$work/ready"
+"$backup" serve --repo "$repo" --listen "unix:$work/serve.sock" >"$work/ready" 2>"$work/serve.err" &
+spid=$!
+read -r line <"$work/ready" || die "serve did not start: $(cat "$work/serve.err")"
+echo "  $line"
+nbdinfo "nbd+unix:///?socket=$work/serve.sock" | grep -E "export-size|is_read_only" | sed 's/^\t*/  /'
+nbdcopy "nbd+unix:///?socket=$work/serve.sock" "$work/served.img"
+cmp "$work/served.img" "$work/last.img" || die "the served image differs from restore's"
+echo "  nbdcopy of the export: byte-identical to restore --to FILE"
+kill -TERM "$spid"; wait "$spid" || die "serve did not exit 0"
+rm -f "$work/served.img" "$work/ready"
+if [ "$mode" = ext4 ]; then
+	mkdir "$work/instant" "$work/r"
+	mkfifo "$work/ready"
+	"$backup" mount --repo "$repo" "$work/instant" >"$work/ready" 2>"$work/mount.err" &
+	mpid=$!
+	read -r line <"$work/ready" || die "mount did not start: $(cat "$work/mount.err")"
+	echo "  $line"
+	l=$(losetup -f --show -r "$work/instant/disk.img")
+	loops+=("$l")
+	mount -o ro,noload "$l" "$work/r"
+	mounts+=("$work/r")
+	(cd "$work/r" && md5sum --quiet -c hash.md5) || die "files of the mounted backup differ from their md5 sums"
+	cmp -s "$work/hash3.md5" "$work/r/hash.md5" || die "the mounted backup is not the last point"
+	echo "  losetup -r + mount -o ro: $(wc -l <"$work/r/hash.md5") files match their md5 sums"
+	umount "$work/r"; unset 'mounts[-1]'
+	losetup -d "$l"; unset 'loops[-1]'
+	kill -TERM "$mpid"; wait "$mpid" || die "mount did not exit 0"
+fi
 
 step "summary"
 jrow() { # LABEL JSON CHANGED
