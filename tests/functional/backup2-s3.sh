@@ -3,7 +3,7 @@
 # proxy, s3-lib.sh): a full backup of a bdfilterd device into s3://BUCKET/PREFIX,
 # listed, restored with several writers byte for byte, verified --deep; a
 # second full of the unchanged device stores no chunk; no lock object is left.
-# Then incrementals from snapshots, an encrypted repository, prune; the server
+# Then incrementals from snapshots, an encrypted repository, prune, serve; the server
 # killed in the middle of a backup (a clear error, no backup appears, the next
 # one works); a wrong secret and an endpoint that answers garbage (one line,
 # exit 1).
@@ -62,6 +62,14 @@ run verify --deep --repo "$ENC" $K
 grep -qx "ok=true" "$T/out" || fail "verify after prune: $(cat "$T/out")"
 run restore --repo "$ENC" --at 2 --to "$T/r.img" $K
 cmp "$T/r.img" "$T/ref2.img" || fail "backup 2 after prune differs"
+# instant restore from S3: serve the last backup, read it with nbdcopy
+mkfifo "$T/ready"
+"$BACKUP" serve --repo "$ENC" $K --listen "unix:$T/serve.sock" >"$T/ready" 2>"$T/serve.err" &
+spid=$!
+read -r line <"$T/ready" || fail "serve from S3 did not start: $(cat "$T/serve.err")"
+nbdcopy "nbd+unix:///?socket=$T/serve.sock" "$T/served.img" || fail "nbdcopy from serve"
+cmp "$T/served.img" "$T/ref2.img" || fail "the backup served from S3 differs"
+kill -TERM "$spid"; wait "$spid" || fail "serve from S3 did not exit 0: $(cat "$T/serve.err")"
 "$STORE_TOOL" "$ENC" list "" >"$T/keys" || fail "listing"
 ! grep -q "quick\|^backups/000000" "$T/keys" || fail "prune left backup 0: $(cat "$T/keys")"
 
