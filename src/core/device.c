@@ -158,7 +158,9 @@ void device_put(struct device *dev)
 	}
 	if (!dev->readonly) {
 		r = backing_flush(dev->backing);
-		if (r < 0)
+		/* A device taken out of service (a destroyed snapshot's image,
+		 * whose store is gone) fails it, and no one is waiting for it. */
+		if (r < 0 && !dev->killed)
 			log_error("%s: flush at close failed: %s", dev->name, strerror(-r));
 	}
 	backing_close(dev->backing);
