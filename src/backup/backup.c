@@ -826,49 +826,25 @@ static int backup2_run(const struct backup_opts *o, struct json_object **result)
 		return err;
 	if ((err = seal_ctx_new(r->seal, &sc)) < 0 || (err = repo2_load_chunks(r, sc, true)) < 0)
 		goto out;
-	if (o->device && !(device = strdup(o->device))) {
+	/* The device: named, or from the URI (not from a connection: qemu-nbd,
+	 * say, serves one client and is gone after it). */
+	if (!(device = o->device ? strdup(o->device) : device_name(o->uri))) {
 		err = -ENOMEM;
 		goto out;
 	}
-	if (device && !valid_device_name(device)) {
+	if (!valid_device_name(device)) {
 		bk_error("--device '%s': a name of 1 to 255 printable characters is needed", device);
 		err = -EINVAL;
 		goto out;
 	}
-	if (o->incremental && device) {
-		if (!(last = repo2_last(r, device))) {
-			bk_error("%s holds no backup of %s yet: run full first", o->repo, device);
-			err = -ENOENT;
-			goto out;
-		}
-		ic = (struct incremental){ .o = o };
+	/* What an incremental continues; with CHOOSE, what it would. */
+	if ((o->incremental || o->choose) && (last = repo2_last(r, device))) {
+		ic.have_last = true;
 		ic.last = (struct chain_tip){ last->num, last->size, last->generation, last->changes_number };
-	}
-	if (o->incremental && !device) {
-		/* From the URI, not a connection: qemu-nbd, say, serves one
-		 * client and is gone after it. */
-		if (!(device = device_name(o->uri))) {
-			err = -ENOMEM;
-			goto out;
-		}
-		if (!(last = repo2_last(r, device))) {
-			bk_error("%s holds no backup of %s yet: run full first", o->repo, device);
-			err = -ENOENT;
-			goto out;
-		}
-		ic = (struct incremental){ .o = o };
-		ic.last = (struct chain_tip){ last->num, last->size, last->generation, last->changes_number };
-	}
-	if (o->choose) {
-		/* The kind is chosen once the export has said what it is. */
-		if (!device && !(device = device_name(o->uri))) {
-			err = -ENOMEM;
-			goto out;
-		}
-		if ((last = repo2_last(r, device))) {
-			ic.have_last = true;
-			ic.last = (struct chain_tip){ last->num, last->size, last->generation, last->changes_number };
-		}
+	} else if (o->incremental) {
+		bk_error("%s holds no backup of %s yet: run full first", o->repo, device);
+		err = -ENOENT;
+		goto out;
 	}
 	h = source_open(o->uri, o->tls, &si, o->incremental || o->choose ? choose_context : NULL, &ic, &ctx, &err);
 	if (!h)
@@ -877,10 +853,6 @@ static int backup2_run(const struct backup_opts *o, struct json_object **result)
 		incremental = ctx != NULL;
 		if (!incremental)
 			last = NULL;
-	}
-	if (!device && !(device = device_name(o->uri))) {
-		err = -ENOMEM;
-		goto out;
 	}
 	if (!o->choose && !si.generation && nbd_is_read_only(h) == 0)
 		fprintf(stderr, "bdfilter-backup: warning: %s is writable and not a snapshot image: "

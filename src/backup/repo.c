@@ -271,27 +271,6 @@ foreign:
 
 /* ---- manifests ---- */
 
-static const char *jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
-}
-
-/* An unsigned integer field; -1 if absent, null or not an integer >= 0. */
-static int64_t jint(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-	int64_t x;
-
-	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
-		return -1;
-	x = json_object_get_int64(v);
-	return x < 0 ? -1 : x;
-}
-
 static void backup_info_clear(struct backup_info *b)
 {
 	free(b->from);
@@ -327,9 +306,9 @@ void repo_parse_manifest(uint32_t block_size, struct backup_info *b, const char 
 		json_object_put(o);
 		return;
 	}
-	kind = jstr(o, "kind");
+	kind = bk_json_str(o, "kind");
 #define BAD(what) do { set_error(b, "backup %u: %s: bad or missing %s", b->num, name, what); goto out; } while (0)
-	if (jint(o, "backup") != (int64_t)b->num)
+	if (bk_json_uint(o, "backup") != (int64_t)b->num)
 		BAD("\"backup\" (not this directory's number)");
 	if (!kind || (strcmp(kind, "full") && strcmp(kind, "incremental")))
 		BAD("\"kind\"");
@@ -355,34 +334,34 @@ void repo_parse_manifest(uint32_t block_size, struct backup_info *b, const char 
 		     b->num - 1);
 #undef RULE
 	b->parent = (int)v;
-	if ((v = jint(o, "size")) <= 0)
+	if ((v = bk_json_uint(o, "size")) <= 0)
 		BAD("\"size\"");
 	b->size = (uint64_t)v;
-	if (jint(o, "block_size") != block_size)
+	if (bk_json_uint(o, "block_size") != block_size)
 		BAD("\"block_size\" (not the repository's)");
 	b->block_size = block_size;
-	if (!(s = jstr(o, "from")) || !(b->from = strdup(s)))
+	if (!(s = bk_json_str(o, "from")) || !(b->from = strdup(s)))
 		BAD("\"from\"");
-	if (!(s = jstr(o, "time")) || !(b->time = strdup(s)))
+	if (!(s = bk_json_str(o, "time")) || !(b->time = strdup(s)))
 		BAD("\"time\"");
-	if ((s = jstr(o, "generation")) && !(b->generation = strdup(s)))
+	if ((s = bk_json_str(o, "generation")) && !(b->generation = strdup(s)))
 		BAD("\"generation\"");
-	if ((s = jstr(o, "bitmap")) && !(b->bitmap = strdup(s)))
+	if ((s = bk_json_str(o, "bitmap")) && !(b->bitmap = strdup(s)))
 		BAD("\"bitmap\"");
-	b->changes_number = jint(o, "changes_number");
-	if ((v = jint(o, "blocks")) < 0)
+	b->changes_number = bk_json_uint(o, "changes_number");
+	if ((v = bk_json_uint(o, "blocks")) < 0)
 		BAD("\"blocks\"");
 	b->blocks = (uint64_t)v;
-	if ((v = jint(o, "zero_blocks")) < 0 || (uint64_t)v > b->blocks)
+	if ((v = bk_json_uint(o, "zero_blocks")) < 0 || (uint64_t)v > b->blocks)
 		BAD("\"zero_blocks\"");
 	b->zero_blocks = (uint64_t)v;
-	if ((v = jint(o, "bytes_stored")) < 0)
+	if ((v = bk_json_uint(o, "bytes_stored")) < 0)
 		BAD("\"bytes_stored\"");
 	b->bytes_stored = (uint64_t)v;
-	if ((v = jint(o, "data_size")) < 0)
+	if ((v = bk_json_uint(o, "data_size")) < 0)
 		BAD("\"data_size\"");
 	b->data_size = (uint64_t)v;
-	if (hex_to_hash(jstr(o, "index_xxh128"), b->index_hash) < 0)
+	if (hex_to_hash(bk_json_str(o, "index_xxh128"), b->index_hash) < 0)
 		BAD("\"index_xxh128\"");
 #undef BAD
 out:
@@ -439,11 +418,11 @@ static int write_manifest(int dirfd, const struct backup_info *b)
 int repo_parse_repo_json(const char *text, uint32_t *block_size)
 {
 	struct json_object *o = json_tokener_parse(text);
-	const char *fmt = o ? jstr(o, "format") : NULL;
-	int64_t bs = o ? jint(o, "block_size") : -1;
+	const char *fmt = o ? bk_json_str(o, "format") : NULL;
+	int64_t bs = o ? bk_json_uint(o, "block_size") : -1;
 	int e = -EINVAL;
 
-	if (fmt && !strcmp(fmt, REPO_FORMAT) && jint(o, "version") == REPO_VERSION && valid_block_size((uint64_t)bs)) {
+	if (fmt && !strcmp(fmt, REPO_FORMAT) && bk_json_uint(o, "version") == REPO_VERSION && valid_block_size((uint64_t)bs)) {
 		*block_size = (uint32_t)bs;
 		e = 0;
 	}

@@ -86,28 +86,6 @@ void repo2_pack_key(struct repo2 *r, uint32_t pack, char key[80])
 
 /* ---- repo.json ---- */
 
-static const char *jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
-}
-
-/* An integer field; -1 if absent, null or not a non-negative integer. */
-static int64_t jint(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-	int64_t x;
-
-	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
-		return -1;
-	errno = 0;
-	x = json_object_get_int64(v);
-	return errno || x < 0 ? -1 : x;
-}
-
 int repo2_parse_repo_json(const char *text, struct repo2 *r, struct json_object **encryption, int *level)
 {
 	struct json_object *o = json_tokener_parse(text), *comp, *enc;
@@ -118,16 +96,16 @@ int repo2_parse_repo_json(const char *text, struct repo2 *r, struct json_object 
 	*encryption = NULL;
 	if (!o || !json_object_is_type(o, json_type_object))
 		goto out;
-	format = jstr(o, "format");
-	version = jint(o, "version");
-	bs = jint(o, "block_size");
+	format = bk_json_str(o, "format");
+	version = bk_json_uint(o, "version");
+	bs = bk_json_uint(o, "block_size");
 	if (!format || strcmp(format, FORMAT_NAME) || version != REPO2_VERSION || !valid_block_size(bs))
 		goto out;
 	r->block_size = (uint32_t)bs;
 	*level = 0;
 	if (json_object_object_get_ex(o, "compression", &comp) && comp) {
-		const char *alg = jstr(comp, "algorithm");
-		int64_t lv = jint(comp, "level");
+		const char *alg = bk_json_str(comp, "algorithm");
+		int64_t lv = bk_json_uint(comp, "level");
 
 		if (!alg || strcmp(alg, "zstd") || lv < 1 || lv > 19)
 			goto out;
@@ -151,9 +129,9 @@ static int64_t json_version(const char *text)
 	const char *format;
 	int64_t v = -1;
 
-	if (o && json_object_is_type(o, json_type_object) && (format = jstr(o, "format")) &&
+	if (o && json_object_is_type(o, json_type_object) && (format = bk_json_str(o, "format")) &&
 	    !strcmp(format, FORMAT_NAME))
-		v = jint(o, "version");
+		v = bk_json_uint(o, "version");
 	json_object_put(o);
 	return v;
 }
@@ -317,12 +295,12 @@ void repo2_parse_manifest(struct repo2_backup *b, const char *text, const char *
 		set_error(b, "backup %u: %s: \"%s\" is missing or wrong", b->num, name, field); \
 		goto out;                                                                      \
 	} while (0)
-	if (jint(o, "backup") != b->num)
+	if (bk_json_uint(o, "backup") != b->num)
 		FIELD_ERROR("backup");
-	if (!(kind = jstr(o, "kind")) || (strcmp(kind, "full") && strcmp(kind, "incremental")))
+	if (!(kind = bk_json_str(o, "kind")) || (strcmp(kind, "full") && strcmp(kind, "incremental")))
 		FIELD_ERROR("kind");
 	b->full = !strcmp(kind, "full");
-	if (!(s = jstr(o, "device")) || !*s || !(b->device = strdup(s)))
+	if (!(s = bk_json_str(o, "device")) || !*s || !(b->device = strdup(s)))
 		FIELD_ERROR("device");
 	if (!json_object_object_get_ex(o, "parent", &v) || (v && !json_object_is_type(v, json_type_int)))
 		FIELD_ERROR("parent");
@@ -330,35 +308,35 @@ void repo2_parse_manifest(struct repo2_backup *b, const char *text, const char *
 	if (b->full != (x < 0) || x >= (int64_t)b->num)
 		FIELD_ERROR("parent");
 	b->parent = (int)x;
-	if (!(s = jstr(o, "from")) || !(b->from = strdup(s)))
+	if (!(s = bk_json_str(o, "from")) || !(b->from = strdup(s)))
 		FIELD_ERROR("from");
-	if ((x = jint(o, "size")) < 0)
+	if ((x = bk_json_uint(o, "size")) < 0)
 		FIELD_ERROR("size");
 	b->size = (uint64_t)x;
-	if (!valid_block_size(x = jint(o, "block_size")))
+	if (!valid_block_size(x = bk_json_uint(o, "block_size")))
 		FIELD_ERROR("block_size");
 	b->block_size = (uint32_t)x;
-	if ((s = jstr(o, "generation")) && !(b->generation = strdup(s)))
+	if ((s = bk_json_str(o, "generation")) && !(b->generation = strdup(s)))
 		FIELD_ERROR("generation");
-	b->changes_number = jint(o, "changes_number");
-	if ((s = jstr(o, "bitmap")) && !(b->bitmap = strdup(s)))
+	b->changes_number = bk_json_uint(o, "changes_number");
+	if ((s = bk_json_str(o, "bitmap")) && !(b->bitmap = strdup(s)))
 		FIELD_ERROR("bitmap");
-	if (!(s = jstr(o, "time")) || (b->unix_time = parse_time(s)) < 0 || !(b->time = strdup(s)))
+	if (!(s = bk_json_str(o, "time")) || (b->unix_time = parse_time(s)) < 0 || !(b->time = strdup(s)))
 		FIELD_ERROR("time");
-	if ((x = jint(o, "blocks")) < 0 || (uint64_t)x != (b->size + b->block_size - 1) / b->block_size)
+	if ((x = bk_json_uint(o, "blocks")) < 0 || (uint64_t)x != (b->size + b->block_size - 1) / b->block_size)
 		FIELD_ERROR("blocks");
 	b->blocks = (uint64_t)x;
-	if ((x = jint(o, "data_blocks")) < 0 || (uint64_t)x > b->blocks)
+	if ((x = bk_json_uint(o, "data_blocks")) < 0 || (uint64_t)x > b->blocks)
 		FIELD_ERROR("data_blocks");
 	b->data_blocks = (uint64_t)x;
-	b->read_blocks = jint(o, "read_blocks") < 0 ? 0 : (uint64_t)jint(o, "read_blocks");
-	b->new_chunks = jint(o, "new_chunks") < 0 ? 0 : (uint64_t)jint(o, "new_chunks");
-	b->new_bytes = jint(o, "new_bytes") < 0 ? 0 : (uint64_t)jint(o, "new_bytes");
-	b->stored_bytes = jint(o, "stored_bytes") < 0 ? 0 : (uint64_t)jint(o, "stored_bytes");
-	if (!valid_object_key(s = jstr(o, "map"), "maps/") || !(b->map = strdup(s)))
+	b->read_blocks = bk_json_uint(o, "read_blocks") < 0 ? 0 : (uint64_t)bk_json_uint(o, "read_blocks");
+	b->new_chunks = bk_json_uint(o, "new_chunks") < 0 ? 0 : (uint64_t)bk_json_uint(o, "new_chunks");
+	b->new_bytes = bk_json_uint(o, "new_bytes") < 0 ? 0 : (uint64_t)bk_json_uint(o, "new_bytes");
+	b->stored_bytes = bk_json_uint(o, "stored_bytes") < 0 ? 0 : (uint64_t)bk_json_uint(o, "stored_bytes");
+	if (!valid_object_key(s = bk_json_str(o, "map"), "maps/") || !(b->map = strdup(s)))
 		FIELD_ERROR("map");
 	if (json_object_object_get_ex(o, "index", &v) && v &&
-	    (!valid_object_key(s = jstr(o, "index"), "index/") || !(b->index = strdup(s))))
+	    (!valid_object_key(s = bk_json_str(o, "index"), "index/") || !(b->index = strdup(s))))
 		FIELD_ERROR("index");
 #undef FIELD_ERROR
 out:

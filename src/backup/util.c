@@ -1,7 +1,10 @@
 /* Helpers of the backup client: see util.h. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+
+#include <json-c/json.h>
 
 #include "backup/util.h"
 
@@ -42,4 +45,25 @@ double bk_seconds(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+const char *bk_json_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+int64_t bk_json_uint(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+	int64_t x;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+		return -1;
+	errno = 0;
+	x = json_object_get_int64(v);
+	return errno || x < 0 ? -1 : x;
 }
