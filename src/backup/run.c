@@ -131,11 +131,13 @@ static bool stopping(void)
 /* ---- the daemon ---- */
 
 /* One request; a refusal or a failure on the way printed as "run: WHAT: why". */
+/* ARGS (may be NULL) is taken: control_request holds a reference of its own. */
 static int request(struct run *rn, const char *what, const char *cmd, json_object *args, json_object **res)
 {
 	char err[1024];
 	int r = control_request(&rn->cc, cmd, args, res, err, sizeof(err));
 
+	json_object_put(args);
 	if (r < 0)
 		bk_error("run: %s: %s", what, err);
 	return r;
@@ -528,7 +530,10 @@ int run_backup(const struct run_opts *o, struct json_object **result)
 	/* A device with no tracker gets one; its changes are known from now on,
 	 * so this backup is a full one. */
 	if (!o->all && !rn.t[0].tracker) {
-		r = control_request(&rn.cc, "attach", args_device(rn.t[0].name), NULL, err, sizeof(err));
+		json_object *a = args_device(rn.t[0].name);
+
+		r = control_request(&rn.cc, "attach", a, NULL, err, sizeof(err));
+		json_object_put(a);
 		if (r < 0 && r != -EALREADY) {
 			bk_error("run: attach -d %s: %s", rn.t[0].name, err);
 			goto out;
