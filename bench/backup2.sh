@@ -59,21 +59,24 @@ truncate -s "$((size_mib * 2))M" "$work/diff.img"
 # The ext4 image of text: files of numbered lines of words and numbers, as
 # logs are; the words drawn from 5000 with Zipf's law (the frequency of the
 # n-th word is 1/n), as words in text are.
-text_mib=$(( size_mib / 4 < 256 ? 256 : size_mib / 4 ))
+text_mib=$(( size_mib / 16 < 128 ? 128 : size_mib / 16 ))
 mkdir "$work/text"
 $PY - "$work/text" "$text_mib" <<'PY'
 import os, random, sys
 root, mib = sys.argv[1], int(sys.argv[2])
 rnd = random.Random(12)
 words = [("".join(rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rnd.randint(2, 9)))) for _ in range(5000)]
-weights = [1.0 / (i + 1) for i in range(len(words))]
+cum, t = [], 0.0
+for i in range(len(words)):
+    t += 1.0 / (i + 1)
+    cum.append(t)
 total, n = 0, 0
 while total < mib << 20:
     d = os.path.join(root, "d%03d" % (n // 200))
     os.makedirs(d, exist_ok=True)
     lines = []
     for i in range(rnd.randint(200, 4000)):
-        lines.append("%06d %s %d\n" % (i, " ".join(rnd.choices(words, weights, k=rnd.randint(3, 14))), rnd.randint(0, 1 << 20)))
+        lines.append("%06d %s %d\n" % (i, " ".join(rnd.choices(words, cum_weights=cum, k=rnd.randint(3, 14))), rnd.randint(0, 1 << 20)))
     data = "".join(lines).encode()
     open(os.path.join(d, "f%05d.txt" % n), "wb").write(data)
     total += len(data)
