@@ -27,8 +27,9 @@
 /* What one reader asks for in one request. */
 #define ITEM_BYTES (1u << 20)
 /* Requests a reader keeps in flight on its connection, so that the server
- * always has the next one while the reader hashes the last. */
-#define READER_DEPTH 4
+ * always has the next one while the reader hashes the last, and a cold
+ * origin sees a queue deep enough for its disk. */
+#define READER_DEPTH 8
 /* Buffers per reader: its requests', and one the writer empties. */
 #define BUFFERS_PER_READER (READER_DEPTH + 1)
 /* The bytes of one item, the most a buffer's first part holds. */

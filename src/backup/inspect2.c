@@ -91,7 +91,7 @@ static int check_chunk(struct repo2 *r, const struct pack_sizes *ps, struct deep
 		if (chunk_table_get(d->seen, id, &seen) == 0)
 			return seen.pack ? -EBADMSG : 0; /* checked already: bad or good */
 		d->chunks++;
-		if (repo2_read_chunk(r, d->sc, id, d->buf, raw_len, why) < 0) {
+		if (repo2_read_chunk(r, d->sc, id, d->buf, raw_len, true, why) < 0) {
 			chunk_table_put(d->seen, id, &(struct chunk_loc){ .pack = 1 });
 			return -EBADMSG;
 		}

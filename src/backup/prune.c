@@ -367,7 +367,7 @@ static int gc_run(struct repo2 *r, struct seal_ctx *sc, bool dry_run, const bool
 				goto out;
 			}
 			e = store_get_range(r->st, key, k->loc.offset, k->loc.stored_len, sealed);
-			if (e == 0 && (e = seal_open_chunk(sc, k->id, sealed, k->loc.stored_len, buf, k->loc.raw_len,
+			if (e == 0 && (e = seal_open_chunk(sc, k->id, sealed, k->loc.stored_len, buf, k->loc.raw_len, NULL,
 							   &why)) < 0) {
 				seal_hex(k->id, CHUNK_ID_LEN, hex);
 				bk_error("gc: chunk %.16s in %s %s: nothing is removed", hex, key, why);

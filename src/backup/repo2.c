@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <gnutls/crypto.h>
 #include <json-c/json.h>
 
 #include "backup/block_list.h"
@@ -24,7 +25,7 @@
 #define MAP_HEADER 32
 #define INDEX_MAGIC "BDFCIX02"
 #define INDEX_HEADER 16
-#define INDEX_ENTRY 80
+#define INDEX_ENTRY 96
 #define MAX_BLOCK_SIZE (64u << 20)
 #define MANIFEST_MAX (1u << 20)
 /* An index object lists at most this many bytes of entries (50 million
@@ -752,6 +753,8 @@ int repo2_parse_index(const void *buf, size_t len,
 			.raw_len = get_le32(e + 76),
 		};
 
+		memcpy(loc.check, e + 80, SEAL_CHECK_LEN);
+
 		if (loc.stored_len == 0 || loc.raw_len == 0 || loc.raw_len > MAX_BLOCK_SIZE ||
 		    loc.stored_len > MAX_BLOCK_SIZE + SEAL_OVERHEAD || loc.offset > UINT32_MAX)
 			return -EBADMSG;
@@ -913,7 +916,7 @@ bool repo2_claim_chunk(struct repo2 *r, const uint8_t id[CHUNK_ID_LEN])
 }
 
 int repo2_read_chunk(struct repo2 *r, struct seal_ctx *sc, const uint8_t id[CHUNK_ID_LEN], void *out,
-		     size_t raw_len, char **why)
+		     size_t raw_len, bool deep, char **why)
 {
 	struct chunk_loc loc;
 	char key[80], hex[2 * CHUNK_ID_LEN + 1];
@@ -939,7 +942,7 @@ int repo2_read_chunk(struct repo2 *r, struct seal_ctx *sc, const uint8_t id[CHUN
 		report(why, "chunk %.16s: %s: %s", hex, key, e == -ENOENT ? "pack missing" : "cannot be read");
 		return e == -ENOENT ? -ENOENT : -EIO;
 	}
-	e = seal_open_chunk(sc, id, sealed, loc.stored_len, out, raw_len, &w);
+	e = seal_open_chunk(sc, id, sealed, loc.stored_len, out, raw_len, deep ? NULL : loc.check, &w);
 	free(sealed);
 	if (e < 0)
 		report(why, "chunk %.16s in %s: %s", hex, key, w ? w : strerror(-e));
@@ -1010,7 +1013,8 @@ int repo2_read_blocks(struct repo2 *r, struct seal_ctx *sc, const uint8_t (*map)
 			const char *w = NULL;
 
 			repo2_find_chunk(r, map[k], &next);
-			e = seal_open_chunk(sc, map[k], p, next.stored_len, out + (k - first) * bs, next.raw_len, &w);
+			e = seal_open_chunk(sc, map[k], p, next.stored_len, out + (k - first) * bs, next.raw_len,
+					    next.check, &w);
 			if (e < 0) {
 				seal_hex(map[k], CHUNK_ID_LEN, hex);
 				report(why, "block %" PRIu64 ": chunk %.16s in %s %s", k, hex, key, w ? w : strerror(-e));
@@ -1142,7 +1146,12 @@ static int flush_pack(struct pack_writer *w)
 
 	if (w->len == 0)
 		return 0;
-	seal_sha256(w->buf, w->len, id);
+	/* A random name: hashing the pack would cost the writer, alone, as
+	 * much as hashing every chunk, and its chunks are checked one by one
+	 * anyway. Nor can two packs (a crashed gc's and the next one's) share
+	 * a name. */
+	if (gnutls_rnd(GNUTLS_RND_NONCE, id, sizeof(id)) < 0)
+		return -EIO;
 	if ((n = pack_number(w->r, id)) == UINT32_MAX)
 		return -ENOMEM;
 	for (size_t i = w->first_in_buf; i < w->n_added; i++) {
@@ -1189,6 +1198,7 @@ int pack_writer_add(struct pack_writer *w, const uint8_t id[CHUNK_ID_LEN], const
 	memcpy(w->added[w->n_added].id, id, CHUNK_ID_LEN);
 	w->added[w->n_added].loc = (struct chunk_loc){ .pack = CHUNK_PENDING, .stored_len = (uint32_t)len,
 						       .raw_len = raw_len, .offset = w->len };
+	seal_check(sealed, len, w->added[w->n_added].loc.check);
 	w->n_added++;
 	memcpy(w->buf + w->len, sealed, len);
 	w->len += len;
@@ -1235,6 +1245,7 @@ int repo2_write_index(struct repo2 *r, struct seal_ctx *sc, const struct new_chu
 		put_le64(p + 64, c->loc.offset);
 		put_le32(p + 72, c->loc.stored_len);
 		put_le32(p + 76, c->loc.raw_len);
+		memcpy(p + 80, c->loc.check, SEAL_CHECK_LEN);
 	}
 	e = put_addressed(r, sc, "index/", buf, len, index);
 	free(buf);

@@ -47,6 +47,7 @@ struct chunk_loc {
 	uint32_t pack; /* into repo2.packs */
 	uint32_t stored_len, raw_len;
 	uint64_t offset;
+	uint8_t check[SEAL_CHECK_LEN]; /* XXH3-128 of the stored bytes */
 };
 #define CHUNK_PENDING UINT32_MAX /* claimed by a backup, not yet in a pack */
 
@@ -110,10 +111,11 @@ bool repo2_claim_chunk(struct repo2 *r, const uint8_t id[CHUNK_ID_LEN]);
 /* The pack's object key ("packs/3f/3f8a...") into KEY (80 bytes). */
 void repo2_pack_key(struct repo2 *r, uint32_t pack, char key[80]);
 
-/* Read chunk ID (RAW_LEN bytes expected) into OUT, checked. -EBADMSG, -ENOENT
- * or -EIO with *WHY allocated. */
+/* Read chunk ID (RAW_LEN bytes expected) into OUT, checked (DEEP: its id
+ * recomputed too, see seal_open_chunk). -EBADMSG, -ENOENT or -EIO with *WHY
+ * allocated. */
 int repo2_read_chunk(struct repo2 *r, struct seal_ctx *sc, const uint8_t id[CHUNK_ID_LEN], void *out,
-		     size_t raw_len, char **why);
+		     size_t raw_len, bool deep, char **why);
 
 /* Blocks FIRST to FIRST + COUNT of an image of SIZE bytes whose map is MAP,
  * into OUT (COUNT blocks' room), every chunk checked; chunks stored next to

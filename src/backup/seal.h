@@ -53,11 +53,16 @@ void seal_chunk_id(struct seal_ctx *c, const void *data, size_t len, uint8_t id[
  * compressed if that saves at least an eighth, then encrypted. The stored
  * length is returned (> 0), or a negative errno. */
 long seal_chunk(struct seal_ctx *c, const uint8_t id[CHUNK_ID_LEN], const void *data, size_t len, void *out);
-/* Undo seal_chunk: RAW_LEN bytes into OUT, checked against ID. -EBADMSG if
- * the stored bytes were changed (authentication, decompression or the id
- * fails); *WHY (static) says which. */
+/* Undo seal_chunk: RAW_LEN bytes into OUT, checked. -EBADMSG if the stored
+ * bytes were changed; *WHY (static) says how. The check: with a key, the
+ * authentication tag (which binds the chunk to ID); without one, CHECK, the
+ * XXH3-128 of the stored bytes that the index recorded; and with CHECK NULL
+ * (verify --deep, gc), also the id recomputed from the bytes. */
 int seal_open_chunk(struct seal_ctx *c, const uint8_t id[CHUNK_ID_LEN], const void *in, size_t in_len,
-		    void *out, size_t raw_len, const char **why);
+		    void *out, size_t raw_len, const uint8_t *check, const char **why);
+/* CHECK for seal_open_chunk: XXH3-128 of the stored bytes. */
+#define SEAL_CHECK_LEN 16
+void seal_check(const void *in, size_t len, uint8_t out[SEAL_CHECK_LEN]);
 
 /* Metadata objects (indexes, block maps, manifests): compressed, and with a
  * key encrypted with NAME (the object's key in the store) as associated

@@ -67,7 +67,7 @@ with open(sys.argv[1], "r+b") as f:
 	}
 	# a tampered chunk in a pack: restore stops at it, verify --deep names it
 	damage; flip "$D/${pack#$R/}" 100000
-	bad 1 "block [0-9]*: chunk [0-9a-f]* in packs/.*\(fails authentication\|does not match its id\|does not decompress\)" \
+	bad 1 "block [0-9]*: chunk [0-9a-f]* in packs/.*\(fails authentication\|does not match its \(id\|checksum\)\|does not decompress\)" \
 		restore --repo "$D" --at 0 --to "$T/x.img" $K --quiet
 	bad 1 "damaged" verify --repo "$D" --deep $K
 	grep -q "block 1: chunk\|fails authentication\|does not match its id" "$T/out" || fail "$mode: verify --deep: $(cat "$T/out")"

@@ -111,10 +111,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 4: {
 		char back[sizeof(block)];
 
-		if (seal_open_chunk(pc, block_id_plain, data + 1, size - 1, back, sizeof(back), &why) == 0 &&
+		if (seal_open_chunk(pc, block_id_plain, data + 1, size - 1, back, sizeof(back), NULL, &why) == 0 &&
 		    memcmp(back, block, sizeof(block)))
 			abort();
-		if (seal_open_chunk(kc, block_id_keyed, data + 1, size - 1, back, sizeof(back), &why) == 0 &&
+		if (seal_open_chunk(kc, block_id_keyed, data + 1, size - 1, back, sizeof(back), NULL, &why) == 0 &&
 		    memcmp(back, block, sizeof(block)))
 			abort();
 		break;
@@ -131,10 +131,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		back = malloc(n);
 		seal_chunk_id(kc, data + 1, n, id);
 		len = seal_chunk(kc, id, data + 1, n, sealed);
-		if (len <= 0 || seal_open_chunk(kc, id, sealed, (size_t)len, back, n, &why) || memcmp(back, data + 1, n))
+		if (len <= 0 || seal_open_chunk(kc, id, sealed, (size_t)len, back, n, NULL, &why) || memcmp(back, data + 1, n))
 			abort();
 		sealed[data[0] % len] ^= 0x20;
-		if (seal_open_chunk(kc, id, sealed, (size_t)len, back, n, &why) == 0)
+		if (seal_open_chunk(kc, id, sealed, (size_t)len, back, n, NULL, &why) == 0)
 			abort();
 		free(sealed);
 		free(back);

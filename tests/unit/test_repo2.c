@@ -152,7 +152,7 @@ static void seal_round_trip(struct seal *s, bool keyed)
 	seal_chunk_id(c, text, sizeof(text), id);
 	n = seal_chunk(c, id, text, sizeof(text), sealed);
 	assert_true(n > 0 && n < 4096); /* compressed */
-	assert_int_equal(seal_open_chunk(c, id, sealed, (size_t)n, out, sizeof(out), &why), 0);
+	assert_int_equal(seal_open_chunk(c, id, sealed, (size_t)n, out, sizeof(out), NULL, &why), 0);
 	assert_memory_equal(out, text, sizeof(text));
 	/* Every flipped byte is refused, or (without a key) it is one that
 	 * zstd does not need and the bytes still match the id: never a wrong
@@ -162,7 +162,7 @@ static void seal_round_trip(struct seal *s, bool keyed)
 
 		sealed[i] ^= 0x01;
 		memset(out, 0, sizeof(out));
-		r = seal_open_chunk(c, id, sealed, (size_t)n, out, sizeof(out), &why);
+		r = seal_open_chunk(c, id, sealed, (size_t)n, out, sizeof(out), NULL, &why);
 		if (keyed || r == 0)
 			assert_int_equal(r, keyed ? -EBADMSG : 0);
 		if (r == 0)
@@ -171,12 +171,27 @@ static void seal_round_trip(struct seal *s, bool keyed)
 			assert_int_equal(r, -EBADMSG);
 		sealed[i] ^= 0x01;
 	}
+	/* with the index's checksum of the stored bytes, every flip is
+	 * refused, with or without a key */
+	{
+		uint8_t check[SEAL_CHECK_LEN];
+
+		seal_check(sealed, (size_t)n, check);
+		assert_int_equal(seal_open_chunk(c, id, sealed, (size_t)n, out, sizeof(out), check, &why), 0);
+		assert_memory_equal(out, text, sizeof(text));
+		for (long i = 0; i < n; i++) {
+			sealed[i] ^= 0x01;
+			assert_int_equal(seal_open_chunk(c, id, sealed, (size_t)n, out, sizeof(out), check, &why),
+					 -EBADMSG);
+			sealed[i] ^= 0x01;
+		}
+	}
 	/* a sealed chunk under another id */
 	seal_chunk_id(c, rnd, sizeof(rnd), id2);
-	assert_int_equal(seal_open_chunk(c, id2, sealed, (size_t)n, out, sizeof(out), &why), -EBADMSG);
+	assert_int_equal(seal_open_chunk(c, id2, sealed, (size_t)n, out, sizeof(out), NULL, &why), -EBADMSG);
 	n = seal_chunk(c, id2, rnd, sizeof(rnd), sealed);
 	assert_true(n >= (long)sizeof(rnd) && n <= (long)(sizeof(rnd) + SEAL_OVERHEAD)); /* not compressed */
-	assert_int_equal(seal_open_chunk(c, id2, sealed, (size_t)n, out, sizeof(out), &why), 0);
+	assert_int_equal(seal_open_chunk(c, id2, sealed, (size_t)n, out, sizeof(out), NULL, &why), 0);
 	assert_memory_equal(out, rnd, sizeof(rnd));
 	/* metadata: bound to its name when keyed */
 	assert_int_equal(seal_meta(c, "maps/", text, sizeof(text), &meta, &meta_len), 0);
