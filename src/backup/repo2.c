@@ -1066,7 +1066,7 @@ static void *uploader_run(void *opaque)
 		e = 0;
 		if (!w->err) {
 			repo2_pack_key(w->r, u.pack, key);
-			e = store_put(w->r->st, key, u.buf, u.len);
+			e = store_put_nosync(w->r->st, key, u.buf, u.len);
 			if (e == 0)
 				repo2_crash_point("pack");
 		}
@@ -1214,7 +1214,8 @@ int pack_writer_finish(struct pack_writer *w, struct seal_ctx *sc, char **index)
 	int e;
 
 	*index = NULL;
-	if ((e = flush_pack(w)) < 0 || (e = wait_uploads(w)) < 0)
+	/* The packs are on stable storage before an index names them. */
+	if ((e = flush_pack(w)) < 0 || (e = wait_uploads(w)) < 0 || (e = store_sync(w->r->st)) < 0)
 		return e;
 	if (w->n_added == 0)
 		return 0;

@@ -37,6 +37,11 @@ struct store_ops {
 	/* Store the object, replacing one of that key: all or nothing, and on
 	 * stable storage (or acknowledged by the server) before it returns. */
 	int (*put)(struct store *s, const char *key, const void *buf, size_t len);
+	/* The same, all or nothing, but durable only after the next sync:
+	 * for many objects written at once (a backup's packs). NULL: put. */
+	int (*put_nosync)(struct store *s, const char *key, const void *buf, size_t len);
+	/* Every put_nosync before it is on stable storage. NULL: nothing to do. */
+	int (*sync)(struct store *s);
 	/* Remove the object; 0 also if it was absent. */
 	int (*del)(struct store *s, const char *key);
 	/* Every object whose key starts with PREFIX ("" for all), in no
@@ -82,6 +87,14 @@ static inline int store_get_range(struct store *s, const char *key, uint64_t off
 static inline int store_put(struct store *s, const char *key, const void *buf, size_t len)
 {
 	return s->ops->put(s, key, buf, len);
+}
+static inline int store_put_nosync(struct store *s, const char *key, const void *buf, size_t len)
+{
+	return s->ops->put_nosync ? s->ops->put_nosync(s, key, buf, len) : s->ops->put(s, key, buf, len);
+}
+static inline int store_sync(struct store *s)
+{
+	return s->ops->sync ? s->ops->sync(s) : 0;
 }
 static inline int store_del(struct store *s, const char *key)
 {

@@ -2,7 +2,8 @@
  * slashes made subdirectories. A put writes a temporary file (its name starts
  * with a dot, so no key and no listing ever sees it), fsyncs it, renames it
  * into place and fsyncs the directory: an object is there whole or not at all.
- * Nothing is opened through a symbolic link or read unless it is a regular
+ * (put_nosync leaves the fsyncs to one syncfs(2) at sync.) Nothing is opened
+ * through a symbolic link or read unless it is a regular
  * file, so a repository cannot be made to reach outside itself or to hang on
  * a FIFO. The lock is flock(2) on two files (store.h's modes):
  *   READ:   shared "lock"
@@ -171,7 +172,9 @@ static int sd_get_range(struct store *s, const char *key, uint64_t offset, size_
 	return 0;
 }
 
-static int sd_put(struct store *s, const char *key, const void *buf, size_t len)
+/* Write KEY: a temporary file renamed into place; with SYNC, the file and
+ * its directory fsynced (else sd_sync does it for all at once). */
+static int dir_put(struct store *s, const char *key, const void *buf, size_t len, bool sync)
 {
 	struct store_dir *sd = sd_of(s);
 	char tmp[64];
@@ -190,7 +193,7 @@ static int sd_put(struct store *s, const char *key, const void *buf, size_t len)
 		e = -errno;
 		goto fail;
 	}
-	if ((e = io_pwrite_all(fd, buf, len, 0, 0)) < 0 || (fsync(fd) < 0 && (e = -errno))) {
+	if ((e = io_pwrite_all(fd, buf, len, 0, 0)) < 0 || (sync && fsync(fd) < 0 && (e = -errno))) {
 		close(fd);
 		unlinkat(dfd, tmp, 0);
 		goto fail;
@@ -201,7 +204,7 @@ static int sd_put(struct store *s, const char *key, const void *buf, size_t len)
 		unlinkat(dfd, tmp, 0);
 		goto fail;
 	}
-	if (fsync(dfd) < 0) {
+	if (sync && fsync(dfd) < 0) {
 		e = -errno;
 		goto fail;
 	}
@@ -211,6 +214,29 @@ fail:
 	close(dfd);
 	bk_error("%s: writing %s: %s", s->url, key, strerror(-e));
 	return e;
+}
+
+static int sd_put(struct store *s, const char *key, const void *buf, size_t len)
+{
+	return dir_put(s, key, buf, len, true);
+}
+
+static int sd_put_nosync(struct store *s, const char *key, const void *buf, size_t len)
+{
+	return dir_put(s, key, buf, len, false);
+}
+
+/* One syncfs(2) for every file and directory written without a sync: far
+ * cheaper on a busy disk than an fsync per 16 MiB pack. */
+static int sd_sync(struct store *s)
+{
+	if (syncfs(sd_of(s)->dirfd) < 0) {
+		int e = -errno;
+
+		bk_error("%s: syncfs: %s", s->url, strerror(-e));
+		return e;
+	}
+	return 0;
 }
 
 static int sd_del(struct store *s, const char *key)
@@ -359,6 +385,8 @@ static const struct store_ops store_dir_ops = {
 	.get = sd_get,
 	.get_range = sd_get_range,
 	.put = sd_put,
+	.put_nosync = sd_put_nosync,
+	.sync = sd_sync,
 	.del = sd_del,
 	.list = sd_list,
 	.lock = sd_lock,

@@ -142,13 +142,13 @@ bad 1 "a name of 1 to 255" full --from "$U" --repo "$R" --device "$(printf 'a\tb
 
 # two backups into one repository at once: the second is refused, the first
 # finishes (a slowed source keeps it going; it holds lock.append meanwhile)
-nbdkit --exit-with-parent --unix "$T/slow.sock" --filter=delay file "$T/d.img" rdelay=300ms 2>"$T/nbdkit.log" &
+nbdkit --exit-with-parent --unix "$T/slow.sock" --filter=delay file "$T/d.img" rdelay=3 2>"$T/nbdkit.log" &
 slow=$!
 wait_for_socket "$T/slow.sock"
 "$BACKUP" full --from "nbd+unix:///?socket=$T/slow.sock" --repo "$R" --device slow --connections 1 --quiet >/dev/null 2>"$T/first.err" &
 first=$!
-for _ in $(seq 200); do flock -n "$R/lock.append" true || break; sleep 0.05; done
-flock -n "$R/lock.append" true && fail "the slowed backup did not take the repository in 10 s"
+for _ in $(seq 1200); do flock -n "$R/lock.append" true || break; sleep 0.05; done
+flock -n "$R/lock.append" true && fail "the slowed backup did not take the repository in 60 s"
 bad 1 "in use: another backup" full --from "$U" --repo "$R" --device d
 bad 1 "in use" prune --repo "$R" --keep-last 1
 ok list --repo "$R" # readers are welcome meanwhile
