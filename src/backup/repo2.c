@@ -19,6 +19,7 @@
 #include "backup/chunk_table.h"
 #include "backup/repo2.h"
 #include "backup/util.h"
+#include "common/io.h"
 
 #define FORMAT_NAME "bdfilter-backup"
 #define MAP_MAGIC "BDFMAP02"
@@ -1083,8 +1084,9 @@ static void *uploader_run(void *opaque)
 
 int pack_writer_init(struct pack_writer *w, struct repo2 *r)
 {
-	*w = (struct pack_writer){ .r = r, .cap = REPO2_PACK_TARGET + r->block_size + SEAL_OVERHEAD };
-	if (!(w->buf = malloc(w->cap)))
+	/* Room for a last chunk past the target, and for the padding. */
+	*w = (struct pack_writer){ .r = r, .cap = REPO2_PACK_TARGET + r->block_size + SEAL_OVERHEAD + IO_DIRECT_ALIGN };
+	if (!(w->buf = io_alloc_aligned(w->cap)))
 		return -ENOMEM;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
@@ -1160,6 +1162,14 @@ static int flush_pack(struct pack_writer *w)
 			return -ENOMEM;
 	}
 	w->first_in_buf = w->n_added;
+	/* Zeros to a whole number of 4 KiB: a directory store writes the pack
+	 * with O_DIRECT then. No chunk's range covers them. */
+	if (w->len % IO_DIRECT_ALIGN) {
+		size_t pad = IO_DIRECT_ALIGN - w->len % IO_DIRECT_ALIGN;
+
+		memset(w->buf + w->len, 0, pad);
+		w->len += pad;
+	}
 	pthread_mutex_lock(&w->lock);
 	while (w->q_len == PACK_QUEUE && !w->err)
 		pthread_cond_wait(&w->cond, &w->lock);
@@ -1172,7 +1182,7 @@ static int flush_pack(struct pack_writer *w)
 	pthread_mutex_unlock(&w->lock);
 	if (e < 0)
 		return e;
-	w->buf = next ? next : malloc(w->cap);
+	w->buf = next ? next : io_alloc_aligned(w->cap);
 	w->len = 0;
 	return w->buf ? 0 : -ENOMEM;
 }
@@ -1182,7 +1192,7 @@ int pack_writer_add(struct pack_writer *w, const uint8_t id[CHUNK_ID_LEN], const
 {
 	int e;
 
-	if (w->len + len > w->cap) {
+	if (w->len + len > w->cap - IO_DIRECT_ALIGN) {
 		bk_error("a sealed chunk of %zu bytes does not fit a pack", len);
 		return -EINVAL;
 	}
