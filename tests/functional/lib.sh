@@ -59,6 +59,8 @@ bdf_start() {
 	"$BDFILTERD" --foreground --nbd-listen "unix:$SOCK" --control "$CTL" "$@" >"$BDF_LOG" 2>&1 &
 	BDF_PID=$!
 	wait_for_socket "$SOCK"
+	# (the control socket may come after the NBD one)
+	wait_for_socket "$CTL"
 }
 
 # bdf_stop: SIGTERM the daemon and require a clean exit 0.

@@ -712,12 +712,15 @@ class Daemon:
             args += ["--device", d]
         args += list(extra)
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(200):
-            if os.path.exists(self.sock):
+        # Both sockets: the NBD one can come first (control_bad.py once
+        # connected to the control socket before it was there, under ASan).
+        for _ in range(600):
+            if os.path.exists(self.sock) and os.path.exists(self.control):
                 break
             check(self.proc.poll() is None, "bdfilterd exited at start")
             time.sleep(0.05)
         check(os.path.exists(self.sock), "socket did not appear")
+        check(os.path.exists(self.control), "control socket did not appear")
         Daemon.running.append(self)
 
     def client(self, timeout=10.0):
